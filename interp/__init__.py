@@ -1,0 +1,1 @@
+"""Analyses of trained deltas and the `interp` command line."""

@@ -1,0 +1,53 @@
+"""The `interp` command line: thin Typer commands over the library.
+
+Each command parses and validates its arguments, calls one library function with keyword
+arguments, and prints a summary. Errors in the user's input (`InterpError`) print one line and
+exit with status 2; nothing else is caught.
+"""
+
+from __future__ import annotations
+
+import os
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import typer
+from typer.core import TyperGroup
+
+from trainers.errors import InterpError
+
+
+class _Group(TyperGroup):
+    """Turns an `InterpError` raised by any command into 'error: ...' on stderr and exit status 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except InterpError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    help="Train parameter-efficient deltas on a code-search encoder and explain what they changed.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _mount() -> None:
+    from interp.commands import data, demo, encoder
+
+    app.add_typer(data.app, name="data", help="Build and check AdvTest-format code-search data.")
+    app.command("encoder", help="Show the resolved base encoder: family, layers, heads, hidden size, source.")(encoder.encoder)
+    app.command("demo", help="Run the main job end to end on the embedded defaults.")(demo.demo)
+
+
+_mount()
+
+
+def main() -> None:
+    app()
+

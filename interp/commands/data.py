@@ -1,0 +1,3 @@
+import typer
+
+app = typer.Typer(help="placeholder until the data layer lands")

@@ -1,0 +1,61 @@
+"""Shared fixtures: the real MiniLM and a tiny random RoBERTa (CodeBERT's family), built offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def make_tiny_roberta(path: Path, *, layers: int = 4, heads: int = 4, hidden: int = 32, vocab_texts: list[str] | None = None) -> Path:
+    """A randomly initialised RoBERTa encoder with a byte-level BPE tokenizer trained on stdlib source.
+
+    Shaped like CodeBERT (pad id 1, position offset, one token type), only tiny.
+    """
+    import inspect
+
+    import tokenizers
+    from tokenizers.processors import RobertaProcessing
+    import torch
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    if vocab_texts is None:
+        import bisect
+        import colorsys
+        import textwrap
+
+        vocab_texts = [inspect.getsource(m) for m in (bisect, colorsys, textwrap)]
+    path.mkdir(parents=True, exist_ok=True)
+    bpe = tokenizers.ByteLevelBPETokenizer()
+    bpe.train_from_iterator(vocab_texts, vocab_size=600, min_frequency=2, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe._tokenizer.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tokenizer = RobertaTokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
+        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=128,
+    )
+    tokenizer.save_pretrained(path)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=4 * hidden, max_position_embeddings=130, type_vocab_size=1, pad_token_id=1,
+        bos_token_id=0, eos_token_id=2,
+    )
+    torch.manual_seed(0)
+    RobertaModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta_dir(tmp_path_factory) -> Path:
+    return make_tiny_roberta(tmp_path_factory.mktemp("tiny-roberta"))
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The real default encoder, loaded once per test session."""
+    from trainers.encoders import load_encoder
+
+    return load_encoder()

