@@ -38,10 +38,13 @@ app = typer.Typer(
 
 
 def _mount() -> None:
-    from interp.commands import data, demo, encoder
+    from interp.commands import data, demo, encoder, train
 
     app.add_typer(data.app, name="data", help="Build and check AdvTest-format code-search data.")
     app.command("encoder", help="Show the resolved base encoder: family, layers, heads, hidden size, source.")(encoder.encoder)
+    app.command("train", help="Train a delta (a preset or a method) and keep the best by valid MRR.")(train.train)
+    app.command("eval", help="Re-evaluate a run on any split or AdvTest-format file; write predictions.")(train.eval_)
+    app.command("runs", help="List runs with method, trainable parameters, valid and test MRR.")(train.runs)
     app.command("demo", help="Run the main job end to end on the embedded defaults.")(demo.demo)
 
 

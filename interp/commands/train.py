@@ -1,0 +1,127 @@
+"""`interp train`, `interp eval` and `interp runs`: make deltas, score them, list them."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from interp.commands import options
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Method(str, Enum):
+    full = "full"
+    lora = "lora"
+    prefix = "prefix"
+    adapter = "adapter"
+
+
+class Placement(str, Enum):
+    attn = "attn"
+    ffn = "ffn"
+    both = "both"
+
+
+def method_config(preset: str | None, method: Method | None, r: int | None, alpha: float | None, length: int | None,
+                  placement: Placement | None, layers: str | None):
+    """The method config named by --preset, or built from --method and its options."""
+    from trainers import methods
+    from trainers.errors import InterpError
+
+    if (preset is None) == (method is None):
+        raise InterpError("give exactly one of --preset or --method")
+    if preset is not None:
+        if any(v is not None for v in (r, alpha, length, placement)):
+            raise InterpError("--r, --alpha, --length and --placement go with --method, not --preset")
+        config = methods.get_preset(preset)
+        return config if layers is None else methods.with_layers(config, layers)
+    fields = {"method": method.value, "r": r, "alpha": alpha, "length": length, "placement": placement.value if placement else None, "layers": layers}
+    return methods.method_from_dict({k: v for k, v in fields.items() if v is not None})
+
+
+def train(
+    name: Annotated[str, typer.Option("--name", help="Run name: the checkpoint goes to RUNS_DIR/NAME.")],
+    preset: Annotated[str | None, typer.Option(help="A preset of the study, e.g. lora64, adapter-ffn256, loFF (see `interp params`).")] = None,
+    method: Annotated[Method | None, typer.Option(help="A single method, configured by the options below.")] = None,
+    r: Annotated[int | None, typer.Option("--r", help="LoRA rank or adapter bottleneck.")] = None,
+    alpha: Annotated[float | None, typer.Option(help="LoRA scale (the study's alpha; default 4).")] = None,
+    length: Annotated[int | None, typer.Option("--length", help="Prefix length l.")] = None,
+    placement: Annotated[Placement | None, typer.Option(help="Adapter placement: attn, ffn or both (Adapter-H).")] = None,
+    layers: Annotated[str | None, typer.Option(help="Restrict the delta to layers: '9-12' (1-based, inclusive) or 'last:4'.")] = None,
+    data: options.DataDir = Path("runs/data"),
+    base: options.Base = None,
+    epochs: Annotated[int, typer.Option(help="Epochs over the training split.")] = 2,
+    batch_size: Annotated[int, typer.Option(help="Pairs per batch (in-batch negatives).")] = 16,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-5,
+    warmup_frac: Annotated[float, typer.Option(help="Share of steps with linear warmup.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 123456,
+    evals_per_epoch: Annotated[int, typer.Option(help="Validation MRR evaluations per epoch; the best delta is kept.")] = 10,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
+    max_len: Annotated[int, typer.Option(help="Truncate queries and codes to this many tokens.")] = 256,
+    train_limit: Annotated[int | None, typer.Option(help="Use only this many training pairs (a fixed sample).")] = None,
+    eval_limit: Annotated[int | None, typer.Option(help="Use only this many valid and test pairs (a fixed sample).")] = None,
+    device: Annotated[Device, typer.Option(help="auto picks CUDA (bf16) when there is one.")] = Device.auto,
+    runs_dir: options.RunsDir = Path("runs"),
+    resume: Annotated[bool, typer.Option(help="Continue RUNS_DIR/NAME from its last saved state.")] = False,
+    progress: options.Progress = True,
+) -> None:
+    """Train a delta on the code-search objective and save the best one (by valid MRR) with its manifest."""
+    from trainers.training.loop import TrainConfig
+    from trainers.training.train import RunSpec, train_run
+
+    config = method_config(preset, method, r, alpha, length, placement, layers)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup_frac=warmup_frac, seed=seed,
+                      evals_per_epoch=evals_per_epoch, max_steps=max_steps, max_len=max_len)
+    spec = RunSpec(name=name, method=config, data_dir=data, preset=preset, base=base, train_limit=train_limit, eval_limit=eval_limit)
+    manifest = train_run(spec, cfg, runs_dir=runs_dir, device=device.value, resume=resume, progress=progress)
+    m = manifest["metrics"]
+    typer.echo(f"{name}: best valid MRR {m['valid_mrr']:.4f} at step {m['best_step']}, test MRR {m['test_mrr']:.4f} -> {runs_dir / name}")
+
+
+def eval_(
+    name: Annotated[str, typer.Argument(help="A run under RUNS_DIR.")],
+    split: Annotated[str, typer.Option(help="train, valid or test of the run's data.")] = "test",
+    data: Annotated[Path | None, typer.Option("--data", exists=True, dir_okay=False, help="Any AdvTest-format jsonl instead of --split.")] = None,
+    predictions: Annotated[Path | None, typer.Option(help="Write CodeXGLUE-format predictions here.")] = None,
+    top_k: Annotated[int, typer.Option(help="Answers per query in the predictions.")] = 1000,
+    device: Annotated[Device, typer.Option()] = Device.auto,
+    runs_dir: options.RunsDir = Path("runs"),
+    progress: options.Progress = True,
+) -> None:
+    """Re-evaluate a run's best delta on any split or AdvTest-format file (MRR, optional predictions)."""
+    from trainers.training.runs import find_run
+    from trainers.training.scoring import evaluate_run, write_predictions
+
+    run = find_run(runs_dir, name)
+    result = evaluate_run(run, data_file=data, split=split, device=device.value, progress=progress)
+    typer.echo(f"{name} on {result.file}: MRR {result.evaluation.mrr:.4f} over {len(result.urls)} queries")
+    if predictions is not None:
+        write_predictions(result, predictions, top_k)
+        typer.echo(f"predictions (top {top_k}) -> {predictions}")
+
+
+def runs(runs_dir: options.RunsDir = Path("runs")) -> None:
+    """List the runs: method, trainable parameters, share of base, valid and test MRR."""
+    from trainers.training.runs import list_runs
+
+    rows = [("run", "preset", "method", "trainable", "share", "valid MRR", "test MRR", "status")]
+    for run in list_runs(runs_dir):
+        m, p = run.manifest, run.manifest.get("parameters", {})
+        metrics = m.get("metrics", {})
+        fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else "-"  # noqa: E731
+        rows.append((run.name, m.get("preset") or "-", m["method"]["method"], f"{p.get('trainable', 0):,}",
+                     f"{100 * p.get('share', 0):.2f}%", fmt(metrics.get("valid_mrr")), fmt(metrics.get("test_mrr")), m.get("status", "?")))
+    if len(rows) == 1:
+        typer.echo(f"no runs in {runs_dir}")
+        return
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        typer.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())

@@ -1,0 +1,171 @@
+"""The training loop: small, and it knows nothing about PEFT.
+
+A method prepares the model (only the delta's parameters require gradients); this loop trains
+whatever is trainable on the study's objective (its Eq. 4.1): cross-entropy over the in-batch
+query x code [CLS] inner products. AdamW, linear warmup then linear decay, gradient-norm
+clipping. It evaluates `evals_per_epoch` times per epoch and hands every evaluation to the
+`Checkpoints` it was given, which keeps the best delta and the state to resume from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from trainers.errors import InterpError
+from trainers.training.batching import Batch, Tokenized, epoch_order, iterate_batches
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters; the defaults are the study's (its Table 7.2)."""
+
+    epochs: int = 2
+    batch_size: int = 16
+    lr: float = 1e-5
+    warmup_frac: float = 0.1
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 123456
+    evals_per_epoch: int = 10
+    max_steps: int | None = None
+    max_len: int = 256
+    eval_batch_size: int = 64
+    bucket: bool = True  # length bucketing; False pads like CodeXGLUE (benchmarks only)
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "evals_per_epoch", "max_len", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise InterpError(f"`{name}` should be at least 1, got {getattr(self, name)}.")
+        if self.batch_size < 2:
+            raise InterpError(f"`batch_size` should be at least 2 (in-batch negatives), got {self.batch_size}.")
+        if not self.lr > 0:
+            raise InterpError(f"`lr` should be positive, got {self.lr}.")
+        if not 0 <= self.warmup_frac < 1:
+            raise InterpError(f"`warmup_frac` should be in [0, 1), got {self.warmup_frac}.")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise InterpError(f"`max_steps` should be at least 1, got {self.max_steps}.")
+
+    def schedule(self, train_size: int) -> tuple[int, int, int]:
+        """(steps per epoch, total steps, steps between evaluations)."""
+        per_epoch = train_size // self.batch_size
+        if per_epoch < 1:
+            raise InterpError(f"the training split has {train_size} pairs, fewer than one batch of {self.batch_size}")
+        total = per_epoch * self.epochs
+        if self.max_steps is not None:
+            total = min(total, self.max_steps)
+        every = max(1, math.ceil(min(per_epoch, total) / self.evals_per_epoch))
+        return per_epoch, total, every
+
+
+@dataclass
+class TrainerState:
+    """Where a run stands: everything but tensors needed to resume it exactly."""
+
+    step: int = 0
+    best_mrr: float = -1.0
+    best_step: int = -1
+    losses: list[float] = field(default_factory=list)  # one per optimizer step
+    valid: list[dict] = field(default_factory=list)  # {"step", "epoch", "mrr"} per evaluation
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Checkpoints(Protocol):
+    def save_best(self, step: int, mrr: float) -> None: ...
+    def save_state(self, state: TrainerState, optimizer: torch.optim.Optimizer, scheduler) -> None: ...
+
+
+def contrastive_loss(query: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    """Eq. 4.1: cross-entropy of each query against every code of the batch. (B, H) x (B, H) -> ()"""
+    logits = query @ code.T  # (B, B); the gold code of query i is code i
+    return F.cross_entropy(logits.float(), torch.arange(len(query), device=query.device))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
+    from transformers import get_linear_schedule_with_warmup
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise InterpError("the model has no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_frac * total_steps), total_steps)
+    return optimizer, scheduler
+
+
+def fit(
+    model: torch.nn.Module,
+    *,
+    embed: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    train: Tokenized,
+    validate: Callable[[], float],
+    cfg: TrainConfig,
+    accelerator,
+    checkpoints: Checkpoints,
+    state: TrainerState | None = None,
+    optimizer_state: dict | None = None,
+    progress: bool = True,
+) -> TrainerState:
+    """Train from `state` (a fresh run if None) to the configured number of steps.
+
+    `accelerator` (an `accelerate.Accelerator`) owns the device and mixed precision; `model`
+    must already be prepared by it, and `embed` must call the prepared model.
+    """
+    state = state or TrainerState()
+    per_epoch, total, every = cfg.schedule(len(train))
+    optimizer, scheduler = make_optimizer(model, cfg, total)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state["optimizer"])
+        scheduler.load_state_dict(optimizer_state["scheduler"])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
+    device = accelerator.device
+
+    bar = tqdm(total=total, initial=state.step, desc="train", disable=not progress, dynamic_ncols=True)
+    while state.step < total:
+        epoch, position = divmod(state.step, per_epoch)
+        batches = epoch_order(train, cfg.batch_size, cfg.seed, epoch, bucket=cfg.bucket)
+        pad_to = None if cfg.bucket else cfg.max_len
+        for batch in iterate_batches(train, batches, start=position, pad_to=pad_to):
+            model.train()
+            loss = _step(embed, batch.to(device), accelerator)
+            if not math.isfinite(loss.item()):
+                kept = f"step {state.best_step}, valid MRR {state.best_mrr:.4f}" if state.best_step >= 0 else "none yet"
+                raise InterpError(f"step {state.step + 1}: the loss is {loss.item()}; stopping. Last good checkpoint kept: {kept}")
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.losses.append(round(loss.item(), 6))
+            bar.update(1)
+            if state.step % every == 0 or state.step == total:
+                model.eval()
+                score = validate()
+                state.valid.append({"step": state.step, "epoch": state.step / per_epoch, "mrr": score})
+                if score > state.best_mrr:
+                    state.best_mrr, state.best_step = score, state.step
+                    checkpoints.save_best(state.step, score)
+                checkpoints.save_state(state, optimizer, scheduler)
+            bar.set_postfix(loss=f"{loss.item():.4f}", valid_mrr=f"{state.valid[-1]['mrr']:.4f}" if state.valid else "-")
+            if state.step >= total:
+                break
+    bar.close()
+    model.eval()
+    return state
+
+
+def _step(embed, batch: Batch, accelerator) -> torch.Tensor:
+    with accelerator.autocast():
+        query = embed(*batch.query)  # (B, H)
+        code = embed(*batch.code)  # (B, H)
+    return contrastive_loss(query, code)

@@ -1,0 +1,67 @@
+"""Re-evaluate a finished run on any AdvTest-format file, and write CodeXGLUE predictions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from trainers import methods
+from trainers.data import load_split, read_split
+from trainers.encoders import Encoder, load_encoder
+from trainers.errors import InterpError
+from trainers.io import atomic_open
+from trainers.training.evaluate import Evaluation, evaluate, top_k
+from trainers.training.runs import RunInfo
+from trainers.training.splits import tokenize_examples
+
+DEFAULT_TOP_K = 1000  # CodeXGLUE's evaluator counts a query as missed when its gold is not in the list
+
+
+def load_run_model(run: RunInfo, base: str | None = None) -> tuple[Encoder, torch.nn.Module]:
+    """The run's base encoder (checked against the hash in its manifest) with its best delta applied."""
+    recorded = run.manifest["base"]
+    encoder = load_encoder(base if base is not None else recorded["source"])
+    if encoder.weights_hash != recorded["weights_sha256"]:
+        raise InterpError(
+            f"run {run.name!r} was trained on base {recorded['weights_sha256'][:12]} ({recorded['source']}), "
+            f"but {encoder.source} has weights {encoder.weights_hash[:12]}"
+        )
+    return encoder, methods.load_delta(encoder, run.path)
+
+
+@dataclass(frozen=True)
+class RunEvaluation:
+    file: Path
+    evaluation: Evaluation
+    urls: list[str]
+    idx: list
+
+
+def evaluate_run(run: RunInfo, *, data_file: Path | None = None, data_dir: Path | None = None, split: str = "test",
+                 max_len: int | None = None, batch_size: int = 64, device: str = "auto", progress: bool = True) -> RunEvaluation:
+    """MRR of the run's best delta on `data_file`, or on `split` of `data_dir` (default: the run's data)."""
+    encoder, model = load_run_model(run)
+    if data_file is not None:
+        examples, file = read_split(data_file), Path(data_file)
+    else:
+        data_dir = Path(data_dir or Path(run.manifest["data"]["test"]["file"]).parent)
+        examples, file = load_split(data_dir, split), data_dir / f"{split}.jsonl"
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    target = torch.device("cuda" if use_cuda else "cpu")
+    model.to(target).eval()
+    tok = tokenize_examples(encoder, examples, max_len or run.manifest["train"]["max_len"])
+    result = evaluate(lambda ids, mask: encoder.embed(ids, mask, model=model), tok, batch_size=batch_size, device=target, progress=progress)
+    return RunEvaluation(file, result, [e.url for e in examples], [e.idx for e in examples])
+
+
+def write_predictions(result: RunEvaluation, out: Path, k: int = DEFAULT_TOP_K) -> None:
+    """One {"url": ..., "answers": [idx, ...]} line per query, best first (CodeXGLUE's format)."""
+    if k < 1:
+        raise InterpError(f"--top-k should be at least 1, got {k}")
+    best = top_k(result.evaluation.query_emb, result.evaluation.code_emb, k)
+    with atomic_open(out) as f:
+        for url, row in zip(result.urls, best.tolist()):
+            f.write(json.dumps({"url": url, "answers": [result.idx[i] for i in row]}) + "\n")

@@ -1,0 +1,176 @@
+"""One training run, end to end: load, apply the method, fit, test the best delta, write the run.
+
+This is where the parts meet: the data, the base encoder, the method (which prepares the
+model), the loop (which trains what is trainable) and the run directory (which keeps the best
+delta, the state to resume from and the manifest).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from trainers import methods
+from trainers.data import load_split
+from trainers.encoders import Encoder, load_encoder
+from trainers.errors import InterpError
+from trainers.io import atomic_dir, write_json
+from trainers.training.batching import Tokenized, tokenize_pairs
+from trainers.training.evaluate import evaluate
+from trainers.training.loop import TrainConfig, TrainerState, fit
+from trainers.training.runs import check_run_name, code_version, package_versions, read_manifest
+from trainers.training.splits import SplitData, load_split_data
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to train: a name, a method, the data and the base."""
+
+    name: str
+    method: methods.MethodConfig
+    data_dir: Path
+    preset: str | None = None
+    base: str | None = None
+    train_limit: int | None = None  # use only this many training pairs (the demo)
+    eval_limit: int | None = None  # and this many valid / test pairs
+
+
+def make_accelerator(device: str):
+    from accelerate import Accelerator
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise InterpError(f"--device should be auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InterpError("--device cuda: no CUDA device is available here (use --device auto or cpu)")
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    return Accelerator(cpu=not use_cuda, mixed_precision="bf16" if use_cuda else "no")
+
+
+class RunCheckpoints:
+    """Keeps the best delta in the run directory and the last state in runs/NAME/state/."""
+
+    def __init__(self, path: Path, model: torch.nn.Module, config: methods.MethodConfig):
+        self.path, self.model, self.config = path, model, config
+        self.best: dict[str, torch.Tensor] | None = None
+
+    def save_best(self, step: int, mrr: float) -> None:
+        self.best = {k: v.detach().clone() for k, v in methods.delta_state(self.model).items()}
+        methods.save_delta(self.model, self.config, self.path)
+
+    def save_state(self, state: TrainerState, optimizer, scheduler) -> None:
+        with atomic_dir(self.path / "state") as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in methods.delta_state(self.model).items()}, tmp / "delta.safetensors")
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+            if self.best is not None:
+                save_file({k: v.cpu().contiguous() for k, v in self.best.items()}, tmp / "best.safetensors")
+            save_file({"cpu": torch.get_rng_state()}, tmp / "rng.safetensors")
+            write_json(tmp / "trainer_state.json", state.to_dict())
+
+
+def load_state(path: Path, checkpoints: RunCheckpoints) -> tuple[TrainerState, dict]:
+    """Put the model, the RNG and the best delta back where the last saved state left them."""
+    state_dir = path / "state"
+    methods.load_delta_state(checkpoints.model, load_file(state_dir / "delta.safetensors"))
+    if (state_dir / "best.safetensors").is_file():
+        checkpoints.best = load_file(state_dir / "best.safetensors")
+    torch.set_rng_state(load_file(state_dir / "rng.safetensors")["cpu"])
+    optimizer_state = torch.load(state_dir / "optimizer.pt", weights_only=True)
+    return TrainerState(**json.loads((state_dir / "trainer_state.json").read_text())), optimizer_state
+
+
+def train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str = "auto", resume: bool = False, progress: bool = True) -> dict:
+    """Train `spec` and write runs/NAME/; returns the manifest."""
+    check_run_name(spec.name)
+    path = runs_dir / spec.name
+    if path.exists() and not resume:
+        raise InterpError(f"run {spec.name!r} already exists in {runs_dir}; use --resume to continue it, or another --name")
+    if resume and path.exists() and read_manifest(path).get("status") == "finished":
+        raise InterpError(f"run {spec.name!r} in {runs_dir} has already finished; nothing to resume")
+
+    encoder = load_encoder(spec.base)
+    data = load_split_data(encoder, spec.data_dir, max_len=cfg.max_len, train_limit=spec.train_limit, eval_limit=spec.eval_limit)
+    if resume and path.exists():
+        _check_same_run(read_manifest(path), spec, cfg, encoder, data)
+
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    accelerator = make_accelerator(device)
+    model = methods.apply_method(encoder, spec.method)
+    model = accelerator.prepare(model)
+    embed = lambda ids, mask: encoder.embed(ids, mask, model=model)  # noqa: E731
+
+    manifest = _manifest(spec, cfg, encoder, data, accelerator, methods.count_parameters(encoder, spec.method))
+    checkpoints = RunCheckpoints(path, accelerator.unwrap_model(model), spec.method)
+    state = optimizer_state = None
+    if resume and (path / "state" / "trainer_state.json").is_file():
+        state, optimizer_state = load_state(path, checkpoints)
+    path.mkdir(parents=True, exist_ok=True)
+    write_json(path / "manifest.json", manifest)
+    start = time.perf_counter()
+    validate = lambda: evaluate(embed, data.valid, batch_size=cfg.eval_batch_size, device=accelerator.device).mrr  # noqa: E731
+    state = fit(
+        model, embed=embed, train=data.train, validate=validate, cfg=cfg, accelerator=accelerator,
+        checkpoints=checkpoints, state=state, optimizer_state=optimizer_state, progress=progress,
+    )
+
+    # Test the best delta, not the last one.
+    methods.load_delta_state(checkpoints.model, checkpoints.best)
+    test = evaluate(embed, data.test, batch_size=cfg.eval_batch_size, device=accelerator.device, progress=progress)
+    manifest["status"] = "finished"
+    manifest["elapsed_s"] = round(manifest.get("elapsed_s", 0) + time.perf_counter() - start, 1)
+    manifest["metrics"] = {
+        "best_step": state.best_step,
+        "valid_mrr": state.best_mrr,
+        "test_mrr": test.mrr,
+        "steps": state.step,
+        "evaluations": len(state.valid),
+    }
+    write_json(path / "curves.json", {"loss": state.losses, "valid": state.valid})
+    write_json(path / "ranks.json", {"split": "test", "fingerprint": data.test_fingerprint, "ranks": dict(zip(map(str, data.test_idx), test.ranks.tolist()))})
+    write_json(path / "manifest.json", manifest)
+    shutil.rmtree(path / "state", ignore_errors=True)
+    return manifest
+
+
+def _manifest(spec: RunSpec, cfg: TrainConfig, encoder: Encoder, data: SplitData, accelerator, params) -> dict:
+    return {
+        "name": spec.name,
+        "status": "running",
+        "preset": spec.preset,
+        "method": spec.method.to_dict(),
+        "parameters": asdict(params),
+        "base": encoder.describe() | {"weights_sha256": encoder.weights_hash},
+        "data": data.describe(),
+        "train": asdict(cfg),
+        "device": str(accelerator.device),
+        "mixed_precision": accelerator.mixed_precision,
+        "versions": package_versions(),
+        "code_version": code_version(),
+    }
+
+
+def _check_same_run(old: dict, spec: RunSpec, cfg: TrainConfig, encoder: Encoder, data: SplitData) -> None:
+    """--resume must continue the same run: same method, base, data and hyperparameters."""
+    if old["base"]["weights_sha256"] != encoder.weights_hash:
+        raise InterpError(
+            f"run {spec.name!r} was trained on base {old['base']['weights_sha256'][:12]} but --base gives "
+            f"{encoder.weights_hash[:12]} ({encoder.source})"
+        )
+    for what, before, now in (
+        ("method", old["method"], spec.method.to_dict()),
+        ("training settings", old["train"], asdict(cfg)),
+        ("data", _fingerprints(old["data"]), _fingerprints(data.describe())),
+    ):
+        if before != now:
+            raise InterpError(f"run {spec.name!r}: --resume with different {what} than the run was started with")
+
+
+def _fingerprints(files: dict) -> dict:
+    return {split: info["fingerprint"] for split, info in files.items()}
