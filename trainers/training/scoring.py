@@ -40,6 +40,21 @@ class RunEvaluation:
     idx: list
 
 
+def evaluate_examples(encoder: Encoder, model: torch.nn.Module, examples: list, *, max_len: int, batch_size: int = 64,
+                      device: str = "auto", progress: bool = True) -> Evaluation:
+    """MRR of `model` (a delta on `encoder`, or the bare base) over `examples`."""
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    target = torch.device("cuda" if use_cuda else "cpu")
+    model.to(target).eval()
+    tok = tokenize_examples(encoder, examples, max_len)
+    return evaluate(lambda ids, mask: encoder.embed(ids, mask, model=model), tok, batch_size=batch_size, device=target, progress=progress)
+
+
+def run_data_dir(run: RunInfo) -> Path:
+    """The data directory the run was trained on."""
+    return Path(run.manifest["data"]["test"]["file"]).parent
+
+
 def evaluate_run(run: RunInfo, *, data_file: Path | None = None, data_dir: Path | None = None, split: str = "test",
                  max_len: int | None = None, batch_size: int = 64, device: str = "auto", progress: bool = True) -> RunEvaluation:
     """MRR of the run's best delta on `data_file`, or on `split` of `data_dir` (default: the run's data)."""
@@ -47,13 +62,10 @@ def evaluate_run(run: RunInfo, *, data_file: Path | None = None, data_dir: Path 
     if data_file is not None:
         examples, file = read_split(data_file), Path(data_file)
     else:
-        data_dir = Path(data_dir or Path(run.manifest["data"]["test"]["file"]).parent)
+        data_dir = Path(data_dir or run_data_dir(run))
         examples, file = load_split(data_dir, split), data_dir / f"{split}.jsonl"
-    use_cuda = torch.cuda.is_available() and device != "cpu"
-    target = torch.device("cuda" if use_cuda else "cpu")
-    model.to(target).eval()
-    tok = tokenize_examples(encoder, examples, max_len or run.manifest["train"]["max_len"])
-    result = evaluate(lambda ids, mask: encoder.embed(ids, mask, model=model), tok, batch_size=batch_size, device=target, progress=progress)
+    result = evaluate_examples(encoder, model, examples, max_len=max_len or run.manifest["train"]["max_len"],
+                               batch_size=batch_size, device=device, progress=progress)
     return RunEvaluation(file, result, [e.url for e in examples], [e.idx for e in examples])
 
 

@@ -1,0 +1,93 @@
+"""What every analysis shares: resolving run names (and `base`), fingerprints, saving results.
+
+A saved result is plain JSON, so `reports/` can render it without torch:
+
+    {"kind": "attn-diff", "name": "lora64-vs-lora256", "inputs": {...fingerprints...},
+     "result": {...}, "versions": {...}, "code_version": "..."}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from trainers.errors import InterpError
+from trainers.io import write_json
+from trainers.training.runs import RunInfo, code_version, find_run, list_runs, package_versions
+
+BASE = "base"  # the run name that means "the untrained base model"
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A run, or the untrained base of `base_of` when `name == 'base'`."""
+
+    name: str
+    run: RunInfo | None  # None for the base
+    base: dict  # the base encoder as recorded in a manifest (source, weights_sha256, ...)
+
+    @property
+    def is_base(self) -> bool:
+        return self.run is None
+
+    def fingerprint(self) -> dict:
+        """Identity of this input: the base weights, and the delta's files for a run."""
+        out = {"name": self.name, "base_sha256": self.base["weights_sha256"]}
+        if self.run is not None:
+            out["delta_sha256"] = delta_fingerprint(self.run.path)
+        return out
+
+
+def delta_fingerprint(path: Path) -> str:
+    """sha256 over the run's saved delta files (peft format or full weights)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix == ".safetensors" or p.name == "adapter_config.json"))
+    for p in files:
+        digest.update(p.name.encode())
+        digest.update(p.read_bytes())
+    return digest.hexdigest()
+
+
+def resolve_runs(runs_dir: Path, names: list[str]) -> list[RunRef]:
+    """Resolve run names; `base` takes the base of the other runs. All must share one base."""
+    runs = {n: find_run(runs_dir, n) for n in names if n != BASE}
+    bases = {n: r.manifest["base"] for n, r in runs.items()}
+    if not bases:
+        known = [r.name for r in list_runs(runs_dir)]
+        if not known:
+            raise InterpError(f"'base' needs a trained run beside it to know which base model is meant; no runs in {runs_dir}")
+        bases = {known[0]: find_run(runs_dir, known[0]).manifest["base"]}
+    hashes = {n: b["weights_sha256"] for n, b in bases.items()}
+    if len(set(hashes.values())) > 1:
+        (a, ha), (b, hb) = list(hashes.items())[:2]
+        raise InterpError(f"runs {a!r} and {b!r} have different base models ({ha[:12]} vs {hb[:12]}); they cannot be compared")
+    base = next(iter(bases.values()))
+    return [RunRef(n, runs.get(n), base) for n in names]
+
+
+def _plain(obj: Any) -> Any:
+    if is_dataclass(obj):
+        return asdict(obj)
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def result_path(runs_dir: Path, kind: str, name: str) -> Path:
+    return runs_dir / "analyses" / kind / f"{name}.json"
+
+
+def save_result(runs_dir: Path, kind: str, name: str, result: Any, inputs: dict) -> Path:
+    """Write an analysis result atomically to runs/analyses/<kind>/<name>.json."""
+    path = result_path(runs_dir, kind, name)
+    payload = {
+        "kind": kind,
+        "name": name,
+        "inputs": inputs,
+        "result": json.loads(json.dumps(result, default=_plain)),
+        "versions": package_versions(),
+        "code_version": code_version(),
+    }
+    write_json(path, payload)
+    return path

@@ -1,0 +1,75 @@
+"""Per-query ranks of the gold code, for runs and for the base: read from the run or computed.
+
+A finished run keeps the rank of every test query (runs/NAME/ranks.json). Any other split, any
+other file, and the base model are evaluated here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from interp.analyses.base import RunRef
+from trainers.data import Example, fingerprint, load_split, read_split
+from trainers.encoders import load_encoder
+from trainers.errors import InterpError
+from trainers.training.splits import EVAL_SUBSET_SEED, split_fingerprint, subset
+from trainers.training.scoring import evaluate_examples, load_run_model, run_data_dir
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """The examples an analysis runs over, and their identity."""
+
+    file: Path
+    examples: list[Example]
+    fingerprint: str
+
+    def describe(self) -> dict:
+        return {"file": str(self.file), "fingerprint": self.fingerprint, "examples": len(self.examples)}
+
+
+def resolve_data(refs: list[RunRef], *, split: str = "test", data_file: Path | None = None, limit: int | None = None) -> DataRef:
+    """`--data FILE`, or `--split` of the data the (first non-base) run was trained on."""
+    if data_file is not None:
+        file = Path(data_file)
+        examples = read_split(file)
+    else:
+        runs = [r.run for r in refs if r.run is not None]
+        if not runs:
+            raise InterpError("with only 'base', give --data FILE: there is no run to take the data from")
+        data_dir = run_data_dir(runs[0])
+        file = data_dir / f"{split}.jsonl"
+        examples = load_split(data_dir, split)
+    if limit is not None:
+        if limit < 1:
+            raise InterpError(f"--limit should be at least 1, got {limit}")
+        examples = subset(examples, limit, EVAL_SUBSET_SEED)  # the same sample a run's --eval-limit takes
+    return DataRef(file.resolve(), examples, split_fingerprint(fingerprint(file), examples))
+
+
+def load_model(ref: RunRef):
+    """(encoder, model) for a run (its best delta) or for the base (the bare encoder)."""
+    if ref.run is not None:
+        return load_run_model(ref.run)
+    encoder = load_encoder(ref.base["source"])
+    if encoder.weights_hash != ref.base["weights_sha256"]:
+        raise InterpError(f"the base at {ref.base['source']} no longer has the weights the runs were trained on")
+    return encoder, encoder.model
+
+
+def max_len_of(ref: RunRef, default: int = 256) -> int:
+    return ref.run.manifest["train"]["max_len"] if ref.run is not None else default
+
+
+def ranks(ref: RunRef, data: DataRef, *, progress: bool = True) -> dict[str, int]:
+    """idx -> 1-based rank of the gold code, for every example of `data`."""
+    if ref.run is not None and (ref.run.path / "ranks.json").is_file():
+        saved = json.loads((ref.run.path / "ranks.json").read_text())
+        wanted = [str(e.idx) for e in data.examples]
+        if saved["fingerprint"] == data.fingerprint:
+            return {k: saved["ranks"][k] for k in wanted}
+    encoder, model = load_model(ref)
+    result = evaluate_examples(encoder, model, data.examples, max_len=max_len_of(ref), progress=progress)
+    return {str(e.idx): int(r) for e, r in zip(data.examples, result.ranks.tolist())}
