@@ -1,0 +1,27 @@
+"""Full fine-tuning: every base weight trains (or every weight of the chosen layers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trainers.methods.base import ROLE_WORDS, MethodConfig, check_layers_spec
+
+
+@dataclass(frozen=True)
+class FullConfig(MethodConfig):
+    """All base weights trainable. With `layers`, only those encoder layers train (embeddings freeze)."""
+
+    method = "full"
+    layers: str | None = None
+
+    def __post_init__(self):
+        check_layers_spec(self.layers)
+
+    def roles(self) -> tuple[str, ...]:
+        return tuple(ROLE_WORDS)
+
+    def formula(self, hidden: int, depth: int) -> int:
+        raise NotImplementedError("full fine-tuning has no Table 4.2 formula; count the base model")
+
+    def describe(self) -> str:
+        return "full fine-tuning" + self.layers_note()

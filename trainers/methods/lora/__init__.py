@@ -1,0 +1,1 @@
+"""lora method: config.py (and for peft-registered methods, layer.py + model.py)."""

@@ -1,0 +1,1 @@
+"""prefix method: config.py (and for peft-registered methods, layer.py + model.py)."""
