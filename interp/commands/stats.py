@@ -1,0 +1,88 @@
+"""`interp qualitative` and `interp compare`: which queries each delta gets right, and whether
+one delta is really better than another. Thin: parse, call the library, print a summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from interp.commands import options
+
+Split = Annotated[str, typer.Option("--split", help="train, valid or test of the runs' data.")]
+DataFile = Annotated[
+    Path | None,
+    typer.Option("--data", exists=True, dir_okay=False, help="Any AdvTest-format jsonl instead of --split (every run is evaluated on it)."),
+]
+Limit = Annotated[int | None, typer.Option("--limit", help="Only this many examples: the same fixed sample as a run's --eval-limit.")]
+
+
+def _names(value: str | None) -> list[str]:
+    return [n.strip() for n in value.split(",") if n.strip()] if value else []
+
+
+def _num(value: float | None, fmt: str = ".2f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else (f"{value:.2g}" if value < 0.001 else f"{value:.3f}")
+
+
+def qualitative(
+    runs: Annotated[str | None, typer.Option("--runs", help="Comma-separated runs for easy/hard (default: baseline and candidate).")] = None,
+    baseline: Annotated[str | None, typer.Option("--baseline", help="For fixed/regressed: the run to improve on (the study's LoRA-256).")] = None,
+    candidate: Annotated[str | None, typer.Option("--candidate", help="For fixed/regressed: the run that should fix it (the study's loFF).")] = None,
+    split: Split = "test",
+    data: DataFile = None,
+    limit: Limit = None,
+    samples: Annotated[int, typer.Option("--samples", help="Example queries shown per set (a fixed choice).")] = 3,
+    runs_dir: options.RunsDir = Path("runs"),
+    progress: options.Progress = True,
+) -> None:
+    """Easy / hard examples (gold ranked first by all runs / by none), and for a baseline-candidate
+    pair the fixed, regressed, both-correct and both-wrong ones: counts, token statistics of query
+    and code (length, unique and repeated tokens), Mann-Whitney tests between sets, samples."""
+    from interp.analyses.qualitative import ATTRIBUTES, run_qualitative
+
+    result, path = run_qualitative(runs_dir=runs_dir, runs=_names(runs), baseline=baseline, candidate=candidate,
+                                   split=split, data_file=data, limit=limit, samples=samples, progress=progress)
+    typer.echo(f"{result.examples} examples; correct = gold code ranked first")
+    for name, c in result.per_run.items():
+        typer.echo(f"  {name}: {c.correct} correct, {c.wrong} wrong, MRR {c.mrr:.4f}")
+    typer.echo("set            count  " + "  ".join(f"{a:>15}" for a in ATTRIBUTES) + "   (mean / median)")
+    for s in result.sets:
+        cells = "  ".join(f"{_num(s.stats[a].mean, '.1f'):>7}/{_num(s.stats[a].median, '.0f'):<7}" for a in ATTRIBUTES)
+        typer.echo(f"{s.name:<13} {s.count:>6}  {cells}")
+    for t in result.tests:
+        if t.attribute in ("code_len", "repeated_tokens", "unique_tokens", "query_len"):
+            typer.echo(f"  {t.a} vs {t.b}, {t.attribute}: p = {_p(t.test.p)} (Holm {_p(t.p_holm)}), effect {_num(t.test.effect)}")
+    typer.echo(f"-> {path}")
+
+
+def compare(
+    runs: Annotated[list[str], typer.Argument(help="Two or more runs (or 'base'); seeds of one preset are pooled.")],
+    split: Split = "test",
+    data: DataFile = None,
+    limit: Limit = None,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the 95% interval of the MRR difference.")] = 10_000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+    runs_dir: options.RunsDir = Path("runs"),
+    progress: options.Progress = True,
+) -> None:
+    """MRR of each run (mean and std over seeds of one preset), and for each pair the MRR difference
+    (second minus first) with a paired bootstrap 95% interval and a Wilcoxon signed-rank p-value."""
+    from interp.analyses.compare import run_compare
+
+    result, path = run_compare(runs_dir=runs_dir, names=runs, split=split, data_file=data, limit=limit,
+                               bootstrap=bootstrap, seed=seed, progress=progress)
+    typer.echo(f"{result.examples} queries")
+    for g in result.groups:
+        spread = f" ± {g.mrr_std:.4f} over {len(g.runs)} seeds" if g.mrr_std is not None else ""
+        typer.echo(f"  {g.name}: MRR {g.mrr:.4f}{spread}, top-1 {100 * g.top1:.1f}%")
+    for p in result.pairs:
+        verdict = "identical" if p.wilcoxon.identical else f"p = {_p(p.wilcoxon.p)} (Holm {_p(p.p_holm)})"
+        typer.echo(f"  {p.b} - {p.a}: {p.difference:+.4f} [{p.ci_low:+.4f}, {p.ci_high:+.4f}], {verdict}; "
+                   f"better on {p.b_better} / {p.a_better} queries, same on {p.same}")
+    typer.echo(f"-> {path}")
