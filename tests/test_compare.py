@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import re
 import tokenize
 from pathlib import Path
 
@@ -35,8 +36,14 @@ BASE_SHA = "5" * 64
 # -- run directories, by hand ------------------------------------------------------------------
 
 def _code_tokens(code: str) -> list[str]:
+    """Python tokens without layout, comments, or the docstring (a string right after the def's ':')."""
     layout = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
-    return [t.string for t in tokenize.generate_tokens(io.StringIO(code).readline) if t.type not in layout]
+    out: list[str] = []
+    for t in tokenize.generate_tokens(io.StringIO(code).readline):
+        if t.type in layout or (t.type == tokenize.STRING and out[-1:] == [":"] and ":" not in out[:-1]):
+            continue
+        out.append(t.string)
+    return out
 
 
 def write_split(path: Path, functions: list[tuple[str, str]], first_idx: int = 100) -> Path:
@@ -46,7 +53,7 @@ def write_split(path: Path, functions: list[tuple[str, str]], first_idx: int = 1
         for i, (doc, code) in enumerate(functions):
             record = {"repo": "python/cpython", "path": "Lib/x.py", "func_name": f"f{i}", "original_string": code,
                       "language": "python", "code": code, "code_tokens": _code_tokens(code), "docstring": doc,
-                      "docstring_tokens": doc.replace(".", " .").split(), "url": f"https://example.org/{i}", "idx": first_idx + i}
+                      "docstring_tokens": re.findall(r"\w+|[^\w\s]+", doc), "url": f"https://example.org/{i}", "idx": first_idx + i}
             f.write(json.dumps(record) + "\n")
     return path
 

@@ -55,9 +55,11 @@ def qualitative(
     for s in result.sets:
         cells = "  ".join(f"{_num(s.stats[a].mean, '.1f'):>7}/{_num(s.stats[a].median, '.0f'):<7}" for a in ATTRIBUTES)
         typer.echo(f"{s.name:<13} {s.count:>6}  {cells}")
-    for t in result.tests:
-        if t.attribute in ("code_len", "repeated_tokens", "unique_tokens", "query_len"):
-            typer.echo(f"  {t.a} vs {t.b}, {t.attribute}: p = {_p(t.test.p)} (Holm {_p(t.p_holm)}), effect {_num(t.test.effect)}")
+    typer.echo("Mann-Whitney p (Holm-adjusted p and effect sizes in the JSON):")
+    pairs = dict.fromkeys((t.a, t.b) for t in result.tests)
+    for a, b in pairs:
+        cells = ", ".join(f"{t.attribute} {_p(t.test.p)}" for t in result.tests if (t.a, t.b) == (a, b))
+        typer.echo(f"  {a} vs {b}: {cells}")
     typer.echo(f"-> {path}")
 
 
