@@ -196,6 +196,15 @@ def test_seeds_of_one_preset_are_pooled(tmp_path, data_file):
     assert (pair.b_better, pair.a_better) == (3, 3)
 
 
+def test_seeds_alone_are_compared_with_each_other(tmp_path, data_file):
+    runs = tmp_path / "runs"
+    make_run(runs, "s1", [1, 1, 1, 1, 1, 1], data_file, preset="lora64", seed=1)
+    make_run(runs, "s2", [1, 1, 1, 1, 1, 2], data_file, preset="lora64", seed=2)
+    result, path = run_compare(runs_dir=runs, names=["s1", "s2"], bootstrap=100, progress=False)
+    assert [(g.name, g.seeds) for g in result.groups] == [("s1", [1]), ("s2", [2])] and "seed by seed" in result.notes[0]
+    assert result.pairs[0].difference == pytest.approx(-1 / 12) and path.name == "s1-vs-s2.json"
+
+
 def test_same_preset_and_seed_stay_apart(tmp_path, data_file):
     runs = tmp_path / "runs"
     make_run(runs, "a", [1] * 6, data_file, preset="lora64", seed=1)

@@ -14,7 +14,8 @@ Runs of one preset trained with different seeds (same manifest `preset`, differe
 deviation (ddof = 1) over the seeds, and the paired tests use each query's RR averaged over
 the seeds. The interval then reflects the variation over queries of the seed-averaged model,
 not the seed-to-seed spread, which the standard deviation shows. Runs without a preset, runs
-sharing a seed, and `base` stay alone.
+sharing a seed, and `base` stay alone; when every run named is a seed of one preset, the seeds
+are compared with each other.
 
 Differences are second minus first: `interp compare lora256 loFF` reports MRR(loFF) - MRR(lora256).
 With more than two groups every pair is tested and Holm's adjustment is given beside each p.
@@ -220,8 +221,9 @@ def run_compare(*, runs_dir: Path, names: list[str], split: str = "test", data_f
         raise InterpError("compare needs at least two runs")
     table = load_rank_table(runs_dir, names, split=split, data_file=data_file, limit=limit, progress=progress)
     groups, notes = group_runs(table.refs)
-    if len(groups) < 2:
-        raise InterpError(f"runs {', '.join(names)} pool into one group ({groups[0].name}); name another run to compare with")
+    if len(groups) < 2:  # only seeds of one preset: compare the seeds with each other instead
+        notes = [f"all runs are seeds of preset {groups[0].name!r}; compared seed by seed, not pooled"]
+        groups = [GroupSpec(r.name, [r.name], s) for r, s in zip(table.refs, [[x] for x in groups[0].seeds])]
     result = Compare(table.ranks, groups, notes).compute(bootstrap=bootstrap, seed=seed)
     name = "-vs-".join(g.name.replace(" (pooled)", "") for g in groups) + table.label
     inputs = table.inputs() | {"bootstrap": bootstrap, "seed": seed}
