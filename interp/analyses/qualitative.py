@@ -26,8 +26,9 @@ tokens ([CLS]/<s>, [SEP]/</s>) not counted:
 `repeated_tokens` counts types, not occurrences, as the study does: its fixed example (App.
 7.8) "contains 256 tokens in total, with 8 repeated normalized variable names", and exactly
 eight names of that listing (arg_0, arg_1, arg_2, arg_4, arg_7, arg_8, arg_9, arg_11) occur
-more than once. Its figures do the same at the level of tokens. So a code `a b a c a b` has
-6 tokens, 3 unique tokens (a, b, c) and 2 repeated tokens (a, b).
+more than once. The study does not define the measure further; here it is counted over
+tokenizer tokens. So a code `a b a c a b` has 6 tokens, 3 unique tokens (a, b, c) and 2
+repeated tokens (a, b); unique minus repeated is the number of tokens that occur once.
 
 Sets are compared with two-sided Mann-Whitney U tests on every attribute, for the pairs the
 study compares (`PAIRS`): easy vs hard (Fig. 5.1); fixed vs both_correct and fixed vs
