@@ -1,0 +1,262 @@
+"""`build_corpus`: mine sources into an AdvTest-style directory, the same bytes on every run.
+
+The steps, in order:
+
+1. Resolve the sources (`sources.py`); a bad name fails here, before anything is read or written.
+2. Mine every file (`extract.py`), in parallel worker processes but collected in the fixed
+   order of sources, then files sorted by path, then functions by line.
+3. Drop duplicates in that order (`filters.py`): the first pair of each kind is kept.
+4. Split by source file: no file feeds two splits. Files are ordered by
+   sha256(seed, repo, path); the first files (at least one) go to test until it holds about
+   AdvTest's share of pairs, the next ones to valid the same way, and the rest to train.
+   AdvTest's shares are 251,820 / 9,604 / 19,210, that is 89.7% / 3.4% / 6.8%.
+5. Write `train.jsonl`, `valid.jsonl`, `test.jsonl` (valid and test with normalised code), then
+   `manifest.json`, into a temporary directory beside `out`, and move them into `out` with the
+   manifest last. Other files in `out` are left alone; if anything fails before the move, `out`
+   is untouched.
+
+`idx` counts up through train, valid and test, as CodeXGLUE's preprocessing numbers them;
+`url` is `repo/path#Lstart-Lend`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from trainers.data.extract import FileResult, Pair, mine_file
+from trainers.data.filters import FILTERS, MAX_PER_TEMPLATE
+from trainers.data.schema import SPLITS, fingerprint
+from trainers.data.sources import resolve_sources
+from trainers.errors import DataError, InterpError
+from trainers.io import write_json
+
+ADVTEST_SIZES = {"train": 251_820, "valid": 9_604, "test": 19_210}
+MANIFEST = "manifest.json"
+_SERIAL_BELOW = 64  # files; fewer are mined in this process
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a build read, what it removed and why, and what it wrote."""
+
+    seed: int
+    python: str
+    sources: tuple[dict, ...]  # name, kind, version, root, files, functions, pairs
+    files_scanned: int
+    files_unparsable: int
+    functions: int  # functions with a docstring: the candidates
+    removed: dict[str, int]  # per filter, every name in FILTERS
+    splits: dict[str, int]  # pairs per split
+    split_files: dict[str, int]  # source files per split
+    fingerprint: str  # `schema.fingerprint` of the directory
+    format: str = "codexglue-advtest-jsonl"
+
+    @property
+    def pairs(self) -> int:
+        return sum(self.splits.values())
+
+    def to_json(self) -> dict:
+        return {**self.__dict__, "sources": list(self.sources)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Manifest:
+        return cls(**{**data, "sources": tuple(data["sources"])})
+
+    def summary(self) -> str:
+        width = max(map(len, FILTERS))
+        lines = [f"mined {self.functions} documented functions from {self.files_scanned} files "
+                 f"({self.files_unparsable} did not parse) in {len(self.sources)} sources"]
+        lines += [f"  removed {name:<{width}}  {self.removed.get(name, 0):>7}" for name in FILTERS]
+        lines += [f"  kept    {'':<{width}}  {self.pairs:>7}"]
+        lines += [f"{split:>5}: {self.splits[split]:>6} pairs from {self.split_files[split]:>5} files" for split in SPLITS]
+        lines += [f"fingerprint {self.fingerprint}"]
+        return "\n".join(lines)
+
+
+def read_manifest(data_dir: str | Path) -> Manifest | None:
+    """The manifest a build wrote into `data_dir`, or None where there is none (real AdvTest)."""
+    path = Path(data_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return Manifest.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise DataError(path, f"not a data manifest: {exc}") from None
+
+
+@dataclass
+class _Tally:
+    files: int = 0
+    functions: int = 0
+    pairs: int = 0
+
+
+@dataclass
+class _Kept:
+    """Pairs that survive the duplicate filters, grouped by file, in mining order."""
+
+    by_file: dict[tuple[str, str], list[Pair]] = field(default_factory=dict)
+    removed: Counter = field(default_factory=Counter)
+    _exact: set = field(default_factory=set)
+    _queries: set = field(default_factory=set)
+    _codes: set = field(default_factory=set)
+    _templates: Counter = field(default_factory=Counter)
+
+    def offer(self, pair: Pair) -> bool:
+        exact = (pair.query_key, hashlib.sha1(pair.code.encode()).digest())
+        if exact in self._exact:
+            reason = "exact_duplicate"
+        elif pair.query_key in self._queries:
+            reason = "duplicate_query"
+        elif pair.code_key in self._codes:
+            reason = "near_duplicate_code"
+        elif self._templates[pair.template_key] >= MAX_PER_TEMPLATE:
+            reason = "over_template_cap"
+        else:
+            self._exact.add(exact)
+            self._queries.add(pair.query_key)
+            self._codes.add(pair.code_key)
+            self._templates[pair.template_key] += 1
+            self.by_file.setdefault((pair.repo, pair.path), []).append(pair)
+            return True
+        self.removed[reason] += 1
+        return False
+
+
+def build_corpus(*, out: str | Path, sources: Sequence[str] | None = None, seed: int = 0,
+                 progress: bool = True, workers: int | None = None) -> Manifest:
+    """Mine `sources` (default: `DEFAULT_SOURCES`) into an AdvTest directory at `out`.
+
+    `workers` is the number of mining processes (default: one per CPU); the output does not
+    depend on it. Raises `InterpError` for unknown sources or too little data, before writing.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InterpError(f"--out {str(out)!r} is a file; give a directory")
+    resolved = resolve_sources(list(sources) if sources is not None else None)
+    jobs = [(index, source.name, str(file), source.relative(file))
+            for index, source in enumerate(resolved) for file in source.files()]
+    if not jobs:
+        raise InterpError(f"no Python files in the sources {', '.join(s.name for s in resolved)}")
+
+    kept, tallies, removed, unparsable = _Kept(), [_Tally() for _ in resolved], Counter(), 0
+    for (index, *_), result in zip(jobs, _mine(jobs, progress=progress, workers=workers)):
+        tallies[index].files += 1
+        tallies[index].functions += result.functions
+        unparsable += not result.parsed
+        removed.update(result.removed)
+        tallies[index].pairs += sum(kept.offer(pair) for pair in result.pairs)
+    removed.update(kept.removed)
+
+    assignment = assign_splits({key: len(pairs) for key, pairs in kept.by_file.items()}, seed=seed)
+    splits: dict[str, list[Pair]] = {split: [] for split in SPLITS}
+    split_files = Counter()
+    for key, pairs in kept.by_file.items():
+        splits[assignment[key]].extend(pairs)
+        split_files[assignment[key]] += 1
+
+    def manifest(fingerprint: str) -> Manifest:
+        return Manifest(
+            seed=seed, python=platform.python_version(),
+            sources=tuple({**s.describe(), **vars(t)} for s, t in zip(resolved, tallies)),
+            files_scanned=len(jobs), files_unparsable=unparsable, functions=sum(t.functions for t in tallies),
+            removed={name: removed.get(name, 0) for name in FILTERS},
+            splits={split: len(splits[split]) for split in SPLITS},
+            split_files={split: split_files[split] for split in SPLITS}, fingerprint=fingerprint,
+        )
+
+    return _write(out, splits, manifest)
+
+
+def assign_splits(sizes: dict[tuple[str, str], int], *, seed: int) -> dict[tuple[str, str], str]:
+    """Split name per (repo, path): whole files, ordered by a seeded hash, test first, then valid."""
+    if len(sizes) < len(SPLITS):
+        raise InterpError(f"only {len(sizes)} source file(s) gave pairs after the filters; "
+                          f"at least {len(SPLITS)} are needed so that no file feeds two splits")
+    order = sorted(sizes, key=lambda key: hashlib.sha256(f"{seed}\0{key[0]}\0{key[1]}".encode()).digest())
+    total, advtest_total = sum(sizes.values()), sum(ADVTEST_SIZES.values())
+    assignment, position = {}, 0
+    for remaining, split in enumerate(("test", "valid"), start=1):
+        target, taken = total * ADVTEST_SIZES[split] / advtest_total, 0
+        while position < len(order) - (len(SPLITS) - remaining):
+            size = sizes[order[position]]
+            if taken and taken + size / 2 > target:
+                break
+            assignment[order[position]] = split
+            taken += size
+            position += 1
+    for key in order[position:]:
+        assignment[key] = "train"
+    return assignment
+
+
+def _mine_job(job: tuple[int, str, str, str]) -> FileResult:
+    _, repo, file, path = job
+    return mine_file(Path(file), repo=repo, path=path)
+
+
+def _mine(jobs: list, *, progress: bool, workers: int | None) -> Iterator[FileResult]:
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    if workers < 1:
+        raise ValueError(f"`workers` should be at least 1, got {workers}.")
+    with tqdm(total=len(jobs), desc="mining", unit="file", disable=not progress, dynamic_ncols=True) as bar:
+        with _pool(workers if len(jobs) >= _SERIAL_BELOW else 1) as pool:
+            results = pool.map(_mine_job, jobs, chunksize=4) if pool else map(_mine_job, jobs)
+            for result in results:
+                yield result
+                bar.update()
+
+
+@contextlib.contextmanager
+def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """Worker processes, or None to mine in this one. Workers only parse and tokenize, so they are
+    forked where fork exists (spawn would re-run the caller's main script); a worker that dies
+    raises BrokenProcessPool instead of hanging."""
+    if workers == 1:
+        yield None
+        return
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _write(out: Path, splits: dict[str, list[Pair]], manifest) -> Manifest:
+    """Write everything beside `out`, then move it in, the manifest last."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        idx = 0
+        for split in SPLITS:
+            with (tmp / f"{split}.jsonl").open("w", encoding="utf-8", newline="\n") as f:
+                for pair in splits[split]:
+                    f.write(json.dumps(pair.record(idx=idx, normalized=split != "train")) + "\n")
+                    idx += 1
+                f.flush()
+                os.fsync(f.fileno())
+        result = manifest(fingerprint(tmp))
+        write_json(tmp / MANIFEST, result.to_json())
+        out.mkdir(exist_ok=True)
+        (out / MANIFEST).unlink(missing_ok=True)  # a half-moved directory must not claim a fingerprint
+        for name in [f"{split}.jsonl" for split in SPLITS] + [MANIFEST]:
+            os.replace(tmp / name, out / name)
+        return result
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+

@@ -1,0 +1,110 @@
+"""AdvTest's filters, each with a name, a rule and a count in the manifest.
+
+CodeXGLUE removed examples whose code does not parse, whose query has fewer than 3 or more than
+256 tokens, whose query holds special tokens (`<img ...>`, `https:...`) or is not English. Here
+each rule is explicit, and a pair is counted under the first rule that removes it, in the order
+of `FILTERS`:
+
+- `code_does_not_parse`: the function's own source text, cut out of its file and shifted left,
+  does not parse on its own.
+- `empty_body`: without the docstring nothing is left but `pass` or `...` (stubs, abstract
+  methods): there is no code to find.
+- `query_too_short` / `query_too_long`: fewer than 3 or more than 256 `docstring_tokens`.
+- `query_has_url`: `http://`, `https://`, `ftp://`, `file://` or `www.`.
+- `query_has_markup`: an HTML or XML tag (`<img ...>`, `</b>`, `<br/>`).
+- `query_has_special_tokens`: markup that is not prose: a doctest prompt `>>>`, a Sphinx role
+  (:func:`x`), a reST directive (`.. note::`) or link (`name`_), a doc-builder link ([`Name`]),
+  LaTeX (`$x$`, `\\frac{`), a code fence, or a heading underline (`-----`).
+- `query_is_section_header`: the first paragraph is a section such as `Args:` or `Returns:`,
+  or a parameter entry (`x (int): ...`, ``input_ids (`torch.LongTensor`): ...``), not a summary.
+- `query_not_english`: no letters at all, or fewer than 90% of its letters are ASCII. A cheap
+  heuristic: it catches Chinese, Japanese, Cyrillic and Greek text, not German or French.
+- `exact_duplicate`: the same query and the same code as a pair kept earlier.
+- `duplicate_query`: the same query (lower-cased words, punctuation ignored) as a pair kept
+  earlier; a query must point at one function, and generated code repeats its docstrings.
+- `near_duplicate_code`: the same code as a pair kept earlier once names are normalised as in
+  AdvTest (`Func`, `arg_i`): copies that differ only in local names keep one representative.
+- `over_template_cap`: `MAX_PER_TEMPLATE` pairs were already kept whose code is this one's once
+  string literals are masked too: template-generated functions (plotly's thousands of
+  properties returning `self["color"]`, `self["size"]`, ...) keep a few representatives, while
+  a small family such as `Decimal.is_qnan` / `is_snan` / `is_infinite` stays whole.
+
+"Earlier" is the build's fixed order: sources as listed, files sorted by path, functions by line.
+"""
+
+from __future__ import annotations
+
+import re
+
+MIN_QUERY_TOKENS = 3
+MAX_QUERY_TOKENS = 256
+MIN_ASCII_LETTER_SHARE = 0.9
+MAX_PER_TEMPLATE = 3
+
+FILTERS = (
+    "code_does_not_parse",
+    "empty_body",
+    "query_too_short",
+    "query_too_long",
+    "query_has_url",
+    "query_has_markup",
+    "query_has_special_tokens",
+    "query_is_section_header",
+    "query_not_english",
+    "exact_duplicate",
+    "duplicate_query",
+    "near_duplicate_code",
+    "over_template_cap",
+)
+
+_URL = re.compile(r"(?i)\b(?:https?|ftp|file)://|\bwww\.\w")
+_TAG = re.compile(r"</?[A-Za-z][\w:.-]*(?:\s[^<>]*)?/?>|<!--")
+_SPECIAL = re.compile(
+    r">>>"  # doctest prompt
+    r"|(?<![\w`]):[\w-]+(?::[\w-]+)*:`"  # Sphinx role  :func:`x`  :py:meth:`x`
+    r"|\.\. [\w-]+::"  # reST directive
+    r"|`[^`]+`__?(?!\w)"  # reST hyperlink reference
+    r"|\[`[^`\]]+`\]"  # doc-builder link  [`PreTrainedModel`]
+    r"|\$[^$\s][^$]*\$"  # inline LaTeX
+    r"|\\[A-Za-z]+\{"  # LaTeX command with an argument
+    r"|```"  # code fence
+    r"|(?:^|\s)[-=~^*#]{4,}(?:\s|$)"  # heading underline
+)
+_SECTION = re.compile(
+    r"(?i)^(?:args|arguments|parameters|params|keyword arguments|kwargs|returns?|yields?|raises|"
+    r"examples?|notes?|attributes|inputs|outputs|see also|warnings?|todo)\s*:"
+    r"|^\w+ \(`"  # a parameter entry, transformers style:  input_ids (`torch.LongTensor` ...):
+    r"|^\w+ \([\w.,\[\] ]*\):\s"  # a parameter entry, Google style:  x (int): ...
+)
+
+
+def query_filter(query: str, tokens: list[str]) -> str | None:
+    """The name of the first query rule that removes this pair, or None to keep it."""
+    if len(tokens) < MIN_QUERY_TOKENS:
+        return "query_too_short"
+    if len(tokens) > MAX_QUERY_TOKENS:
+        return "query_too_long"
+    if _URL.search(query):
+        return "query_has_url"
+    if _TAG.search(query):
+        return "query_has_markup"
+    if _SPECIAL.search(query):
+        return "query_has_special_tokens"
+    if _SECTION.match(query):
+        return "query_is_section_header"
+    if not is_english(query):
+        return "query_not_english"
+    return None
+
+
+def is_english(text: str) -> bool:
+    """At least one letter, and at least 90% of the letters ASCII."""
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return False
+    return sum(c.isascii() for c in letters) / len(letters) >= MIN_ASCII_LETTER_SHARE
+
+
+def query_key(tokens: list[str]) -> str:
+    """What two queries must share to count as the same: their words, lower-cased."""
+    return " ".join(token.lower() for token in tokens if any(c.isalnum() for c in token))
