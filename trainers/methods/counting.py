@@ -50,12 +50,13 @@ def count_parameters(encoder: Encoder, config: MethodConfig) -> ParameterCount:
     """Apply `config` to a meta copy of `encoder` and count; InterpError if it does not fit."""
     from trainers.methods.apply import apply_method, delta_parameters
 
-    model = apply_method(meta_encoder(encoder), config)
+    meta = meta_encoder(encoder)
+    base = sum(p.numel() for p in meta.model.parameters())  # not encoder.num_parameters: a delta may already be in it
+    model = apply_method(meta, config)
     delta = delta_parameters(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     biases = sum(p.numel() for name, p in delta.items() if ".bottleneck_" in name and name.endswith(".bias"))
     formula = None if config.method == "full" else config.formula(encoder.hidden_size, encoder.num_layers)
-    base = encoder.num_parameters
     return ParameterCount(
         method=config.describe(),
         trainable=trainable,

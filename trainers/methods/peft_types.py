@@ -41,18 +41,35 @@ for _name in NEW_TYPES:
 
 
 def register_all() -> None:
-    """Register the project's peft methods (safe to call again)."""
+    """Register the project's peft methods (idempotent).
+
+    Registration imports the tuner modules. When one of them is what first imported peft (so
+    it is only partly initialised while peft's import hook runs), its method is left for the
+    call at the end of that module, once its names exist.
+    """
+    from importlib import import_module
+
     from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
     from peft.utils import register_peft_method
 
-    from trainers.methods.adapter.model import BottleneckConfig, BottleneckModel
-    from trainers.methods.prefix.model import KvPrefixConfig, KvPrefixModel
-    from trainers.methods.union.model import UnionModel, UnionPeftConfig
-
-    for config_cls, model_cls in ((BottleneckConfig, BottleneckModel), (KvPrefixConfig, KvPrefixModel), (UnionPeftConfig, UnionModel)):
+    for module_name, config_name, model_name in _TUNERS:
+        try:
+            module = import_module(module_name)
+            config_cls, model_cls = getattr(module, config_name), getattr(module, model_name)
+        except (ImportError, AttributeError) as exc:
+            if "partially initialized module" in str(exc) or isinstance(exc, AttributeError):
+                continue  # registered by the register_all() call at the end of the module being imported
+            raise
         name = model_cls.prefix.removesuffix("_")
         if getattr(PeftType, name.upper()) not in PEFT_TYPE_TO_TUNER_MAPPING:
             register_peft_method(name=name, config_cls=config_cls, model_cls=model_cls)
+
+
+_TUNERS = (
+    ("trainers.methods.adapter.model", "BottleneckConfig", "BottleneckModel"),
+    ("trainers.methods.prefix.model", "KvPrefixConfig", "KvPrefixModel"),
+    ("trainers.methods.union.model", "UnionPeftConfig", "UnionModel"),
+)
 
 
 def layer_target_pattern(target_modules, layers_pattern: str) -> re.Pattern:
@@ -71,3 +88,6 @@ def matches_layer_target(config, key: str) -> bool:
     if match is None:
         return False
     return config.layers_to_transform is None or int(match.group(1)) in config.layers_to_transform
+
+
+register_all()

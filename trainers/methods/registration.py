@@ -14,8 +14,12 @@ import sys
 
 
 def _register() -> None:
-    from trainers.methods.peft_types import register_all
-
+    try:
+        from trainers.methods.peft_types import register_all
+    except ImportError as exc:
+        if "partially initialized module" in str(exc):
+            return  # peft_types itself imported peft; it registers at its end
+        raise
     register_all()
 
 

@@ -66,3 +66,9 @@ class BottleneckModel(BaseTuner):
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
+
+
+# If importing this module is what first imported peft, finish registering our peft methods now.
+from trainers.methods.peft_types import register_all  # noqa: E402
+
+register_all()

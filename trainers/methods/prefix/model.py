@@ -58,7 +58,7 @@ class KvPrefixModel(BaseTuner):
 
     def _post_injection_hook(self, model, config: KvPrefixConfig, adapter_name: str) -> None:
         if config.init == "vocab" and not config.inference_mode:
-            init_from_vocabulary(model, adapter_name, config.length)
+            init_from_vocabulary(model, adapter_name, random_token_ids(model.config, config.length))
 
     def _unload_and_optionally_merge(self, merge=True, progressbar=False, safe_merge=False, adapter_names=None):
         if merge:
@@ -77,21 +77,24 @@ def detach_prefixes(model: torch.nn.Module) -> None:
             unroute_attention(module)
 
 
-@torch.no_grad()
-def init_from_vocabulary(model: torch.nn.Module, adapter_name: str, length: int, chunk: int = 128) -> None:
-    """Set each layer's P_k, P_v to the base model's keys and values for `length` random tokens.
+def random_token_ids(config, length: int) -> torch.Tensor:
+    """`length` ids drawn uniformly from the vocabulary, avoiding the config's special ids."""
+    special = {getattr(config, k, None) for k in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id")}
+    candidates = torch.tensor([i for i in range(config.vocab_size) if i not in special])
+    return candidates[torch.randint(len(candidates), (length,))]
 
-    The tokens avoid the config's special ids; they run through the model without any prefix
-    (chunked, so long prefixes stay within the position table). Skipped on the meta device.
+
+@torch.no_grad()
+def init_from_vocabulary(model: torch.nn.Module, adapter_name: str, token_ids: torch.Tensor, chunk: int = 128) -> None:
+    """Set each layer's P_k, P_v to the base model's keys and values for `token_ids` (length,).
+
+    The tokens run through the model with every prefix switched off, in chunks of at most
+    `chunk` tokens (so long prefixes stay within the position table). Skipped on the meta device.
     """
     layers = [m for m in model.modules() if isinstance(m, PrefixLayer) and adapter_name in m.kv_prefix_key]
     if not layers or layers[0].kv_prefix_key[adapter_name].is_meta:
         return
-    config = model.config
-    special = {getattr(config, k, None) for k in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id")}
-    candidates = torch.tensor([i for i in range(config.vocab_size) if i not in special])
-    token_ids = candidates[torch.randint(len(candidates), (length,))]
-    device = layers[0].kv_prefix_key[adapter_name].device
+    length, device = len(token_ids), layers[0].kv_prefix_key[adapter_name].device
     for layer in layers:
         layer.capture = []
     was_training = model.training
@@ -108,3 +111,9 @@ def init_from_vocabulary(model: torch.nn.Module, adapter_name: str, length: int,
         for layer in layers:
             layer.capture = None
         model.train(was_training)
+
+
+# If importing this module is what first imported peft, finish registering our peft methods now.
+from trainers.methods.peft_types import register_all  # noqa: E402
+
+register_all()

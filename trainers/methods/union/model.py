@@ -82,3 +82,9 @@ class UnionModel(BaseTuner):
             raise NotImplementedError("a union holds parts that cannot be merged into the base weights")
         detach_prefixes(self.model)
         return super()._unload_and_optionally_merge(merge=False)  # wrapped layers back to their base layers
+
+
+# If importing this module is what first imported peft, finish registering our peft methods now.
+from trainers.methods.peft_types import register_all  # noqa: E402
+
+register_all()
