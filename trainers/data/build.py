@@ -32,13 +32,13 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from trainers.data.extract import FileResult, Pair, mine_file
-from trainers.data.filters import FILTERS, MAX_PER_TEMPLATE
+from trainers.data.filters import FILTERS, Deduplicator
 from trainers.data.schema import SPLITS, fingerprint
 from trainers.data.sources import resolve_sources
 from trainers.errors import DataError, InterpError
@@ -46,7 +46,7 @@ from trainers.io import write_json
 
 ADVTEST_SIZES = {"train": 251_820, "valid": 9_604, "test": 19_210}
 MANIFEST = "manifest.json"
-_SERIAL_BELOW = 64  # files; fewer are mined in this process
+_SERIAL_BELOW = 64  # files; by default fewer are mined in this process
 
 
 @dataclass(frozen=True)
@@ -105,67 +105,44 @@ class _Tally:
     pairs: int = 0
 
 
-@dataclass
-class _Kept:
-    """Pairs that survive the duplicate filters, grouped by file, in mining order."""
-
-    by_file: dict[tuple[str, str], list[Pair]] = field(default_factory=dict)
-    removed: Counter = field(default_factory=Counter)
-    _exact: set = field(default_factory=set)
-    _queries: set = field(default_factory=set)
-    _codes: set = field(default_factory=set)
-    _templates: Counter = field(default_factory=Counter)
-
-    def offer(self, pair: Pair) -> bool:
-        exact = (pair.query_key, hashlib.sha1(pair.code.encode()).digest())
-        if exact in self._exact:
-            reason = "exact_duplicate"
-        elif pair.query_key in self._queries:
-            reason = "duplicate_query"
-        elif pair.code_key in self._codes:
-            reason = "near_duplicate_code"
-        elif self._templates[pair.template_key] >= MAX_PER_TEMPLATE:
-            reason = "over_template_cap"
-        else:
-            self._exact.add(exact)
-            self._queries.add(pair.query_key)
-            self._codes.add(pair.code_key)
-            self._templates[pair.template_key] += 1
-            self.by_file.setdefault((pair.repo, pair.path), []).append(pair)
-            return True
-        self.removed[reason] += 1
-        return False
-
-
 def build_corpus(*, out: str | Path, sources: Sequence[str] | None = None, seed: int = 0,
                  progress: bool = True, workers: int | None = None) -> Manifest:
     """Mine `sources` (default: `DEFAULT_SOURCES`) into an AdvTest directory at `out`.
 
-    `workers` is the number of mining processes (default: one per CPU); the output does not
-    depend on it. Raises `InterpError` for unknown sources or too little data, before writing.
+    `workers` is the number of mining processes (default: one per CPU, or none for fewer than
+    64 files); the output does not depend on it. Unknown sources and too little data raise
+    `InterpError` before anything is written.
     """
+    if workers is not None and workers < 1:
+        raise ValueError(f"`workers` should be at least 1, got {workers}.")
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise InterpError(f"--out {str(out)!r} is a file; give a directory")
+        raise InterpError(f"output {str(out)!r} is a file; give a directory")
     resolved = resolve_sources(list(sources) if sources is not None else None)
     jobs = [(index, source.name, str(file), source.relative(file))
             for index, source in enumerate(resolved) for file in source.files()]
     if not jobs:
         raise InterpError(f"no Python files in the sources {', '.join(s.name for s in resolved)}")
 
-    kept, tallies, removed, unparsable = _Kept(), [_Tally() for _ in resolved], Counter(), 0
+    dedup, by_file = Deduplicator(), {}
+    tallies, removed, unparsable = [_Tally() for _ in resolved], Counter(), 0
     for (index, *_), result in zip(jobs, _mine(jobs, progress=progress, workers=workers)):
         tallies[index].files += 1
         tallies[index].functions += result.functions
         unparsable += not result.parsed
-        removed.update(result.removed)
-        tallies[index].pairs += sum(kept.offer(pair) for pair in result.pairs)
-    removed.update(kept.removed)
+        removed.update(reason for _, reason in result.rejected)
+        for pair in result.pairs:
+            reason = dedup.offer(pair)
+            if reason is None:
+                by_file.setdefault((pair.repo, pair.path), []).append(pair)
+                tallies[index].pairs += 1
+            else:
+                removed[reason] += 1
 
-    assignment = assign_splits({key: len(pairs) for key, pairs in kept.by_file.items()}, seed=seed)
+    assignment = assign_splits({key: len(pairs) for key, pairs in by_file.items()}, seed=seed)
     splits: dict[str, list[Pair]] = {split: [] for split in SPLITS}
     split_files = Counter()
-    for key, pairs in kept.by_file.items():
+    for key, pairs in by_file.items():
         splits[assignment[key]].extend(pairs)
         split_files[assignment[key]] += 1
 
@@ -210,11 +187,10 @@ def _mine_job(job: tuple[int, str, str, str]) -> FileResult:
 
 
 def _mine(jobs: list, *, progress: bool, workers: int | None) -> Iterator[FileResult]:
-    workers = workers if workers is not None else (os.cpu_count() or 1)
-    if workers < 1:
-        raise ValueError(f"`workers` should be at least 1, got {workers}.")
+    if workers is None:  # a few files are mined faster than worker processes start
+        workers = (os.cpu_count() or 1) if len(jobs) >= _SERIAL_BELOW else 1
     with tqdm(total=len(jobs), desc="mining", unit="file", disable=not progress, dynamic_ncols=True) as bar:
-        with _pool(workers if len(jobs) >= _SERIAL_BELOW else 1) as pool:
+        with _pool(workers) as pool:
             results = pool.map(_mine_job, jobs, chunksize=4) if pool else map(_mine_job, jobs)
             for result in results:
                 yield result
@@ -246,7 +222,7 @@ def _write(out: Path, splits: dict[str, list[Pair]], manifest) -> Manifest:
         for split in SPLITS:
             with (tmp / f"{split}.jsonl").open("w", encoding="utf-8", newline="\n") as f:
                 for pair in splits[split]:
-                    f.write(json.dumps(pair.record(idx=idx, normalized=split != "train")) + "\n")
+                    f.write(json.dumps(pair.to_example(idx=idx, normalized=split != "train").to_record()) + "\n")
                     idx += 1
                 f.flush()
                 os.fsync(f.fileno())

@@ -12,6 +12,12 @@ decorated. What a pair holds:
 - `docstring`: the whole docstring, cleaned (`inspect.cleandoc`). The query is its first
   paragraph, kept as `docstring_tokens` (see `text.py`).
 
+A file that does not parse as a whole (Python 2 code, a syntax error somewhere) is mined
+function by function, the way CodeSearchNet's error-tolerant parser saw such files: each `def`
+line starts a block of the lines indented under it; a block that parses is mined (a method's
+`func_name` is then its bare name), and a block that does not is counted under
+`code_does_not_parse` if its first line after the `def` line opens a string (a docstring).
+
 The per-pair filters in `filters.py` run here; the duplicate filters need all files and run in
 the build.
 """
@@ -22,6 +28,7 @@ import ast
 import copy
 import hashlib
 import io
+import re
 import tokenize
 import warnings
 from collections import Counter
@@ -30,6 +37,10 @@ from pathlib import Path
 
 from trainers.data import filters, text
 from trainers.data.normalize import FunctionNode, normalize_function
+from trainers.data.schema import Example
+
+_DEF_LINE = re.compile(r"([ \t]*)(?:async[ \t]+)?def[ \t]+(\w+)")
+_OPENS_STRING = re.compile(r"[ \t]*[rRbBuUfF]{0,2}['\"]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,64 +67,106 @@ class Pair:
     def url(self) -> str:
         return f"{self.repo}/{self.path}#L{self.start}-L{self.end}"
 
-    def record(self, *, idx: int, normalized: bool) -> dict:
-        """The CodeXGLUE AdvTest line for this pair, fields in CodeSearchNet's order."""
-        return {
-            "repo": self.repo,
-            "path": self.path,
-            "func_name": self.func_name,
-            "original_string": self.original_string,
-            "language": "python",
-            "code": self.normalized_code if normalized else self.code,
-            "code_tokens": list(self.normalized_tokens if normalized else self.code_tokens),
-            "docstring": self.docstring,
-            "docstring_tokens": list(self.docstring_tokens),
-            "url": self.url,
-            "idx": idx,
-        }
+    def to_example(self, *, idx: int, normalized: bool) -> Example:
+        """The AdvTest example: valid and test carry the normalised code."""
+        return Example(
+            idx=idx, url=self.url, docstring_tokens=self.docstring_tokens,
+            code_tokens=self.normalized_tokens if normalized else self.code_tokens,
+            repo=self.repo, path=self.path, func_name=self.func_name, original_string=self.original_string,
+            language="python", code=self.normalized_code if normalized else self.code, docstring=self.docstring,
+        )
 
 
 @dataclass
 class FileResult:
-    """What one file gave: its kept pairs, and how many each filter removed."""
+    """What one file gave: the pairs that passed the per-pair filters, and the ones that did not."""
 
     pairs: list[Pair] = field(default_factory=list)
-    removed: Counter = field(default_factory=Counter)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (func_name, filter name)
     functions: int = 0  # functions with a docstring
-    parsed: bool = True
+    parsed: bool = True  # the file parsed as a whole
+
+    @property
+    def removed(self) -> Counter:
+        return Counter(reason for _, reason in self.rejected)
 
 
 def mine_file(file: Path, *, repo: str, path: str) -> FileResult:
-    """All pairs in `file`; `repo` and `path` name it in the output. A file that cannot be read or
-    parsed gives an empty result with `parsed=False`."""
+    """All pairs in `file`; `repo` and `path` name it in the output. A file that cannot be read
+    gives an empty result; one that does not parse is mined block by block."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # invalid escape sequences in old code
-            data = file.read_bytes()
-            source = data.decode(tokenize.detect_encoding(io.BytesIO(data).readline)[0]).replace("\r\n", "\n")
-            tree = ast.parse(source, filename=str(file))
-    except (SyntaxError, UnicodeDecodeError, ValueError, OSError, LookupError, RecursionError, MemoryError):
+        data = file.read_bytes()
+        source = data.decode(tokenize.detect_encoding(io.BytesIO(data).readline)[0])
+    except (UnicodeDecodeError, SyntaxError, OSError, LookupError):
         return FileResult(parsed=False)
+    source = source.replace("\r\n", "\n").replace("\r", "\n")  # line numbers as the parser counts them
+    lines = source.split("\n")
     result = FileResult()
-    lines = source.splitlines(keepends=True)
-    for node, qualname, module_level in _functions(tree):
+    try:
+        tree = _parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        result.parsed = False
+        _mine_blocks(lines, result, repo=repo, path=path)
+    else:
+        _mine_tree(tree, lines, result, repo=repo, path=path, module_level=True)
+    return result
+
+
+def _parse(source: str) -> ast.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # invalid escape sequences in old code
+        return ast.parse(source)
+
+
+def _mine_tree(tree: ast.Module, lines: list[str], result: FileResult, *, repo: str, path: str, module_level: bool) -> None:
+    for node, qualname, top in _functions(tree):
         docstring = ast.get_docstring(node, clean=True)
         if not docstring:
             continue
         result.functions += 1
         try:
-            pair, reason = _pair(node, lines, repo=repo, path=path, qualname=qualname, docstring=docstring, module_level=module_level)
+            pair, reason = _pair(node, lines, repo=repo, path=path, qualname=qualname, docstring=docstring,
+                                 module_level=top and module_level)
         except RecursionError:  # absurdly deep expressions
             pair, reason = None, "code_does_not_parse"
         if pair is None:
-            result.removed[reason] += 1
+            result.rejected.append((qualname, reason))
         else:
             result.pairs.append(pair)
-    return result
 
 
-def _functions(tree: ast.Module):
-    """(node, qualified name, defined at module level) for every function, in source order."""
+def _mine_blocks(lines: list[str], result: FileResult, *, repo: str, path: str) -> None:
+    """Mine a file that does not parse: each `def` block on its own."""
+    number = 0
+    while number < len(lines):
+        match = _DEF_LINE.match(lines[number])
+        if match is None:
+            number += 1
+            continue
+        indent, end = match.group(1), number + 1
+        while end < len(lines) and (not lines[end].strip() or _width(lines[end]) > len(indent)):
+            end += 1
+        block = "\n".join(line[len(indent):] if line.startswith(indent) else line for line in lines[number:end])
+        try:
+            tree = _parse(block)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            body = [line for line in lines[number + 1:end] if line.strip()]
+            if body and _OPENS_STRING.match(body[0]):
+                result.functions += 1
+                result.rejected.append((match.group(2), "code_does_not_parse"))
+            number += 1  # nested blocks may still parse
+            continue
+        ast.increment_lineno(tree, number)
+        _mine_tree(tree, lines, result, repo=repo, path=path, module_level=not indent)
+        number = end
+
+
+def _width(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _functions(tree: ast.Module) -> list[tuple[FunctionNode, str, bool]]:
+    """(node, qualified name, defined at the top of `tree`) for every function, in source order."""
     stack: list[tuple[ast.AST, str]] = [(tree, "")]
     found = []
     while stack:
@@ -130,11 +183,12 @@ def _functions(tree: ast.Module):
     return found
 
 
-def _pair(node: FunctionNode, lines: list[str], *, repo: str, path: str, qualname: str, docstring: str, module_level: bool) -> tuple[Pair | None, str]:
+def _pair(node: FunctionNode, lines: list[str], *, repo: str, path: str, qualname: str, docstring: str,
+          module_level: bool) -> tuple[Pair | None, str]:
     original = _source_text(node, lines)
     try:
-        ast.parse(original)
-    except SyntaxError:
+        _parse(original)
+    except (SyntaxError, ValueError):
         return None, "code_does_not_parse"
     bare = copy.copy(node)
     bare.decorator_list = []
@@ -161,7 +215,7 @@ def _pair(node: FunctionNode, lines: list[str], *, repo: str, path: str, qualnam
     ), ""
 
 
-def _digest(tokens) -> str:
+def _digest(tokens: list[str] | tuple[str, ...]) -> str:
     return hashlib.sha1("\x00".join(tokens).encode()).hexdigest()
 
 
@@ -173,9 +227,6 @@ def _is_placeholder(statement: ast.stmt) -> bool:
 
 def _source_text(node: FunctionNode, lines: list[str]) -> str:
     """The function's lines from `def` on, shifted left by the `def`'s indentation where a line has it."""
-    first, last = node.lineno - 1, (node.end_lineno or node.lineno) - 1
-    head = lines[first]
-    indent = head[: len(head) - len(head.lstrip(" \t"))]
-    body = lines[first : last + 1]
-    shifted = [line[len(indent):] if line.startswith(indent) else line for line in body]
-    return "".join(shifted).rstrip("\n") if len(shifted) > 1 else shifted[0].rstrip("\n")
+    body = lines[node.lineno - 1 : node.end_lineno or node.lineno]
+    indent = body[0][: _width(body[0])]
+    return "\n".join(line[len(indent):] if line.startswith(indent) else line for line in body)

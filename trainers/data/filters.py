@@ -34,7 +34,13 @@ of `FILTERS`:
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections import Counter
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from trainers.data.extract import Pair
 
 MIN_QUERY_TOKENS = 3
 MAX_QUERY_TOKENS = 256
@@ -108,3 +114,30 @@ def is_english(text: str) -> bool:
 def query_key(tokens: list[str]) -> str:
     """What two queries must share to count as the same: their words, lower-cased."""
     return " ".join(token.lower() for token in tokens if any(c.isalnum() for c in token))
+
+
+class Deduplicator:
+    """The duplicate filters: offer pairs in the build's order; the first of each kind is kept."""
+
+    def __init__(self) -> None:
+        self._exact: set[tuple[str, bytes]] = set()
+        self._queries: set[str] = set()
+        self._codes: set[str] = set()
+        self._templates: Counter[str] = Counter()
+
+    def offer(self, pair: Pair) -> str | None:
+        """None if `pair` is kept (and remembered), else the name of the filter that removes it."""
+        exact = (pair.query_key, hashlib.sha1(pair.code.encode()).digest())
+        if exact in self._exact:
+            return "exact_duplicate"
+        if pair.query_key in self._queries:
+            return "duplicate_query"
+        if pair.code_key in self._codes:
+            return "near_duplicate_code"
+        if self._templates[pair.template_key] >= MAX_PER_TEMPLATE:
+            return "over_template_cap"
+        self._exact.add(exact)
+        self._queries.add(pair.query_key)
+        self._codes.add(pair.code_key)
+        self._templates[pair.template_key] += 1
+        return None
