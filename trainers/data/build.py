@@ -74,7 +74,8 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict) -> Manifest:
-        return cls(**{**data, "sources": tuple(data["sources"])})
+        removed = {name: data["removed"][name] for name in FILTERS if name in data["removed"]}
+        return cls(**{**data, "sources": tuple(data["sources"]), "removed": removed | data["removed"]})
 
     def summary(self) -> str:
         width = max(map(len, FILTERS))
