@@ -120,7 +120,10 @@ class Encoder:
     # -- identity --------------------------------------------------------------------------
     @property
     def weights_hash(self) -> str:
-        """sha256 over the base weights (names, dtypes, shapes, bytes): the identity of the base."""
+        """sha256 over the base weights (names, dtypes, shapes, bytes): the identity of the base.
+
+        Computed when the encoder is loaded, before a method wraps or trains the model.
+        """
         if self._hash is None:
             digest = hashlib.sha256()
             for name, tensor in sorted(self.model.state_dict().items()):
@@ -202,4 +205,6 @@ def load_encoder(base: str | os.PathLike | None = None, *, attention: str = "sdp
     if not local or (Path(source) / "tokenizer_config.json").is_file() or (Path(source) / "tokenizer.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     model.eval()
-    return Encoder(model=model, tokenizer=tokenizer, spec=family, source=source, name=name, random_init=not has_weights)
+    encoder = Encoder(model=model, tokenizer=tokenizer, spec=family, source=source, name=name, random_init=not has_weights)
+    encoder.weights_hash  # noqa: B018 - hashed now, before any method changes the model
+    return encoder

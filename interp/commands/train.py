@@ -118,7 +118,7 @@ def runs(runs_dir: options.RunsDir = Path("runs")) -> None:
         metrics = m.get("metrics", {})
         fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else "-"  # noqa: E731
         rows.append((run.name, m.get("preset") or "-", m["method"]["method"], f"{p.get('trainable', 0):,}",
-                     f"{100 * p.get('share', 0):.2f}%", fmt(metrics.get("valid_mrr")), fmt(metrics.get("test_mrr")), m.get("status", "?")))
+                     f"{100 * p.get('share_of_base', 0):.2f}%", fmt(metrics.get("valid_mrr")), fmt(metrics.get("test_mrr")), m.get("status", "?")))
     if len(rows) == 1:
         typer.echo(f"no runs in {runs_dir}")
         return

@@ -115,10 +115,14 @@ def train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str = 
     write_json(path / "manifest.json", manifest)
     start = time.perf_counter()
     validate = lambda: evaluate(embed, data.valid, batch_size=cfg.eval_batch_size, device=accelerator.device).mrr  # noqa: E731
-    state = fit(
-        model, embed=embed, train=data.train, validate=validate, cfg=cfg, accelerator=accelerator,
-        checkpoints=checkpoints, state=state, optimizer_state=optimizer_state, progress=progress,
-    )
+    try:
+        state = fit(
+            model, embed=embed, train=data.train, validate=validate, cfg=cfg, accelerator=accelerator,
+            checkpoints=checkpoints, state=state, optimizer_state=optimizer_state, progress=progress,
+        )
+    except InterpError as exc:
+        write_json(path / "manifest.json", manifest | {"status": "stopped", "error": str(exc)})
+        raise
 
     # Test the best delta, not the last one.
     methods.load_delta_state(checkpoints.model, checkpoints.best)
