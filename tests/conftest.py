@@ -59,3 +59,16 @@ def minilm():
     from trainers.encoders import load_encoder
 
     return load_encoder()
+
+
+MINED_SOURCES = ["json", "email", "logging", "argparse", "http"]  # ~540 real pairs, mined in about 2 s
+
+
+@pytest.fixture(scope="session")
+def mined_data(tmp_path_factory) -> Path:
+    """A small AdvTest-format directory mined from real stdlib packages (train / valid / test)."""
+    from trainers.data import build_corpus
+
+    out = tmp_path_factory.mktemp("mined")
+    build_corpus(out=out, sources=MINED_SOURCES, seed=0, progress=False)
+    return out

@@ -13,21 +13,17 @@ from pathlib import Path
 import pytest
 
 from trainers import methods
-from trainers.data import build_corpus, read_split
+from trainers.data import read_split
 from trainers.errors import InterpError
 from trainers.training.loop import TrainConfig
 from trainers.training.runs import find_run
 from trainers.training.scoring import evaluate_run, write_predictions
 from trainers.training.train import RunSpec, train_run
 
-SOURCES = ["json", "email", "logging", "argparse", "http"]  # ~540 real pairs, built in ~2 s
 
-
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data")
-    build_corpus(out=out, sources=SOURCES, seed=0, progress=False)
-    return out
+@pytest.fixture
+def data_dir(mined_data) -> Path:
+    return mined_data
 
 
 def tiny_cfg(**kw) -> TrainConfig:
