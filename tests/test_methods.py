@@ -22,6 +22,8 @@ from trainers.methods import (
 )
 from trainers.methods.apply import delta_parameters
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+
 TEXTS = ["def add(a, b): return a + b", "import os", "class Point: pass", "for i in range(10): print(i)"]
 
 CASES = {
@@ -203,6 +205,14 @@ def test_a_delta_of_another_shape_is_refused(tiny_roberta_dir, tmp_path):
         load_delta(load_encoder(tiny_roberta_dir), tmp_path / "run")
 
 
+def test_save_wants_the_model_apply_method_returned(tiny_roberta_dir, tmp_path):
+    encoder = load_encoder(tiny_roberta_dir)
+    apply_method(encoder, LoraConfig(r=2))
+    with pytest.raises(InterpError, match="apply_method returned"):
+        save_delta(encoder.model, LoraConfig(r=2), tmp_path / "run")  # the bare base: would save every weight
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_method_goes_on_a_fresh_encoder_only(tiny_roberta_dir):
     encoder = load_encoder(tiny_roberta_dir)
     apply_method(encoder, LoraConfig(r=2))
@@ -228,3 +238,21 @@ def test_minilm_loFF_round_trips_through_peft(minilm, tmp_path):
     loaded = peft.PeftModel.from_pretrained(fresh.model, str(tmp_path / "run"))
     with torch.no_grad():
         torch.testing.assert_close(fresh.embed(**batch, model=loaded), expected, atol=1e-6, rtol=0)
+
+
+def test_unload_gives_back_the_plain_base_model(tiny_roberta_dir):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    encoder = load_encoder(tiny_roberta_dir)
+    batch = encoder.tokenize(TEXTS)
+    with torch.no_grad():
+        base = encoder.model(**batch).last_hidden_state
+    union = UnionConfig(parts=(PrefixConfig(length=2), LoraConfig(r=2), AdapterConfig(r=4, placement="ffn")))
+    model = apply_method(encoder, union)
+    with pytest.raises(NotImplementedError):
+        model.merge_and_unload()
+    plain = model.unload()
+    assert not any(isinstance(m, BaseTunerLayer) for m in plain.modules())
+    assert type(encoder.module(0, "self_attention").config).__name__ != "PrefixRoutedConfig"
+    with torch.no_grad():
+        torch.testing.assert_close(plain(**batch).last_hidden_state, base, atol=0, rtol=0)

@@ -136,3 +136,17 @@ def test_random_token_ids_avoid_special_tokens(tiny_roberta_dir):
     ids = random_token_ids(config, 2000)
     assert ids.shape == (2000,) and ids.max() < config.vocab_size
     assert not set(ids.tolist()) & {config.pad_token_id, config.bos_token_id, config.eos_token_id}
+
+
+def test_why_not_peft_prefix_tuning_it_shifts_position_ids(tiny_roberta_dir):
+    """peft's PREFIX_TUNING passes the prefix as past_key_values, so RoBERTa numbers real tokens after it."""
+    import peft
+
+    encoder = load_encoder(tiny_roberta_dir)
+    batch = encoder.tokenize(TEXTS)
+    positions = record_position_ids(encoder)
+    with torch.no_grad():
+        encoder.model(**batch)
+        peft.get_peft_model(encoder.model, peft.PrefixTuningConfig(num_virtual_tokens=L, task_type="FEATURE_EXTRACTION"))(**batch)
+    real = batch["attention_mask"].bool()
+    assert torch.equal(positions[-1][real], positions[0][real] + L)

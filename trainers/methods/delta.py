@@ -40,8 +40,10 @@ def save_delta(model: nn.Module, config: MethodConfig, out_dir: str | os.PathLik
     """
     out_dir = Path(out_dir)
     is_full = config.method == "full"
-    if is_full != (full_state(model) is not None):
-        raise InterpError(f"save_delta: the model was not set up for {config.describe()!r}")
+    from peft import PeftModel
+
+    if (full_state(model) is not None) != is_full or (not is_full and not isinstance(model, PeftModel)):
+        raise InterpError(f"save_delta: pass the model apply_method returned for {config.describe()!r}")
     with atomic_dir(out_dir) as tmp:
         if out_dir.is_dir():
             for entry in out_dir.iterdir():
