@@ -159,6 +159,9 @@ CASES = [
     ("def f(path):\n    with open(path) as fh, lock:\n        return fh.read()",
      "def Func(arg_0):\n    with open(arg_0) as arg_1, lock:\n        return arg_1.read()"),
     ("def f(x: int = 0) -> List[int]:\n    y: int = x\n    return [y]", "def Func(arg_0: int=0) -> List[int]:\n    arg_1: int = arg_0\n    return [arg_1]"),
+    # a method of a local class sees the function's `x`, not the class attribute `x`
+    ("def f(x):\n    class C:\n        x = 1\n        def m(self):\n            return x\n    return C",
+     "def Func(arg_0):\n\n    class arg_1:\n        x = 1\n\n        def m(arg_2):\n            return arg_0\n    return arg_1"),
 ]
 
 

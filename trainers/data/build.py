@@ -40,9 +40,9 @@ from tqdm import tqdm
 from trainers.data.extract import FileResult, Pair, mine_file
 from trainers.data.filters import FILTERS, Deduplicator
 from trainers.data.schema import SPLITS, fingerprint
-from trainers.data.sources import resolve_sources
+from trainers.data.sources import DEFAULT_SOURCES, resolve_sources
 from trainers.errors import DataError, InterpError
-from trainers.io import write_json
+from trainers.io import dumps_json
 
 ADVTEST_SIZES = {"train": 251_820, "valid": 9_604, "test": 19_210}
 MANIFEST = "manifest.json"
@@ -63,6 +63,7 @@ class Manifest:
     splits: dict[str, int]  # pairs per split
     split_files: dict[str, int]  # source files per split
     fingerprint: str  # `schema.fingerprint` of the directory
+    missing_sources: tuple[str, ...] = ()  # default sources that were not installed
     format: str = "codexglue-advtest-jsonl"
 
     @property
@@ -70,17 +71,20 @@ class Manifest:
         return sum(self.splits.values())
 
     def to_json(self) -> dict:
-        return {**self.__dict__, "sources": list(self.sources)}
+        return {**self.__dict__, "sources": list(self.sources), "missing_sources": list(self.missing_sources)}
 
     @classmethod
     def from_json(cls, data: dict) -> Manifest:
         removed = {name: data["removed"][name] for name in FILTERS if name in data["removed"]}
-        return cls(**{**data, "sources": tuple(data["sources"]), "removed": removed | data["removed"]})
+        return cls(**{**data, "sources": tuple(data["sources"]), "removed": removed | data["removed"],
+                      "missing_sources": tuple(data.get("missing_sources", ()))})
 
     def summary(self) -> str:
         width = max(map(len, FILTERS))
         lines = [f"mined {self.functions} documented functions from {self.files_scanned} files "
-                 f"({self.files_unparsable} did not parse) in {len(self.sources)} sources"]
+                 f"({self.files_unparsable} did not parse as a whole) in {len(self.sources)} sources"]
+        if self.missing_sources:
+            lines += [f"  not installed, skipped: {', '.join(self.missing_sources)}"]
         lines += [f"  removed {name:<{width}}  {self.removed.get(name, 0):>7}" for name in FILTERS]
         lines += [f"  kept    {'':<{width}}  {self.pairs:>7}"]
         lines += [f"{split:>5}: {self.splits[split]:>6} pairs from {self.split_files[split]:>5} files" for split in SPLITS]
@@ -100,10 +104,13 @@ def read_manifest(data_dir: str | Path) -> Manifest | None:
 
 
 @dataclass
-class _Tally:
-    files: int = 0
-    functions: int = 0
-    pairs: int = 0
+class _Mined:
+    """Everything mined, after the duplicate filters: pairs by file in mining order, and counts."""
+
+    by_file: dict[tuple[str, str], list[Pair]]
+    tallies: list[dict[str, int]]  # per source: files, functions, pairs
+    removed: Counter
+    unparsable: int
 
 
 def build_corpus(*, out: str | Path, sources: Sequence[str] | None = None, seed: int = 0,
@@ -124,40 +131,47 @@ def build_corpus(*, out: str | Path, sources: Sequence[str] | None = None, seed:
             for index, source in enumerate(resolved) for file in source.files()]
     if not jobs:
         raise InterpError(f"no Python files in the sources {', '.join(s.name for s in resolved)}")
-
-    dedup, by_file = Deduplicator(), {}
-    tallies, removed, unparsable = [_Tally() for _ in resolved], Counter(), 0
-    for (index, *_), result in zip(jobs, _mine(jobs, progress=progress, workers=workers)):
-        tallies[index].files += 1
-        tallies[index].functions += result.functions
-        unparsable += not result.parsed
-        removed.update(reason for _, reason in result.rejected)
-        for pair in result.pairs:
-            reason = dedup.offer(pair)
-            if reason is None:
-                by_file.setdefault((pair.repo, pair.path), []).append(pair)
-                tallies[index].pairs += 1
-            else:
-                removed[reason] += 1
-
-    assignment = assign_splits({key: len(pairs) for key, pairs in by_file.items()}, seed=seed)
+    mined = _collect(jobs, len(resolved), progress=progress, workers=workers)
+    assignment = assign_splits({key: len(pairs) for key, pairs in mined.by_file.items()}, seed=seed)
     splits: dict[str, list[Pair]] = {split: [] for split in SPLITS}
-    split_files = Counter()
-    for key, pairs in by_file.items():
+    for key, pairs in mined.by_file.items():
         splits[assignment[key]].extend(pairs)
-        split_files[assignment[key]] += 1
+    names = {source.name for source in resolved}
 
     def manifest(fingerprint: str) -> Manifest:
         return Manifest(
             seed=seed, python=platform.python_version(),
-            sources=tuple({**s.describe(), **vars(t)} for s, t in zip(resolved, tallies)),
-            files_scanned=len(jobs), files_unparsable=unparsable, functions=sum(t.functions for t in tallies),
-            removed={name: removed.get(name, 0) for name in FILTERS},
+            sources=tuple(source.describe() | tally for source, tally in zip(resolved, mined.tallies)),
+            files_scanned=len(jobs), files_unparsable=mined.unparsable,
+            functions=sum(tally["functions"] for tally in mined.tallies),
+            removed={name: mined.removed.get(name, 0) for name in FILTERS},
             splits={split: len(splits[split]) for split in SPLITS},
-            split_files={split: split_files[split] for split in SPLITS}, fingerprint=fingerprint,
+            split_files={split: sum(1 for s in assignment.values() if s == split) for split in SPLITS},
+            fingerprint=fingerprint,
+            missing_sources=tuple(n for n in DEFAULT_SOURCES if n not in names) if sources is None else (),
         )
 
     return _write(out, splits, manifest)
+
+
+def _collect(jobs: list, n_sources: int, *, progress: bool, workers: int | None) -> _Mined:
+    """Mine every job in order and apply the duplicate filters as the results arrive."""
+    mined = _Mined({}, [{"files": 0, "functions": 0, "pairs": 0} for _ in range(n_sources)], Counter(), 0)
+    dedup = Deduplicator()
+    for (index, *_), result in zip(jobs, _mine(jobs, progress=progress, workers=workers)):
+        tally = mined.tallies[index]
+        tally["files"] += 1
+        tally["functions"] += result.functions
+        mined.unparsable += not result.parsed
+        mined.removed.update(result.removed)
+        for pair in result.pairs:
+            reason = dedup.offer(pair)
+            if reason is None:
+                mined.by_file.setdefault((pair.repo, pair.path), []).append(pair)
+                tally["pairs"] += 1
+            else:
+                mined.removed[reason] += 1
+    return mined
 
 
 def assign_splits(sizes: dict[tuple[str, str], int], *, seed: int) -> dict[tuple[str, str], str]:
@@ -221,14 +235,11 @@ def _write(out: Path, splits: dict[str, list[Pair]], manifest) -> Manifest:
     try:
         idx = 0
         for split in SPLITS:
-            with (tmp / f"{split}.jsonl").open("w", encoding="utf-8", newline="\n") as f:
-                for pair in splits[split]:
-                    f.write(json.dumps(pair.to_example(idx=idx, normalized=split != "train").to_record()) + "\n")
-                    idx += 1
-                f.flush()
-                os.fsync(f.fileno())
+            examples = [pair.to_example(idx=idx + i, normalized=split != "train") for i, pair in enumerate(splits[split])]
+            _write_synced(tmp / f"{split}.jsonl", (json.dumps(e.to_record()) + "\n" for e in examples))
+            idx += len(examples)
         result = manifest(fingerprint(tmp))
-        write_json(tmp / MANIFEST, result.to_json())
+        _write_synced(tmp / MANIFEST, [dumps_json(result.to_json())])
         out.mkdir(exist_ok=True)
         (out / MANIFEST).unlink(missing_ok=True)  # a half-moved directory must not claim a fingerprint
         for name in [f"{split}.jsonl" for split in SPLITS] + [MANIFEST]:
@@ -237,3 +248,9 @@ def _write(out: Path, splits: dict[str, list[Pair]], manifest) -> Manifest:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+
+def _write_synced(path: Path, chunks) -> None:
+    with path.open("w", encoding="utf-8", newline="\n") as f:
+        f.writelines(chunks)
+        f.flush()
+        os.fsync(f.fileno())

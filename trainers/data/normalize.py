@@ -68,11 +68,11 @@ def _resolve(scope: _Scope | None, name: str) -> _Scope | None:
     """The scope whose binding `name` refers to from `scope`; None for globals, builtins and outside."""
     current, first = scope, True
     while current is not None:
-        if name in current.globals:
-            return None
-        visible = first or current.kind != "class"  # class bodies are not enclosing scopes
-        if visible and name in current.bound and name not in current.nonlocals:
-            return current
+        if first or current.kind != "class":  # a class body is not an enclosing scope
+            if name in current.globals:
+                return None
+            if name in current.bound and name not in current.nonlocals:
+                return current
         current, first = current.parent, False
     return None
 
@@ -83,7 +83,8 @@ class _Binder:
     def __init__(self) -> None:
         self.sites: list[_Site] = []
 
-    def _site(self, node: ast.AST, attr: str, name: str, scope: _Scope | None, index: int | None = None, *, after: ast.AST | None = None) -> None:
+    def _site(self, node: ast.AST, attr: str, name: str, scope: _Scope | None, index: int | None = None,
+              *, after: ast.AST | None = None) -> None:
         """Record a name; `after` is a node the name follows in the text (`except E as name`)."""
         if after is not None:
             where = (getattr(after, "end_lineno", 0), getattr(after, "end_col_offset", 0))

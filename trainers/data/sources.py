@@ -92,8 +92,14 @@ def _is_source_file(name: str) -> bool:
 
 
 def resolve_sources(names: list[str] | tuple[str, ...] | None) -> list[Source]:
-    """The sources for `names` (default: `DEFAULT_SOURCES`), checked before anything is mined."""
-    names = list(DEFAULT_SOURCES if names is None else names)
+    """The sources for `names`, checked before anything is mined.
+
+    With `names=None` the sources are `DEFAULT_SOURCES`, less any package that is not installed
+    (the build records which); a name the caller gave must resolve.
+    """
+    if names is None:
+        names = [name for name in DEFAULT_SOURCES if name == STDLIB or importlib.util.find_spec(name) is not None]
+    names = list(names)
     if not names:
         raise InterpError("no sources given; name a package, a directory, or 'stdlib'")
     sources = [resolve_source(name) for name in names]
