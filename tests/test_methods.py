@@ -256,3 +256,11 @@ def test_unload_gives_back_the_plain_base_model(tiny_roberta_dir):
     assert type(encoder.module(0, "self_attention").config).__name__ != "PrefixRoutedConfig"
     with torch.no_grad():
         torch.testing.assert_close(plain(**batch).last_hidden_state, base, atol=0, rtol=0)
+
+
+def test_the_encoder_still_describes_the_base_after_a_method(tiny_roberta_dir):
+    fresh = load_encoder(tiny_roberta_dir)
+    encoder = load_encoder(tiny_roberta_dir)
+    apply_method(encoder, UnionConfig(parts=(LoraConfig(r=2), AdapterConfig(r=4, placement="ffn"))))
+    assert encoder.num_parameters == fresh.num_parameters
+    assert encoder.weights_hash == fresh.weights_hash

@@ -39,6 +39,7 @@ def apply_method(encoder: Encoder, config: MethodConfig) -> nn.Module:
     if encoder.model in _FULL:
         raise InterpError("the encoder is already set up for full fine-tuning; apply a method to a freshly loaded encoder")
     config.layer_indices(encoder.num_layers)  # InterpError for layers outside the encoder
+    encoder.num_parameters  # noqa: B018 - cached now, so the Encoder keeps describing the base once the delta is in
     if isinstance(config, FullConfig):
         return _apply_full(encoder, config)
     import peft

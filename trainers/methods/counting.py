@@ -43,7 +43,7 @@ def meta_encoder(encoder: Encoder) -> Encoder:
 
     with torch.device("meta"):
         model = AutoModel.from_config(encoder.config, attn_implementation=encoder.config._attn_implementation)
-    return dataclasses.replace(encoder, model=model, tokenizer=None, _hash=None)
+    return dataclasses.replace(encoder, model=model, tokenizer=None)  # same base: keeps its hash
 
 
 def count_parameters(encoder: Encoder, config: MethodConfig) -> ParameterCount:
