@@ -3,9 +3,10 @@
 Functions and methods count wherever they are: async, nested in other functions, in classes,
 decorated. What a pair holds:
 
-- `original_string`: the function's source text from `def` to its last line, shifted left by
-  the indentation of its `def`. Decorators are not part of it, as in CodeSearchNet, whose
-  parser cuts functions the same way.
+- `original_string`: the function's source text from `def` to its last line, cut the way
+  CodeSearchNet cuts it: decorators are not part of it, and only the first line loses its
+  indentation (a block may be indented by any amount, so the text still parses, and string
+  literals keep their exact contents).
 - `code`: `ast.unparse` of the function without its docstring statement and without
   decorators. Comments and layout are gone, so train, valid and test code all look alike.
   `normalized_code` is the same with names hidden (see `normalize.py`); valid and test use it.
@@ -25,7 +26,6 @@ the build.
 from __future__ import annotations
 
 import ast
-import copy
 import hashlib
 import io
 import re
@@ -166,19 +166,26 @@ def _width(line: str) -> int:
 
 
 def _functions(tree: ast.Module) -> list[tuple[FunctionNode, str, bool]]:
-    """(node, qualified name, defined at the top of `tree`) for every function, in source order."""
-    stack: list[tuple[ast.AST, str]] = [(tree, "")]
-    found = []
-    while stack:
-        parent, prefix = stack.pop()
-        for child in ast.iter_child_nodes(parent):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                name = f"{prefix}{child.name}"
-                if not isinstance(child, ast.ClassDef):
-                    found.append((child, name, parent is tree))
-                stack.append((child, f"{name}."))
+    """(node, qualified name, defined at the top of `tree`) for every function, in source order.
+
+    Only statements are visited (a `def` is never inside an expression); a function under an
+    `if`, `try` or `with` at the top of the module is still at the top."""
+    found: list[tuple[FunctionNode, str, bool]] = []
+
+    def walk(statements: list, prefix: str, top: bool) -> None:
+        for node in statements:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found.append((node, f"{prefix}{node.name}", top))
+                walk(node.body, f"{prefix}{node.name}.", False)
+            elif isinstance(node, ast.ClassDef):
+                walk(node.body, f"{prefix}{node.name}.", False)
             else:
-                stack.append((child, prefix))
+                for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+                    children = getattr(node, name, None)
+                    if isinstance(children, list):
+                        walk(children, prefix, top)
+
+    walk(tree.body, "", True)
     found.sort(key=lambda item: (item[0].lineno, item[0].col_offset))
     return found
 
@@ -187,21 +194,19 @@ def _pair(node: FunctionNode, lines: list[str], *, repo: str, path: str, qualnam
           module_level: bool) -> tuple[Pair | None, str]:
     original = _source_text(node, lines)
     try:
-        _parse(original)
+        own = _parse(original).body[0]  # the function on its own, and a fresh tree to rewrite
     except (SyntaxError, ValueError):
         return None, "code_does_not_parse"
-    bare = copy.copy(node)
-    bare.decorator_list = []
-    bare.body = node.body[1:]
-    if all(_is_placeholder(statement) for statement in bare.body):
+    own.body = own.body[1:]  # the docstring statement
+    if all(_is_placeholder(statement) for statement in own.body):
         return None, "empty_body"
     query = text.first_paragraph(docstring)
     query_tokens = text.docstring_tokens(query)
     reason = filters.query_filter(query, query_tokens)
     if reason is not None:
         return None, reason
-    code = ast.unparse(bare)
-    normalized = ast.unparse(normalize_function(bare, module_level=module_level))
+    code = ast.unparse(own)
+    normalized = ast.unparse(normalize_function(own, module_level=module_level, in_place=True))
     try:
         tokens, normalized_tokens = text.code_tokens(code), text.code_tokens(normalized)
     except (tokenize.TokenError, SyntaxError):
@@ -226,7 +231,7 @@ def _is_placeholder(statement: ast.stmt) -> bool:
 
 
 def _source_text(node: FunctionNode, lines: list[str]) -> str:
-    """The function's lines from `def` on, shifted left by the `def`'s indentation where a line has it."""
+    """The function's text from `def` (or `async`) to its last line, as CodeSearchNet cuts it:
+    only the first line loses its indentation, so string literals keep their exact contents."""
     body = lines[node.lineno - 1 : node.end_lineno or node.lineno]
-    indent = body[0][: _width(body[0])]
-    return "\n".join(line[len(indent):] if line.startswith(indent) else line for line in body)
+    return "\n".join([body[0].lstrip(" \t\f"), *body[1:]])

@@ -184,13 +184,14 @@ class _Binder:
             self.visit(part, inner)
 
 
-def normalize_function(node: FunctionNode, *, module_level: bool = True) -> FunctionNode:
-    """A renamed copy of `node`: the name becomes `Func`, parameters and locals `arg_0`, `arg_1`, ...
+def normalize_function(node: FunctionNode, *, module_level: bool = True, in_place: bool = False) -> FunctionNode:
+    """`node` renamed: the name becomes `Func`, parameters and locals `arg_0`, `arg_1`, ...
 
     `module_level` says whether `node` is defined at the top of its module, where its bare
-    name in its own body means itself (recursion).
+    name in its own body means itself (recursion). The result is a copy unless `in_place`.
     """
-    node = copy.deepcopy(node)
+    if not in_place:
+        node = copy.deepcopy(node)
     original = node.name
     binder = _Binder()
     binder.function(node, None, root=True)
