@@ -21,7 +21,7 @@ import typer
 from interp.commands import options
 
 DEMO_RUNS = {"lora64": "lora64", "lora256": "lora256", "loff": "loFF"}  # run name -> preset
-DEMO_SIZES = {"train_limit": 960, "eval_limit": 400}
+DEMO_SIZES = {"train_limit": 640, "eval_limit": 300}
 DEMO_TRAIN = {"epochs": 1, "batch_size": 16, "lr": 2e-4, "evals_per_epoch": 3, "max_len": 128, "seed": 123456}
 
 
