@@ -1,0 +1,133 @@
+"""`interp ablate`, `interp anatomy` and `interp attribute`: where a delta acts, what it is made of,
+and which tokens it listens to. Thin: parse, call the library, print a summary and the JSON path.
+
+Mounted by the CLI as `app.command("ablate")(delta_analyses.ablate)` and so on.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from interp.commands import options
+
+Split = Annotated[str, typer.Option("--split", help="train, valid or test of the run's data.")]
+DataFile = Annotated[
+    Path | None,
+    typer.Option("--data", exists=True, dir_okay=False, help="Any AdvTest-format jsonl instead of --split."),
+]
+Device = Annotated[str, typer.Option("--device", help="auto (CUDA when there is one), cpu or cuda.")]
+
+
+class Mode(str, Enum):
+    drop = "drop"
+    keep = "keep"
+
+
+class PathMode(str, Enum):
+    joint = "joint"
+    sides = "sides"
+
+
+def _mrr(value: float) -> str:
+    return f"{value:.4f}"
+
+
+def ablate(
+    run: Annotated[str, typer.Argument(help="A trained run under RUNS_DIR.")],
+    layers: Annotated[str | None, typer.Option("--layers", help="Layers to ablate, 1-based: '9-12', '3', '1,3,5-6' or 'last:4'.")] = None,
+    mode: Annotated[Mode, typer.Option("--mode", help="drop: switch the delta off in --layers; keep: switch it off everywhere else.")] = Mode.drop,
+    sweep: Annotated[bool, typer.Option("--sweep", help="Also every single layer dropped and kept, and every top-k and bottom-k block kept: a layer-importance curve.")] = False,
+    split: Split = "test",
+    data: DataFile = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only this many examples: the same fixed sample as a run's --eval-limit.")] = None,
+    device: Device = "auto",
+    runs_dir: options.RunsDir = Path("runs"),
+    progress: options.Progress = True,
+) -> None:
+    """Switch a run's delta off in some layers at inference (no retraining) and report the MRR against
+    the intact run and the base. The study's loFF-on-layers-9-12 question (its Table 7.1), as a tool."""
+    from interp.analyses.ablate import run_ablate
+
+    result, path = run_ablate(runs_dir=runs_dir, name=run, layers=layers, mode=mode.value, sweep=sweep, split=split,
+                              data_file=data, limit=limit, device=device, progress=progress)
+    typer.echo(f"{result.run} ({result.method}; delta in layers {_span(result.delta_layers)} of {result.depth}), {result.examples} queries")
+    typer.echo(f"  intact MRR {_mrr(result.intact_mrr)}   base MRR {_mrr(result.base_mrr)}")
+    for s in result.settings:
+        if s.group in ("given", "keep top", "keep bottom"):
+            kept = "" if s.retained is None else f", {100 * s.retained:.0f}% of the gain retained"
+            typer.echo(f"  {s.label:<26} MRR {_mrr(s.mrr)} ({s.change:+.4f}{kept})")
+    if result.curve:
+        typer.echo("  layer  drop only: MRR lost   keep only: MRR gained over base")
+        for p in result.curve:
+            mark = "" if p.has_delta else "   (no delta here)"
+            typer.echo(f"  {p.layer:>5}  {p.drop_loss:>+19.4f}   {p.keep_gain:>+31.4f}{mark}")
+    typer.echo(f"-> {path}")
+
+
+def _span(layers: list[int]) -> str:
+    from interp.analyses.ablate import layers_text
+
+    return layers_text([i - 1 for i in layers])
+
+
+def anatomy(
+    runs: Annotated[list[str], typer.Argument(help="One run, or two to compare (the same run twice compares it with itself).")],
+    top: Annotated[int, typer.Option("--top", help="Singular values kept per matrix in the JSON.")] = 32,
+    k: Annotated[int, typer.Option("--k", help="Most dimensions of the compared singular subspaces (also capped by each rank).")] = 8,
+    runs_dir: options.RunsDir = Path("runs"),
+) -> None:
+    """Per layer and module: norm, singular-value spectrum and effective rank of the delta's update
+    (LoRA scaling*B@A, adapter W_down@W_up, prefix P_k/P_v, full W_run - W_base), from the saved
+    weights; for two runs, the overlap of their top singular subspaces (1 = same directions)."""
+    from interp.analyses.anatomy import run_anatomy
+
+    result, path = run_anatomy(runs_dir=runs_dir, names=runs, top=top, k=k)
+    for r in result.runs:
+        typer.echo(f"{r.name} ({r.method}): {len(r.matrices)} matrices")
+        typer.echo(f"  {'layer':>5}  {'module':<28} {'matrix':<13} {'||.||_F':>9} {'erank':>7}")
+        for m in r.matrices:
+            layer = "-" if m.layer is None else str(m.layer)
+            typer.echo(f"  {layer:>5}  {m.module:<28} {m.matrix:<13} {m.frobenius:>9.4f} {m.effective_rank:>7.2f}")
+    if result.overlaps:
+        typer.echo("overlap of top singular subspaces (mean cos^2; random subspaces give k/d):")
+        for o in result.overlaps:
+            left = "-" if o.left is None else f"{o.left:.3f}"
+            right = "-" if o.right is None else f"{o.right:.3f}"
+            typer.echo(f"  {o.layer!s:>5}  {o.module:<28} k={o.k}  left {left} (random {o.left_random:.3f})  right {right} (random {o.right_random:.3f})")
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"-> {path}")
+
+
+def attribute(
+    run: Annotated[str, typer.Argument(help="A trained run under RUNS_DIR (or 'base').")],
+    example: Annotated[int | None, typer.Option("--example", help="The idx of an example of --split / --data.")] = None,
+    query: Annotated[str | None, typer.Option("--query", help="A query text (with --code instead of --example).")] = None,
+    code: Annotated[Path | None, typer.Option("--code", exists=True, dir_okay=False, help="A Python file holding the code (with --query).")] = None,
+    baseline: Annotated[str | None, typer.Option("--baseline", help="Attribute score_RUN - score_BASELINE on the same pair instead.")] = None,
+    split: Split = "test",
+    data: DataFile = None,
+    steps: Annotated[int, typer.Option("--steps", help="Integration steps (Gauss-Legendre); more steps, smaller convergence delta.")] = 50,
+    mode: Annotated[PathMode, typer.Option("--mode", help="joint: one path for both sides; sides: each side varied with the other held at its tokens.")] = PathMode.joint,
+    show: Annotated[int, typer.Option("--show", help="Tokens shown per side, by |attribution| (all of them are in the JSON).")] = 8,
+    runs_dir: options.RunsDir = Path("runs"),
+) -> None:
+    """Integrated gradients (Captum) on the word embeddings: how much each query and code token adds
+    to the pair's score (the inner product of the [CLS] vectors), against a reference where every
+    non-special token is the pad token. Reports the convergence delta of the integral."""
+    from interp.analyses.attribute import run_attribute
+
+    result, path = run_attribute(runs_dir=runs_dir, name=run, example=example, query=query, code_file=code,
+                                 baseline=baseline, split=split, data_file=data, steps=steps, mode=mode.value)
+    typer.echo(f"{result.function} = {result.score:.4f}" + (f" ({result.run_score:.4f} - {result.baseline_score:.4f})" if result.baseline else ""))
+    for p in result.paths:
+        typer.echo(f"  varying {p.varies}: reference {p.reference_score:.4f}, attributions sum {p.attribution_sum:+.4f}, "
+                   f"convergence delta {p.convergence_delta:.2e}")
+    for side, tokens in (("query", result.query_tokens), ("code", result.code_tokens)):
+        best = sorted((t for t in tokens if not t.special), key=lambda t: -abs(t.attribution))[:show]
+        typer.echo(f"  {side}: " + ", ".join(f"{t.text.strip() or t.token!r} {t.attribution:+.3f}" for t in best))
+    typer.echo(f"-> {path}")
