@@ -18,7 +18,9 @@ and at most the rank; it is 0 for a zero matrix (an untrained LoRA, whose B star
 
 With two runs, matching matrices (same layer and module; lora and full updates of one weight
 match each other, adapter products match adapter products; prefixes are not compared) get the
-overlap of their top-k singular subspaces, k = min(8, rank bound of either): the principal
+overlap of their top-k singular subspaces, k = min(8, r_a, r_b), where r is the rank bound (the
+LoRA or adapter r) and also the numerical rank (singular values above max(shape) * eps * the
+largest; directions of zero singular values are arbitrary, so they are never compared): the principal
 angles between the top-k left (output-side) singular vectors of the two, and between the top-k
 right (input-side) ones (scipy.linalg.subspace_angles); `left` / `right` is the mean cos^2 of
 those angles, 1 for the same subspace and 0 for orthogonal ones. Two random k-dimensional
@@ -73,7 +75,7 @@ class MatrixStats:
     frobenius: float
     spectral_norm: float
     effective_rank: float
-    spectrum: list[float]  # top singular values / the largest
+    spectrum: list[float]  # top singular values / the largest (0.0 below the numerical-rank floor)
     factors: dict[str, float] = field(default_factory=dict)  # norms of the factors (A, B, W_down, W_up, bias, scaling)
 
 
@@ -91,7 +93,7 @@ class Overlap:
     layer: int | None
     module: str
     kinds: list[str]  # the two runs' kinds
-    k: int
+    k: int  # dimensions compared: min(--k, both rank bounds, both numerical ranks)
     left: float | None  # mean cos^2 of the principal angles between the top-k left singular subspaces (None: a zero update)
     right: float | None  # ... between the top-k right singular subspaces
     left_random: float  # k / d_out: the expected `left` of two random subspaces
@@ -188,7 +190,8 @@ def _summary(m: _Matrix, top: int) -> MatrixStats:
     m.svd = (u.numpy(), s.numpy(), vh.numpy())
     s = s.numpy()
     largest = float(s[0]) if s.size else 0.0
-    spectrum = [float(x / largest) if largest > 0 else 0.0 for x in s[:top]]
+    floor = largest * max(m.value.shape) * np.finfo(np.float64).eps  # below it a singular value is numerically zero
+    spectrum = [float(x / largest) if x > floor else 0.0 for x in s[:top]]
     return MatrixStats(m.layer, m.module, m.kind, m.matrix, list(m.value.shape), m.rank_bound, _fro(m.value), largest,
                        effective_rank(s), spectrum, m.factors)
 
@@ -228,7 +231,7 @@ class Anatomy:
                 family = _LINEAR_KINDS.get(x.kind)
                 y = by_place.get((x.layer, x.module, family)) if family else None
                 if y is not None and x.value.shape == y.value.shape:
-                    overlaps.append(_overlap(x, y, min(k, x.rank_bound, y.rank_bound)))
+                    overlaps.append(_overlap(x, y, min(k, x.rank_bound, y.rank_bound, _numerical_rank(x), _numerical_rank(y))))
             names = [r.name for r in self.runs]
             if not overlaps:
                 notes.append(f"{names[0]} and {names[1]} change no weight in common that can be compared (LoRA / full updates, adapters)")
@@ -238,10 +241,15 @@ class Anatomy:
         return AnatomyResult(runs, overlaps, top, k, notes)
 
 
+def _numerical_rank(m: _Matrix) -> int:
+    s = m.svd[1]
+    return int((s > s[0] * max(m.value.shape) * np.finfo(np.float64).eps).sum()) if s.size and s[0] > 0 else 0
+
+
 def _overlap(x: _Matrix, y: _Matrix, k: int) -> Overlap:
-    (ux, sx, vhx), (uy, sy, vhy) = x.svd, y.svd
+    (ux, _, vhx), (uy, _, vhy) = x.svd, y.svd
     d_out, d_in = x.value.shape
-    if sx[0] == 0 or sy[0] == 0:  # a zero update has no singular directions
+    if k == 0:  # a zero update has no singular directions
         return Overlap(x.layer, x.module, [x.kind, y.kind], k, None, None, k / d_out, k / d_in, [], [])
     left, left_angles = subspace_overlap(ux[:, :k], uy[:, :k])
     right, right_angles = subspace_overlap(vhx[:k].T, vhy[:k].T)
