@@ -50,7 +50,8 @@ def embed_all(
         if out is None:
             out = torch.empty((len(ids), vectors.shape[-1]), dtype=torch.float32, device=device)
         out[torch.tensor(index, device=device)] = vectors
-    assert out is not None, "empty split"  # callers validate splits; this is an internal invariant
+    if out is None:
+        raise ValueError("nothing to embed: the split is empty")
     return out
 
 
