@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 import typer
 from typer.testing import CliRunner
 
@@ -91,6 +92,20 @@ def command_app() -> typer.Typer:
     for name in ("ablate", "anatomy", "attribute"):
         app.command(name)(getattr(delta_analyses, name))
     return app
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """One intra-op thread while these modules run, restored afterwards.
+
+    The models here are tiny (hidden 32; MiniLM on one short pair) and gain nothing from a
+    second thread, while on a shared two-core machine two threads that wait for each other
+    made these files three to twenty times slower (64 s against 14 s for this one).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 # -- fixtures ------------------------------------------------------------------------------------
