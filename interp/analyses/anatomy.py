@@ -4,15 +4,17 @@ For every encoder layer and every module the delta touches, one matrix is analys
 
     lora      the effective weight update  dW = scaling * B @ A  (d_out x d_in; peft's lora_B,
               lora_A), i.e. what merging would add to the query / value weight
-    adapter   W_down @ W_up (d x d), the linear part of the bottleneck h -> ReLU(h W_down) W_up;
-              the norms of W_down and W_up themselves are given as `factors`
+    adapter   W_down @ W_up (d x d): the bottleneck h -> ReLU(h W_down + b_down) W_up + b_up with
+              its two projections composed directly (what it would add without the ReLU and the
+              biases); the norms of W_down and W_up themselves are given as `factors`
     prefix    P_k and P_v (length x d), each its own matrix
     full      W_run - W_base for every weight matrix that changed (biases' change in `factors`;
               LayerNorm parameters are not analysed); weights outside the layers have layer None
 
 Each matrix gets its Frobenius norm, its spectral norm, the top `top` singular values divided
 by the largest (`spectrum`; multiply by `spectral_norm` for the values), and its effective rank
-(Roy & Vetterli 2007): with p_i = s_i / sum_j s_j over all singular values s_i,
+(Roy & Vetterli 2007): with p_i = s_i / sum_j s_j over all singular values s_i (those under
+max(shape) * eps * the largest count as zero, in `spectrum` too),
 erank = exp(-sum_i p_i log p_i). It is 1 for a rank-1 matrix, k for k equal singular values,
 and at most the rank; it is 0 for a zero matrix (an untrained LoRA, whose B starts at zero).
 
@@ -122,7 +124,7 @@ class _Matrix:
     value: torch.Tensor  # float64
     rank_bound: int
     factors: dict[str, float]
-    svd: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # U, S, Vh
+    svd: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # top-k U (d_out, k), all S, top-k Vh (k, d_in)
 
 
 def _fro(t: torch.Tensor) -> float:
@@ -185,13 +187,15 @@ def find_matrices(encoder, model) -> list[_Matrix]:
     return found
 
 
-def _summary(m: _Matrix, top: int) -> MatrixStats:
+def _summary(m: _Matrix, top: int, k: int) -> MatrixStats:
+    """Norms and spectrum of `m`; keeps its top-k singular vectors (and all values) in `m.svd` for overlaps."""
     u, s, vh = torch.linalg.svd(m.value, full_matrices=False)
-    m.svd = (u.numpy(), s.numpy(), vh.numpy())
     s = s.numpy()
     largest = float(s[0]) if s.size else 0.0
     floor = largest * max(m.value.shape) * np.finfo(np.float64).eps  # below it a singular value is numerically zero
-    spectrum = [float(x / largest) if x > floor else 0.0 for x in s[:top]]
+    s = np.where(s > floor, s, 0.0)
+    m.svd = (u[:, :k].numpy(), s, vh[:k].numpy())
+    spectrum = [float(x / largest) if x > 0 else 0.0 for x in s[:top]]
     return MatrixStats(m.layer, m.module, m.kind, m.matrix, list(m.value.shape), m.rank_bound, _fro(m.value), largest,
                        effective_rank(s), spectrum, m.factors)
 
@@ -220,7 +224,7 @@ class Anatomy:
         runs, found = [], []
         for run in self.runs:
             matrices = find_matrices(run.encoder, run.model)
-            stats = [_summary(m, top) for m in matrices]
+            stats = [_summary(m, top, k) for m in matrices]
             found.append(matrices)
             runs.append(RunAnatomy(run.name, run.method, run.encoder.num_layers, run.encoder.hidden_size, stats))
         overlaps, notes = [], []
@@ -242,8 +246,7 @@ class Anatomy:
 
 
 def _numerical_rank(m: _Matrix) -> int:
-    s = m.svd[1]
-    return int((s > s[0] * max(m.value.shape) * np.finfo(np.float64).eps).sum()) if s.size and s[0] > 0 else 0
+    return int((m.svd[1] > 0).sum())  # values under the floor were set to zero in _summary
 
 
 def _overlap(x: _Matrix, y: _Matrix, k: int) -> Overlap:
