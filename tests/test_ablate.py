@@ -21,7 +21,7 @@ from interp.analyses.ablate import Ablation, layers_text, run_ablate
 from trainers import methods
 from trainers.encoders import load_encoder
 from trainers.errors import InterpError
-from trainers.methods import AdapterConfig, LoraConfig, PrefixConfig, UnionConfig
+from trainers.methods import AdapterConfig, FullConfig, LoraConfig, PrefixConfig, UnionConfig
 from trainers.training.loop import TrainConfig
 from trainers.training.runs import find_run
 from trainers.training.scoring import evaluate_examples, load_run_model
@@ -37,6 +37,7 @@ CASES = {
     "adapter": AdapterConfig(r=4, placement="both", layers="3-4"),  # no delta in layers 1-2
     "prefix": PrefixConfig(length=2),
     "union": UnionConfig(parts=(LoraConfig(r=4), AdapterConfig(r=4, placement="ffn"))),
+    "full": FullConfig(),  # dropping every layer also restores the embeddings
 }
 
 
