@@ -59,8 +59,13 @@ def load_model(ref: RunRef):
     return encoder, encoder.model
 
 
-def max_len_of(ref: RunRef, default: int = 256) -> int:
-    return ref.run.manifest["train"]["max_len"] if ref.run is not None else default
+def max_len_of(ref: RunRef, encoder=None, default: int = 256) -> int:
+    """The run's training max_len; for the base, the default capped by what its tokenizer allows."""
+    if ref.run is not None:
+        return ref.run.manifest["train"]["max_len"]
+    if encoder is not None and encoder.tokenizer is not None:
+        return min(default, encoder.tokenizer.model_max_length)
+    return default
 
 
 def ranks(ref: RunRef, data: DataRef, *, progress: bool = True) -> dict[str, int]:
@@ -71,5 +76,5 @@ def ranks(ref: RunRef, data: DataRef, *, progress: bool = True) -> dict[str, int
         if saved["fingerprint"] == data.fingerprint:
             return {k: saved["ranks"][k] for k in wanted}
     encoder, model = load_model(ref)
-    result = evaluate_examples(encoder, model, data.examples, max_len=max_len_of(ref), progress=progress)
+    result = evaluate_examples(encoder, model, data.examples, max_len=max_len_of(ref, encoder), progress=progress)
     return {str(e.idx): int(r) for e, r in zip(data.examples, result.ranks.tolist())}
