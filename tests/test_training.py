@@ -123,3 +123,13 @@ def test_resume_after_kill_ends_like_an_uninterrupted_run(tmp_path, data_dir, mi
     cb = json.loads((killed / "k" / "curves.json").read_text())
     assert ca["loss"] == pytest.approx(cb["loss"], abs=1e-5)
     assert [v["mrr"] for v in ca["valid"]] == pytest.approx([v["mrr"] for v in cb["valid"]], abs=1e-6)
+
+
+def test_runs_listing_skips_the_data_directory(tmp_path, data_dir, tiny_roberta_dir):
+    import shutil
+
+    from trainers.training.runs import list_runs
+
+    shutil.copytree(data_dir, tmp_path / "data")
+    run(tmp_path, data_dir, tiny_roberta_dir)
+    assert [r.name for r in list_runs(tmp_path)] == ["r"]

@@ -58,11 +58,14 @@ def read_manifest(path: Path) -> dict:
 def list_runs(runs_dir: Path) -> list[RunInfo]:
     if not runs_dir.is_dir():
         return []
-    return [
-        RunInfo(p.name, p, read_manifest(p))
-        for p in sorted(runs_dir.iterdir())
-        if p.is_dir() and (p / "manifest.json").is_file()
-    ]
+    runs = []
+    for p in sorted(runs_dir.iterdir()):
+        if p.name in RESERVED or not (p / "manifest.json").is_file():
+            continue  # runs/data holds a data manifest, runs/analyses results
+        manifest = read_manifest(p)
+        if "method" in manifest:
+            runs.append(RunInfo(p.name, p, manifest))
+    return runs
 
 
 def find_run(runs_dir: Path, name: str) -> RunInfo:
