@@ -79,7 +79,7 @@ def test_unsupported_family_is_named(tmp_path):
 def test_cli_lists_every_command_and_shows_the_encoder():
     runner = CliRunner()
     out = runner.invoke(app, ["--help"]).output
-    for command in ("data", "encoder", "params", "train", "eval", "runs", "qualitative", "compare", "ablate", "anatomy", "attribute", "demo"):
+    for command in ("data", "encoder", "params", "train", "eval", "runs", "qualitative", "compare", "attn-diff", "ablate", "anatomy", "attribute", "demo"):
         assert f" {command} " in out
     result = runner.invoke(app, ["encoder", "--json"])
     assert result.exit_code == 0

@@ -4,7 +4,11 @@
    runs/data already holds a build from the same sources and seed), and check it;
 2. train three deltas of the study on a fixed sample of it: lora64, lora256 and loFF
    (runs that already finished are kept);
-3. list the runs.
+3. list the runs;
+4. run the analyses on them, as the study did by hand: attn-diff lora64 vs lora256; an
+   ablation of loff keeping only the top third of its layers (the study's 9-12 of 12 layers;
+   5-6 of the default encoder's 6); qualitative sets with lora256 as baseline and loff as
+   candidate; significance tests of all three; anatomy of lora64 vs lora256; one attribution.
 
 The sizes are chosen so that the whole demo fits in about 10 minutes on 2 CPU cores; every
 run's manifest records the sample sizes and settings it used. The study's full protocol is
@@ -63,7 +67,37 @@ def demo(runs_dir: options.RunsDir = Path("runs"), progress: options.Progress = 
 
     typer.echo("== runs")
     list_runs_command(runs_dir=runs_dir)
+    _analyses(runs_dir, progress)
     typer.echo(f"demo finished in {time.perf_counter() - start:.0f} s; everything is under {runs_dir}/")
+
+
+def _analyses(runs_dir: Path, progress: bool) -> None:
+    """Each analysis through its own command, on the demo's test sample."""
+    from interp.commands import attn_diff, delta_analyses, stats
+    from trainers.data import load_split
+    from trainers.training.runs import find_run
+    from trainers.training.splits import EVAL_SUBSET_SEED, subset
+
+    limit = DEMO_SIZES["eval_limit"]
+    depth = find_run(runs_dir, "loff").manifest["base"]["layers"]
+    top_third = f"last:{max(1, depth // 3)}"
+    test = subset(load_split(runs_dir / "data", "test"), limit, EVAL_SUBSET_SEED)
+    common = {"split": "test", "data": None, "limit": limit, "runs_dir": runs_dir, "progress": progress}
+
+    typer.echo("== attn-diff lora64 lora256")
+    attn_diff.attn_diff(a="lora64", b="lora256", example=str(test[0].idx), layer=None, side=attn_diff.Side("both"),
+                        batch_size=32, device=attn_diff.Device.auto, **common)
+    typer.echo(f"== ablate loff --layers {top_third} --mode keep")
+    delta_analyses.ablate(run="loff", layers=top_third, mode=delta_analyses.Mode("keep"), sweep=True, device="auto", **common)
+    typer.echo("== qualitative --baseline lora256 --candidate loff")
+    stats.qualitative(runs="lora64,lora256,loff", baseline="lora256", candidate="loff", samples=3, **common)
+    typer.echo("== compare lora64 lora256 loff")
+    stats.compare(runs=["lora64", "lora256", "loff"], bootstrap=10_000, seed=0, **common)
+    typer.echo("== anatomy lora64 lora256")
+    delta_analyses.anatomy(runs=["lora64", "lora256"], top=32, k=8, runs_dir=runs_dir)
+    typer.echo(f"== attribute loff --example {test[0].idx} --baseline lora256")
+    delta_analyses.attribute(run="loff", example=test[0].idx, query=None, code=None, baseline="lora256", split="test", data=None,
+                             steps=32, mode=delta_analyses.PathMode("joint"), show=8, runs_dir=runs_dir)
 
 
 def _data_is_current(data_dir: Path) -> bool:
