@@ -91,13 +91,13 @@ def test_non_finite_loss_stops_with_a_clear_message(tmp_path, data_dir, tiny_rob
 
 def _train_cmd(runs_dir: Path, data_dir: Path, base: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "interp", "train", "--name", "k", "--preset", "adapter-h64", "--data", str(data_dir),
-            "--base", str(base), "--runs-dir", str(runs_dir), "--epochs", "1", "--batch-size", "4", "--max-len", "32",
-            "--max-steps", "30", "--evals-per-epoch", "6", "--lr", "1e-3", "--seed", "5", "--train-limit", "200",
+            "--base", str(base), "--runs-dir", str(runs_dir), "--epochs", "6", "--batch-size", "4", "--max-len", "32",
+            "--max-steps", "300", "--evals-per-epoch", "2", "--lr", "1e-3", "--seed", "5", "--train-limit", "200",
             "--eval-limit", "8", "--no-progress", *extra]
 
 
-def test_resume_after_kill_ends_like_an_uninterrupted_run(tmp_path, data_dir, minilm):
-    base = Path(minilm.source)
+def test_resume_after_kill_ends_like_an_uninterrupted_run(tmp_path, data_dir, tiny_roberta_dir):
+    base = tiny_roberta_dir
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     whole = tmp_path / "whole"
     subprocess.run(_train_cmd(whole, data_dir, base), check=True, env=env, capture_output=True)
@@ -107,7 +107,7 @@ def test_resume_after_kill_ends_like_an_uninterrupted_run(tmp_path, data_dir, mi
     state = killed / "k" / "state" / "trainer_state.json"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["step"] >= 10:
+        if state.is_file() and json.loads(state.read_text())["step"] >= 50:
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.05)

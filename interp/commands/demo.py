@@ -25,8 +25,8 @@ import typer
 from interp.commands import options
 
 DEMO_RUNS = {"lora64": "lora64", "lora256": "lora256", "loff": "loFF"}  # run name -> preset
-DEMO_SIZES = {"train_limit": 640, "eval_limit": 300}
-DEMO_TRAIN = {"epochs": 1, "batch_size": 16, "lr": 2e-4, "evals_per_epoch": 3, "max_len": 128, "seed": 123456}
+DEMO_SIZES = {"train_limit": 480, "eval_limit": 200}
+DEMO_TRAIN = {"epochs": 1, "batch_size": 16, "lr": 2e-4, "evals_per_epoch": 2, "max_len": 96, "seed": 123456}
 
 
 def demo(runs_dir: options.RunsDir = Path("runs"), progress: options.Progress = True) -> None:
