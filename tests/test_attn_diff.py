@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
 from interp.analyses.attention import attention_implementation, capture_attention
 from interp.analyses.attn_diff import STATS, result_name, run_attn_diff
 from interp.analyses.base import resolve_runs
 from interp.analyses.ranks import load_model
-from interp.commands.attn_diff import attn_diff
+from interp.cli import app
 from trainers import methods
 from trainers.encoders import load_encoder
 from trainers.errors import InterpError
@@ -241,12 +240,15 @@ def test_bad_input_names_the_value(runs, kw, message):
 # -- the command ---------------------------------------------------------------------------------
 
 def test_command_prints_top_heads_tokens_speed_and_path(runs):
-    app = typer.Typer()
-    app.command("attn-diff")(attn_diff)
-    app.callback()(lambda: None)
     out = CliRunner().invoke(app, ["attn-diff", "base", "lora2", "--limit", "12", "--runs-dir", str(runs), "--no-progress",
                                    "--side", "code", "--layer", "4"])
     assert out.exit_code == 0, out.output
     assert "top heads by mean |B - A|: L" in out.output and "top heads by JS divergence: L" in out.output
     assert out.output.count("L1H") == 0  # layer 1 is untouched by a delta on layer 2
+    assert "tokens changed most at layer 4" in out.output
     assert "examples/s" in out.output and "base-vs-lora2.n12.code.json" in out.output
+
+
+def test_command_reports_a_misspelt_run_in_one_line(runs):
+    out = CliRunner().invoke(app, ["attn-diff", "lora3", "prefix", "--runs-dir", str(runs), "--no-progress"])
+    assert out.exit_code == 2 and "did you mean 'lora2'" in out.output and "Traceback" not in out.output
