@@ -8,7 +8,6 @@ exact: every layer dropped is the base model, every layer kept is the run itself
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from helpers import json_close
 from interp.analyses.ablate import Ablation, layers_text, run_ablate
 from trainers import methods
 from trainers.encoders import load_encoder
@@ -61,16 +61,6 @@ def _rounded(value, digits: int = 6):
     return value
 
 
-def _close(a, b, rel: float, abs_: float) -> bool:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k], rel, abs_) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y, rel, abs_) for x, y in zip(a, b))
-    if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
-    return a == b
-
-
 def check_golden(path: Path, golden: Path, *, rel: float = 1e-4, abs_: float = 1e-5) -> None:
     """The saved result equals the golden one (kind, name, result; floats rounded to 6 significant
     digits and compared with a tolerance); inputs (tmp paths, fingerprints) and versions are ignored.
@@ -81,7 +71,7 @@ def check_golden(path: Path, golden: Path, *, rel: float = 1e-4, abs_: float = 1
     got = _rounded({k: saved[k] for k in ("kind", "name", "result")})
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
-    assert _close(got, json.loads(golden.read_text()), rel, abs_), f"{path} differs from {golden} (UPDATE_GOLDEN=1 to accept)"
+    assert json_close(got, json.loads(golden.read_text()), rel, abs_), f"{path} differs from {golden} (UPDATE_GOLDEN=1 to accept)"
 
 
 def command_app() -> typer.Typer:

@@ -16,6 +16,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from helpers import json_close
 from interp.analyses.attention import attention_implementation, capture_attention
 from interp.analyses.attn_diff import STATS, result_name, run_attn_diff
 from interp.analyses.base import resolve_runs
@@ -189,7 +190,7 @@ def test_golden(runs):
     golden = GOLDEN / "attn_diff.json"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(_dump(got) + "\n")
-    assert _close(got, json.loads(golden.read_text())), f"{path} differs from {golden} (UPDATE_GOLDEN=1 to accept)"
+    assert json_close(got, json.loads(golden.read_text()), 1e-4, 1e-5), f"{path} differs from {golden} (UPDATE_GOLDEN=1 to accept)"
 
 
 def _rounded(obj):
@@ -209,16 +210,6 @@ def _dump(obj, depth: int = 0) -> str:
     if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
         return "[\n" + ",\n".join(inner + _dump(v, depth + 1) for v in obj) + f"\n{pad}]"
     return json.dumps(obj)
-
-
-def _close(a, b) -> bool:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
-    if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-5)
-    return a == b
 
 
 # -- bad input -----------------------------------------------------------------------------------

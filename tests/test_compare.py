@@ -21,6 +21,7 @@ import scipy.stats
 import typer
 from typer.testing import CliRunner
 
+from helpers import json_close
 from interp.analyses.compare import Compare, GroupSpec, group_runs, load_rank_table, run_compare
 from interp.analyses.base import resolve_runs
 from interp.analyses.stats import bootstrap_mean_ci, holm, wilcoxon_paired
@@ -88,17 +89,7 @@ def check_golden(path: Path, golden: Path) -> None:
     got = {k: got[k] for k in ("kind", "name", "result")}
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
-    assert _close(got, json.loads(golden.read_text())), f"{path} differs from {golden} (UPDATE_GOLDEN=1 to accept)"
-
-
-def _close(a, b) -> bool:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
-    if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
+    assert json_close(got, json.loads(golden.read_text()), 1e-9, 1e-12), f"{path} differs from {golden} (UPDATE_GOLDEN=1 to accept)"
 
 
 FUNCTIONS = [(f"Return {n} doubled.", f"def f(x):\n    return {n} * 2\n") for n in ("one", "two", "three", "four", "five", "six")]
