@@ -20,7 +20,7 @@ from pathlib import Path
 
 from trainers.errors import InterpError, did_you_mean
 
-RESERVED = {"base", "analyses", "data", "report"}  # names with another meaning under runs/
+RESERVED = {"base", "analyses", "data", "report", "study"}  # names with another meaning under runs/
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "numpy", "interp")
 
