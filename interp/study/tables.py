@@ -1,0 +1,136 @@
+"""The study's tables from finished runs: mean and sample std over seeds, as JSON and Markdown.
+
+One row per preset: its trainable parameters and share of the base, and over the finished
+runs of its seeds the valid MRR, test MRR (fractions, as in the manifests) and best step.
+`std` is the sample standard deviation (ddof=1), None below two runs; `mean` is None with
+none. The data fingerprint is the sha256 of the three split fingerprints the runs used, so
+it names both the files and the samples drawn from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+from interp.study.grid import Grid, Scale, run_name
+
+
+def summarize(values: list[float]) -> dict:
+    """{"mean", "std", "n"}: std is the sample std (ddof=1), None when n < 2; mean None when n = 0."""
+    n = len(values)
+    mean = sum(values) / n if n else None
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n >= 2 else None
+    return {"mean": mean, "std": std, "n": n}
+
+
+def table_row(preset: str, method: str, parameters: dict, manifests: dict[str, dict | None]) -> dict:
+    """One row from the manifests of a preset's runs (name -> manifest, None when absent), in seed order."""
+    done = {name: m for name, m in manifests.items() if m is not None and m.get("status") == "finished"}
+    metric = lambda key: [m["metrics"][key] for m in done.values()]  # noqa: E731
+    steps = summarize(metric("best_step"))
+    return {
+        "preset": preset,
+        "method": method,
+        "trainable": parameters.get("trainable"),
+        "share_of_base": parameters.get("share_of_base"),
+        "valid_mrr": summarize(metric("valid_mrr")),
+        "test_mrr": summarize(metric("test_mrr")),
+        "best_step": {"mean": steps["mean"], "n": steps["n"]},
+        "runs": list(done),
+        "missing": [name for name in manifests if name not in done],
+    }
+
+
+def data_fingerprint(data: dict) -> str:
+    digest = hashlib.sha256()
+    for split in sorted(data):
+        digest.update(f"{split}:{data[split]['fingerprint']}\n".encode())
+    return digest.hexdigest()
+
+
+def build_tables(*, grid: Grid, seeds: tuple[int, ...], scale: Scale, runs_dir: Path, data_dir: Path, expected) -> dict:
+    """The tables document of a study (see the module docstring); reads runs_dir/<preset>-s<seed>/manifest.json."""
+    from trainers import methods
+    from trainers.training.runs import code_version, package_versions
+
+    manifests = {}
+    for preset in grid.presets:
+        for seed in seeds:
+            path = runs_dir / run_name(preset, seed) / "manifest.json"
+            manifests[run_name(preset, seed)] = json.loads(path.read_text()) if path.is_file() else None
+    first = next((m for m in manifests.values() if m is not None and m.get("status") == "finished"), None)
+    tables = []
+    for table in grid.tables:
+        rows = [
+            table_row(preset, methods.get_preset(preset).method, expected.parameters[preset],
+                      {run_name(preset, s): manifests[run_name(preset, s)] for s in seeds})
+            for preset in table.presets
+        ]
+        tables.append({"table": table.id, "title": table.title, "rows": rows})
+    train = {k: v for k, v in asdict(scale.config(seeds[0])).items() if k != "seed"}
+    return {
+        "kind": "study",
+        "grid": grid.name,
+        "scale": scale.name,
+        "seeds": list(seeds),
+        "base": first["base"] if first else expected.base,
+        "data": {"dir": str(Path(data_dir).resolve()), "fingerprint": data_fingerprint(expected.data)},
+        "train": train,
+        "tables": tables,
+        "code_version": code_version(),
+        "versions": package_versions(),
+    }
+
+
+def write_tables(doc: dict, out_dir: Path) -> tuple[Path, Path]:
+    """tables.json and tables.md in out_dir, each written atomically."""
+    from trainers.io import write_json, write_text
+
+    write_json(out_dir / "tables.json", doc)
+    write_text(out_dir / "tables.md", render_markdown(doc))
+    return out_dir / "tables.json", out_dir / "tables.md"
+
+
+def percent(summary: dict) -> str:
+    """'39.19 ± 0.55' (percent, 2 decimals); no std below two runs; '-' with none."""
+    if summary["mean"] is None:
+        return "-"
+    text = f"{100 * summary['mean']:.2f}"
+    return text if summary["std"] is None else f"{text} ± {100 * summary['std']:.2f}"
+
+
+def render_markdown(doc: dict) -> str:
+    train = doc["train"]
+    lines = [
+        f"# Study: grid {doc['grid']}, scale {doc['scale']}",
+        "",
+        f"Base {doc['base']['name']} (weights {doc['base']['weights_sha256'][:12]}); data {doc['data']['dir']} "
+        f"(fingerprint {doc['data']['fingerprint'][:12]}); seeds {', '.join(map(str, doc['seeds']))}.",
+        "Training: " + ", ".join(f"{k} {v}" for k, v in train.items()) + ".",
+        "MRR in percent: mean ± sample std over the finished seeds (n); the delta with the best valid MRR is tested.",
+    ]
+    for table in doc["tables"]:
+        label = _label(table["table"])
+        lines += ["", f"## {label}: {table['title']}", "",
+                  "| Model | Method | #Parameters | Valid MRR (%) | Test MRR (%) | Best step | n | Missing |",
+                  "|---|---|---:|---:|---:|---:|---:|---|"]
+        for row in table["rows"]:
+            params = "-" if row["trainable"] is None else f"{row['trainable']:,} ({100 * row['share_of_base']:.2f}%)"
+            step = "-" if row["best_step"]["mean"] is None else f"{row['best_step']['mean']:.0f}"
+            missing = ", ".join(row["missing"]) or "-"
+            lines.append(f"| {row['preset']} | {row['method']} | {params} | {percent(row['valid_mrr'])} | "
+                         f"{percent(row['test_mrr'])} | {step} | {row['test_mrr']['n']} | {missing} |")
+    return "\n".join(lines) + "\n"
+
+
+
+def _label(table_id: str) -> str:
+    """'4.6' -> 'Table 4.6', 'fig4.4' -> 'Fig. 4.4', 'ordering' -> 'Ordering'."""
+    if table_id[:1].isdigit():
+        return f"Table {table_id}"
+    if table_id.startswith("fig"):
+        return f"Fig. {table_id[3:]}"
+    return table_id.capitalize()
