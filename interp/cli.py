@@ -38,7 +38,7 @@ app = typer.Typer(
 
 
 def _mount() -> None:
-    from interp.commands import attn_diff, data, delta_analyses, demo, encoder, params, stats, study, train
+    from interp.commands import attn_diff, data, delta_analyses, demo, encoder, params, report, stats, study, train
 
     app.add_typer(data.app, name="data", help="Build and check AdvTest-format code-search data.")
     app.command("encoder", help="Show the resolved base encoder: family, layers, heads, hidden size, source.")(encoder.encoder)
@@ -53,6 +53,7 @@ def _mount() -> None:
     app.command("anatomy", help="Norms, spectra, effective rank and subspace overlap of deltas, from their weights.")(delta_analyses.anatomy)
     app.command("attribute", help="Integrated-gradients attribution of a query-code score to tokens (Captum).")(delta_analyses.attribute)
     app.command("study", help="Train a grid of the study (presets x seeds), resumably, and write its tables.")(study.study)
+    app.command("report", help="Render runs, analyses and study tables into an offline HTML site (runs/report).")(report.report)
     app.command("demo", help="Run the main job end to end on the embedded defaults.")(demo.demo)
 
 

@@ -1,0 +1,142 @@
+"""Pages of the analyses: attn-diff (with bertviz pages), attribution, qualitative, compare,
+ablation and anatomy. Each takes one saved result ({"kind", "name", "inputs", "result", ...}).
+"""
+
+from __future__ import annotations
+
+import math
+from urllib.parse import quote
+
+from reports import figures
+from reports.bertviz_views import attention_data, views
+from reports.pages import Page, ablation_plot, anatomy_run_plot, file_name
+
+SIGNED = ("mean_abs_difference", "signed_content_difference", "js_divergence")
+RUN_LETTERS = ("a", "b")
+
+
+def _base(saved: dict, kind: str, title: str) -> dict:
+    return {"title": title, "root": "../", "crumbs": [kind, saved["name"]], "plots": True, "r": saved["result"],
+            "data": (saved.get("inputs") or {}).get("data", {}).get("file", "")}
+
+
+def attn_diff_pages(saved: dict) -> list[Page]:
+    r, name = saved["result"], saved["name"]
+    ctx = _base(saved, "attn-diff", f"attn-diff {r['a']} vs {r['b']}")
+    sides = []
+    for side in r.get("sides", []):
+        stats = r["stats"][side]
+        grids = {key.replace("_", " "): stats[key] for key in SIGNED}
+        entropy = {f"entropy of {r['a']} (bits)": stats["entropy_a"], f"entropy of {r['b']} (bits)": stats["entropy_b"],
+                   "entropy change B − A": stats["entropy_change"]}
+        tokens = r.get("tokens", {}).get(side, [])
+        sides.append({
+            "name": side,
+            "heatmaps": figures.heatmaps(grids, diverging={"signed content difference"}, div_id=f"{side}-grids"),
+            "entropy": figures.heatmaps(entropy, diverging={"entropy change B − A"}, div_id=f"{side}-entropy"),
+            "tokens": figures.grouped_bars([t["token"] for t in tokens],
+                                           {"mean |change|": [t["mean_abs_change"] for t in tokens],
+                                            "mean signed change": [t["mean_signed_change"] for t in tokens]},
+                                           title=f"tokens whose [CLS] attention changed most at layer {r.get('token_layer')}",
+                                           yaxis="attention", div_id=f"{side}-tokens") if tokens else "",
+        })
+    ctx["sides"] = sides
+    pages: list[Page] = []
+    example = r.get("example")
+    if example:
+        ex_sides = []
+        for side, data in example["sides"].items():
+            shown = len(data["full_a"][0][0]) if data.get("full_a") else 0
+            side_views = []
+            for letter in RUN_LETTERS:
+                run = r[letter]
+                path = f"attn-diff/{file_name(name)}.{letter}.{side}.html"
+                side_views.append({"run": run, "which": f"run {letter.upper()}", "href": quote(path.split("/", 1)[1])})
+                pages.append(bertviz_page(saved, side, letter, path, data, shown))
+            ex_sides.append({
+                "name": side, "views": side_views, "shown": shown, "full_tokens": data.get("full_tokens", shown),
+                "cropped": data.get("full_tokens", shown) > shown,
+                "plot": figures.token_heatmap(data["difference"], data["tokens"],
+                                              title=f"[CLS] attention B − A at layer {example['layer']}, heads x tokens (Fig. 7.1 / 7.2)",
+                                              div_id=f"example-{side}"),
+            })
+        ctx["example"] = dict(example, sides=ex_sides)
+    pages.insert(0, (f"attn-diff/{file_name(name)}.html", "attn_diff.html", ctx))
+    return pages
+
+
+def bertviz_page(saved: dict, side: str, letter: str, path: str, data: dict, shown: int) -> Page:
+    r = saved["result"]
+    full = data[f"full_{letter}"]
+    data_id = f"attention-{letter}-{side}"
+    return path, "bertviz.html", {
+        "title": f"bertviz: {r[letter]} on example {r['example']['idx']} ({side})", "root": "../", "plots": False,
+        "crumbs": ["attn-diff", saved["name"], f"{r[letter]} {side}"], "run": r[letter], "idx": r["example"]["idx"],
+        "side": side, "cropped": data.get("full_tokens", shown) > shown, "shown": shown, "full_tokens": data.get("full_tokens", shown),
+        "data_id": data_id, "data_json": attention_data(full, data["tokens"][:shown]),
+        "views": views(data_id, layers=len(full), heads=len(full[0]), prefix=f"bertviz-{letter}-{side}"),
+    }
+
+
+def _shade(value: float, largest: float) -> str:
+    if not largest or not math.isfinite(value):
+        return "transparent"
+    alpha = min(1.0, abs(value) / largest) * 0.75
+    return f"rgba(214,39,40,{alpha:.3f})" if value > 0 else f"rgba(31,119,180,{alpha:.3f})"
+
+
+def attribute_page(saved: dict) -> Page:
+    r = saved["result"]
+    ctx = _base(saved, "attribute", f"attribution: {saved['name']}")
+    ctx["plots"] = False
+    sides = []
+    for key, title in (("query_tokens", "query tokens"), ("code_tokens", "code tokens")):
+        tokens = r.get(key, [])
+        largest = max((abs(t["attribution"]) for t in tokens if not t.get("special")), default=0.0)
+        sides.append({"name": title, "tokens": [dict(t, color=_shade(t["attribution"], largest)) for t in tokens]})
+    ctx["sides"] = sides
+    return f"attribute/{file_name(saved['name'])}.html", "attribute.html", ctx
+
+
+def qualitative_page(saved: dict) -> Page:
+    r = saved["result"]
+    ctx = _base(saved, "qualitative", f"qualitative: {saved['name']}")
+    sets = [s for s in r.get("sets", []) if s.get("stats")]
+    attributes = sorted({a for s in sets for a in s["stats"]})
+    ctx["means"] = figures.grouped_bars(
+        attributes, {s["name"]: [s["stats"].get(a, {}).get("mean") for a in attributes] for s in sets},
+        title="mean of each attribute per set (the study's Fig. 5.1)", yaxis="mean", div_id="set-means") if sets else ""
+    tests = r.get("tests", [])
+    pairs = sorted({f"{t['a']} vs {t['b']}" for t in tests})
+    attrs = sorted({t["attribute"] for t in tests})
+    p = {(f"{t['a']} vs {t['b']}", t["attribute"]): t["test"].get("p") for t in tests}
+    ctx["pvalues"] = figures.grouped_bars(
+        attrs, {pair: [-math.log10(max(p[(pair, a)], 1e-300)) if p.get((pair, a)) is not None else None for a in attrs] for pair in pairs},
+        title="−log10 p of each test (the study's Fig. 5.2)", yaxis="−log10 p", div_id="pvalues",
+        hline=-math.log10(0.05), hline_text="p = 0.05") if tests else ""
+    return f"qualitative/{file_name(saved['name'])}.html", "qualitative.html", ctx
+
+
+def compare_page(saved: dict) -> Page:
+    ctx = _base(saved, "compare", f"compare: {saved['name']}")
+    ctx["plots"] = False
+    return f"compare/{file_name(saved['name'])}.html", "compare.html", ctx
+
+
+def ablate_page(saved: dict) -> Page:
+    ctx = _base(saved, "ablate", f"ablation: {saved['name']}")
+    ctx["plot"] = ablation_plot(saved["result"], "ablation")
+    return f"ablate/{file_name(saved['name'])}.html", "ablate.html", ctx
+
+
+def anatomy_page(saved: dict) -> Page:
+    r = saved["result"]
+    ctx = _base(saved, "anatomy", f"anatomy: {saved['name']}")
+    ctx["run_plots"] = [anatomy_run_plot(entry, f"anatomy-{i}") for i, entry in enumerate(r.get("runs", []))]
+    overlaps = r.get("overlaps", [])
+    x = [f"L{o['layer']} {o['module']}" for o in overlaps]
+    ctx["overlap_plot"] = figures.grouped_bars(
+        x, {"left": [o.get("left") for o in overlaps], "left, random": [o.get("left_random") for o in overlaps],
+            "right": [o.get("right") for o in overlaps], "right, random": [o.get("right_random") for o in overlaps]},
+        title=f"top-{r.get('k')} subspace overlap, mean cos²", yaxis="overlap", div_id="overlaps") if overlaps else ""
+    return f"anatomy/{file_name(saved['name'])}.html", "anatomy.html", ctx

@@ -1,0 +1,196 @@
+"""Read everything a report shows from a runs directory: plain JSON, never a model.
+
+    runs/NAME/manifest.json, curves.json, adapter_model.safetensors (its header: parameter shapes)
+    runs/analyses/<kind>/<name>.json       (interp/analyses/base.py `save_result`)
+    runs/study/<grid>/tables.json          (`interp study`)
+
+A file that cannot be read becomes a `problem` the index lists (and the command prints), not a
+failed build: one broken run must not hide the others. Runs are grouped across seeds: runs with
+the same method, training config apart from the seed, base weights and data are one group, and
+their valid and test MRR are reported as mean and sample std.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ANALYSIS_KINDS = ("attn-diff", "ablate", "anatomy", "attribute", "qualitative", "compare")
+NOT_RUNS = {"analyses", "data", "report", "study", "base"}
+
+
+@dataclass
+class Run:
+    name: str
+    manifest: dict
+    curves: dict | None
+    modules: list[dict]  # trainable parameters per module kind and layer, from the delta's header
+
+    @property
+    def metrics(self) -> dict:
+        return self.manifest.get("metrics") or {}
+
+    @property
+    def label(self) -> str:
+        return self.manifest.get("preset") or self.manifest.get("parameters", {}).get("method") or self.name
+
+
+@dataclass
+class Group:
+    """Runs that differ only in their seed."""
+
+    label: str
+    group: str  # method family for the budget plot: lora, prefix, adapter-h, ..., lora+adapter-ffn, full
+    runs: list[Run]
+    trainable: int | None
+    share_of_base: float | None
+    valid: dict
+    test: dict
+    best_step: dict
+
+
+@dataclass
+class Site:
+    runs_dir: Path
+    runs: list[Run] = field(default_factory=list)
+    groups: list[Group] = field(default_factory=list)
+    analyses: dict[str, list[dict]] = field(default_factory=dict)  # kind -> saved results, sorted by name
+    studies: list[dict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def read_json(path: Path, problems: list[str]) -> Any | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problems.append(f"{path}: {exc}")
+        return None
+
+
+def collect(runs_dir: Path) -> Site:
+    site = Site(runs_dir=runs_dir)
+    if runs_dir.is_dir():
+        for path in sorted(runs_dir.iterdir()):
+            if path.name not in NOT_RUNS and (path / "manifest.json").is_file():
+                run = _read_run(path, site.problems)
+                if run is not None:
+                    site.runs.append(run)
+        for kind in ANALYSIS_KINDS:
+            results = []
+            for path in sorted((runs_dir / "analyses" / kind).glob("*.json")):
+                saved = read_json(path, site.problems)
+                if _valid_result(saved, kind, path, site.problems):
+                    results.append(saved)
+            site.analyses[kind] = results
+        for path in sorted((runs_dir / "study").glob("*/tables.json")):
+            study = read_json(path, site.problems)
+            if isinstance(study, dict) and study.get("kind") == "study" and isinstance(study.get("tables"), list):
+                site.studies.append(study)
+            elif study is not None:
+                site.problems.append(f"{path}: not a study tables file (no kind 'study' with tables)")
+    else:
+        site.analyses = {kind: [] for kind in ANALYSIS_KINDS}
+    site.groups = group_runs(site.runs)
+    return site
+
+
+def _read_run(path: Path, problems: list[str]) -> Run | None:
+    manifest = read_json(path / "manifest.json", problems)
+    if not isinstance(manifest, dict) or "method" not in manifest:
+        if manifest is not None:
+            problems.append(f"{path / 'manifest.json'}: not a run manifest (no 'method')")
+        return None
+    curves = read_json(path / "curves.json", problems) if (path / "curves.json").is_file() else None
+    return Run(name=path.name, manifest=manifest, curves=curves, modules=_modules(path, problems))
+
+
+def _valid_result(saved: Any, kind: str, path: Path, problems: list[str]) -> bool:
+    if saved is None:
+        return False
+    if not (isinstance(saved, dict) and saved.get("kind") == kind and isinstance(saved.get("result"), dict)):
+        problems.append(f"{path}: not an interp {kind} result")
+        return False
+    return True
+
+
+def _modules(path: Path, problems: list[str]) -> list[dict]:
+    """Trainable parameters per (module, layer) from the safetensors header, without loading tensors."""
+    weights = path / "adapter_model.safetensors"
+    if not weights.is_file():
+        return []
+    try:
+        with weights.open("rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+    except (OSError, ValueError) as exc:
+        problems.append(f"{weights}: unreadable safetensors header ({exc})")
+        return []
+    counts: dict[tuple[str, int | None], int] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        module, layer = module_of(name)
+        numel = 1
+        for dim in info.get("shape", []):
+            numel *= dim
+        counts[(module, layer)] = counts.get((module, layer), 0) + numel
+    return [{"module": m, "layer": layer, "parameters": n} for (m, layer), n in
+            sorted(counts.items(), key=lambda kv: (kv[0][0], -1 if kv[0][1] is None else kv[0][1]))]
+
+
+def module_of(name: str) -> tuple[str, int | None]:
+    """'base_model.model.encoder.layer.3.attention.self.query.lora_A.weight' -> ('attention.self.query.lora_A', 4)."""
+    parts = name.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part == "layer" and parts[i + 1].isdigit():
+            rest = [p for p in parts[i + 2:] if p not in ("weight", "bias", "default")]
+            return ".".join(rest) or parts[-1], int(parts[i + 1]) + 1
+    rest = [p for p in parts if p not in ("base_model", "model", "weight", "default")]
+    return ".".join(rest[-3:]) or name, None
+
+
+def method_group(method: dict) -> str:
+    kind = method.get("method", "?")
+    if kind == "adapter":
+        return {"both": "adapter-h", "attn": "adapter-attn", "ffn": "adapter-ffn"}.get(method.get("placement"), "adapter")
+    if kind == "union":
+        return "+".join(method_group(part) for part in method.get("parts", []))
+    return kind
+
+
+def summary(values: list[float]) -> dict:
+    """Mean and sample std (None when fewer than two values)."""
+    return {
+        "mean": statistics.fmean(values) if values else None,
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+        "n": len(values),
+    }
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    keyed: dict[str, list[Run]] = {}
+    for run in runs:
+        m = run.manifest
+        train = {k: v for k, v in (m.get("train") or {}).items() if k != "seed"}
+        data = {split: (info or {}).get("fingerprint") for split, info in (m.get("data") or {}).items()}
+        key = json.dumps([run.label, m.get("method"), train, (m.get("base") or {}).get("weights_sha256"), data], sort_keys=True)
+        keyed.setdefault(key, []).append(run)
+    groups = []
+    for members in keyed.values():
+        first = members[0].manifest
+        finished = [r for r in members if r.metrics.get("test_mrr") is not None]
+        params = first.get("parameters") or {}
+        groups.append(Group(
+            label=members[0].label,
+            group=method_group(first.get("method") or {}),
+            runs=members,
+            trainable=params.get("trainable"),
+            share_of_base=params.get("share_of_base"),
+            valid=summary([r.metrics["valid_mrr"] for r in finished if r.metrics.get("valid_mrr") is not None]),
+            test=summary([r.metrics["test_mrr"] for r in finished]),
+            best_step=summary([r.metrics["best_step"] for r in finished if r.metrics.get("best_step") is not None]),
+        ))
+    return sorted(groups, key=lambda g: (g.group, g.trainable or 0, g.label))

@@ -1,0 +1,139 @@
+"""Plotly figures for the report, each returned as an HTML fragment (a div and its script).
+
+The plotly.js bundle is not in the fragments: the site ships it once (assets/plotly.min.js).
+Div ids are given, so the same inputs give the same bytes. Plotly escapes '<' and '/' in the
+JSON it writes, but renders a subset of HTML inside labels ('<b>', '<br>', '<s>' ...), so
+every label that comes from data goes through `label()` first and shows as written.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
+LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=50), font=dict(size=12))
+
+
+def label(text: object) -> str:
+    return html.escape(str(text), quote=False)
+
+
+def labels(texts: Sequence[object]) -> list[str]:
+    return [label(t) for t in texts]
+
+
+def fragment(fig: go.Figure, div_id: str, height: int = 380) -> str:
+    fig.update_layout(**LAYOUT, height=height)
+    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
+                       config={"displaylogo": False, "responsive": True})
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def budget(series: dict[str, list[dict]], *, title: str, div_id: str) -> str:
+    """MRR against trainable parameters, one line per method group, mean with a +-std band.
+
+    series: group -> [{"x": trainable, "mean": MRR %, "std": std % or None, "name": label}].
+    """
+    fig = go.Figure()
+    for i, (group, points) in enumerate(sorted(series.items())):
+        points = sorted(points, key=lambda p: p["x"])
+        color = COLORS[i % len(COLORS)]
+        banded = [p for p in points if p["std"] is not None]
+        if banded:
+            xs = [p["x"] for p in banded]
+            fig.add_trace(go.Scatter(
+                x=xs + xs[::-1], y=[p["mean"] + p["std"] for p in banded] + [p["mean"] - p["std"] for p in banded[::-1]],
+                fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip",
+                showlegend=False, legendgroup=group))
+        fig.add_trace(go.Scatter(
+            x=[p["x"] for p in points], y=[p["mean"] for p in points], mode="lines+markers", name=label(group),
+            legendgroup=group, line=dict(color=color), text=labels(p["name"] for p in points),
+            customdata=[p["std"] if p["std"] is not None else float("nan") for p in points],
+            hovertemplate="%{text}<br>%{x:,} parameters<br>MRR %{y:.2f} ± %{customdata:.2f}<extra></extra>"))
+    fig.update_layout(title=label(title), xaxis_title="trainable parameters (log scale)", yaxis_title="test MRR (%)")
+    fig.update_xaxes(type="log")
+    return fragment(fig, div_id, height=420)
+
+
+def curves(loss: list[float], valid: list[dict], *, div_id: str) -> str:
+    """Training loss per step and valid MRR per evaluation (the study's Fig. 7.9)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "valid MRR (%)"))
+    fig.add_trace(go.Scatter(x=list(range(1, len(loss) + 1)), y=loss, mode="lines", name="loss", line=dict(color=COLORS[0])), 1, 1)
+    fig.add_trace(go.Scatter(x=[v["step"] for v in valid], y=[100 * v["mrr"] for v in valid], mode="lines+markers",
+                             name="valid MRR", line=dict(color=COLORS[1])), 1, 2)
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(showlegend=False)
+    return fragment(fig, div_id, height=340)
+
+
+def stacked_bars(x: Sequence[object], stacks: dict[str, list[float]], *, title: str, xaxis: str, yaxis: str, div_id: str) -> str:
+    fig = go.Figure([go.Bar(x=labels(x), y=values, name=label(name), marker_color=COLORS[i % len(COLORS)])
+                     for i, (name, values) in enumerate(stacks.items())])
+    fig.update_layout(barmode="stack", title=label(title), xaxis_title=xaxis, yaxis_title=yaxis)
+    fig.update_xaxes(type="category")
+    return fragment(fig, div_id, height=340)
+
+
+def grouped_bars(x: Sequence[object], groups: dict[str, list[float | None]], *, title: str, yaxis: str, div_id: str,
+                 hline: float | None = None, hline_text: str = "") -> str:
+    fig = go.Figure([go.Bar(x=labels(x), y=values, name=label(name), marker_color=COLORS[i % len(COLORS)])
+                     for i, (name, values) in enumerate(groups.items())])
+    fig.update_layout(barmode="group", title=label(title), yaxis_title=yaxis)
+    fig.update_xaxes(type="category")
+    if hline is not None:
+        fig.add_hline(y=hline, line_dash="dash", line_color="#555", annotation_text=label(hline_text))
+    return fragment(fig, div_id, height=360)
+
+
+def heatmaps(grids: dict[str, list[list[float]]], *, diverging: set[str], div_id: str, x_title: str = "head",
+             y_title: str = "layer", x_labels: Sequence[object] | None = None, y_labels: Sequence[object] | None = None,
+             height: int = 360) -> str:
+    """One heatmap per named grid side by side; rows [y][x], 1-based axes unless labels are given."""
+    names = list(grids)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=labels(names), horizontal_spacing=0.12)
+    for col, name in enumerate(names, start=1):
+        domain = fig.layout["xaxis" if col == 1 else f"xaxis{col}"].domain
+        z = grids[name]
+        xs = labels(x_labels) if x_labels is not None else [str(i + 1) for i in range(len(z[0]) if z else 0)]
+        ys = labels(y_labels) if y_labels is not None else [str(i + 1) for i in range(len(z))]
+        bound = max((abs(v) for row in z for v in row if v is not None and math.isfinite(v)), default=1.0) or 1.0
+        colorbar = dict(x=domain[1] + 0.008, xanchor="left", len=0.9, thickness=10)
+        trace = go.Heatmap(z=z, x=xs, y=ys, colorbar=colorbar, hovertemplate=f"{y_title} %{{y}}, {x_title} %{{x}}: %{{z:.4g}}<extra></extra>",
+                           **(dict(colorscale="RdBu", zmid=0, zmin=-bound, zmax=bound, reversescale=True) if name in diverging
+                              else dict(colorscale="Viridis")))
+        fig.add_trace(trace, 1, col)
+        fig.update_xaxes(title_text=x_title, type="category", row=1, col=col)
+        fig.update_yaxes(title_text=y_title, type="category", autorange="reversed" if y_labels is not None else True, row=1, col=col)
+    return fragment(fig, div_id, height=height)
+
+
+def token_heatmap(z: list[list[float]], tokens: Sequence[str], *, title: str, div_id: str) -> str:
+    """Heads x tokens (the study's Fig. 7.1 / 7.2); tokens shown as written, numbered to keep repeats apart."""
+    xs = [f"{i}:{label(t)}" for i, t in enumerate(tokens)]
+    bound = max((abs(v) for row in z for v in row), default=1.0) or 1.0
+    fig = go.Figure(go.Heatmap(z=z, x=xs, y=[str(h + 1) for h in range(len(z))], colorscale="RdBu", reversescale=True,
+                               zmid=0, zmin=-bound, zmax=bound, hovertemplate="head %{y}, token %{x}: %{z:.4g}<extra></extra>"))
+    fig.update_layout(title=label(title), xaxis_title="token", yaxis_title="head")
+    fig.update_xaxes(type="category", tickangle=-60)
+    fig.update_yaxes(type="category")
+    return fragment(fig, div_id, height=380)
+
+
+def lines(x: Sequence[object], series: dict[str, list[float | None]], *, title: str, xaxis: str, yaxis: str, div_id: str,
+          hlines: dict[str, float] | None = None) -> str:
+    fig = go.Figure([go.Scatter(x=labels(x), y=values, mode="lines+markers", name=label(name), line=dict(color=COLORS[i % len(COLORS)]))
+                     for i, (name, values) in enumerate(series.items())])
+    for i, (name, value) in enumerate((hlines or {}).items()):
+        fig.add_hline(y=value, line_dash="dot", line_color=COLORS[(i + 5) % len(COLORS)], annotation_text=label(name))
+    fig.update_layout(title=label(title), xaxis_title=xaxis, yaxis_title=yaxis)
+    fig.update_xaxes(type="category")
+    return fragment(fig, div_id, height=360)

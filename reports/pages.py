@@ -1,0 +1,153 @@
+"""What each page shows: plain data from `collect` turned into template contexts and figures.
+
+Every function returns (relative path, template name, context). Paths are relative to the
+site's root; `root` in a context leads back to it ("" or "../").
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from importlib import resources
+from urllib.parse import quote
+
+from reports import figures
+from reports.collect import Run, Site
+
+Page = tuple[str, str, dict]
+COMMANDS = {
+    "attn-diff": "interp attn-diff RUN_A RUN_B",
+    "ablate": "interp ablate RUN --sweep",
+    "anatomy": "interp anatomy RUN_A RUN_B",
+    "attribute": "interp attribute RUN",
+    "qualitative": "interp qualitative --runs A,B,C",
+    "compare": "interp compare A B",
+}
+
+
+def file_name(name: str) -> str:
+    """A result or run name as one path segment (names are file names already; keep them so)."""
+    return name.replace("/", "_").replace("\\", "_")
+
+
+def href(kind: str, name: str) -> str:
+    return f"{kind}/{quote(file_name(name))}.html"
+
+
+def study_reference() -> dict:
+    return json.loads(resources.files("reports").joinpath("data/study_results.json").read_text(encoding="utf-8"))
+
+
+def _mean_std_pct(pair: list[float]) -> str:
+    return f"{pair[0]:.2f} ± {pair[1]:.2f}"
+
+
+def index_page(site: Site) -> Page:
+    study = study_reference()
+    tables: dict[str, list[dict]] = defaultdict(list)
+    study_series: dict[str, list[dict]] = defaultdict(list)
+    for run in study["runs"]:
+        if "valid" in run:
+            row = dict(run, valid=_mean_std_pct(run["valid"]), test=_mean_std_pct(run["test"]))
+            study_series[run["method"]].append({"x": run["trainable"], "mean": run["test"][0], "std": run["test"][1], "name": run["name"]})
+        else:
+            row = dict(run, valid="—", test=f"best {run['test_best']:.2f} ({run.get('note', '')})", seeds="")
+        tables[run["table"]].append(row)
+    series: dict[str, list[dict]] = defaultdict(list)
+    for g in site.groups:
+        if g.trainable and g.test["mean"] is not None:
+            std = None if g.test["std"] is None else 100 * g.test["std"]
+            series[g.group].append({"x": g.trainable, "mean": 100 * g.test["mean"], "std": std, "name": g.label})
+    analyses = [(kind, [{"name": s["name"], "href": href(kind, s["name"]), "summary": analysis_summary(kind, s["result"])}
+                        for s in results]) for kind, results in site.analyses.items()]
+    return "index.html", "index.html", {
+        "title": "Runs and analyses", "root": "", "crumbs": [], "plots": True,
+        "groups": site.groups, "problems": site.problems, "studies": site.studies,
+        "budget": figures.budget(series, title="These runs: budget against test MRR", div_id="budget") if series else "",
+        "study": study, "study_tables": [{"table": t, "rows": rows} for t, rows in sorted(tables.items())],
+        "study_budget": figures.budget(study_series, title="The study (CodeBERT): budget against test MRR (its Fig. 4.3 / 4.4)",
+                                       div_id="study-budget"),
+        "analyses": analyses, "commands": COMMANDS,
+    }
+
+
+def analysis_summary(kind: str, r: dict) -> str:
+    if kind == "attn-diff":
+        return f"{r.get('a')} vs {r.get('b')}, {r.get('examples')} examples, {', '.join(r.get('sides', []))}"
+    if kind == "ablate":
+        return f"{r.get('run')}: intact MRR {100 * r.get('intact_mrr', 0):.2f}, base {100 * r.get('base_mrr', 0):.2f}"
+    if kind == "anatomy":
+        return ", ".join(run.get("name", "?") for run in r.get("runs", []))
+    if kind == "attribute":
+        return f"{r.get('run')}{' − ' + r['baseline'] if r.get('baseline') else ''} on example {r.get('example')}"
+    if kind == "qualitative":
+        return f"{', '.join(r.get('runs', []))}: " + ", ".join(f"{s['name']} {s['count']}" for s in r.get("sets", []))
+    if kind == "compare":
+        return f"{', '.join(g['name'] for g in r.get('groups', []))} on {r.get('examples')} examples"
+    return ""
+
+
+def run_page(run: Run, site: Site) -> Page:
+    m = run.manifest
+    layers = sorted({row["layer"] for row in run.modules if row["layer"] is not None})
+    kinds = sorted({row["module"] for row in run.modules})
+    per_kind = {k: [sum(r["parameters"] for r in run.modules if r["module"] == k and r["layer"] == layer) for layer in layers] for k in kinds}
+    module_rows = [{"module": k, "parameters": sum(r["parameters"] for r in run.modules if r["module"] == k),
+                    "layers": _ranges([r["layer"] for r in run.modules if r["module"] == k and r["layer"] is not None])} for k in kinds]
+    curves = ""
+    if run.curves and (run.curves.get("loss") or run.curves.get("valid")):
+        curves = figures.curves(run.curves.get("loss", []), run.curves.get("valid", []), div_id="curves")
+    ablations = [{"name": s["name"], "plot": ablation_plot(s["result"], f"ablate-{i}")}
+                 for i, s in enumerate(site.analyses.get("ablate", [])) if s["result"].get("run") == run.name]
+    anatomies = [{"name": s["name"], "plot": anatomy_run_plot(entry, f"anatomy-{i}")}
+                 for i, s in enumerate(site.analyses.get("anatomy", []))
+                 for entry in s["result"].get("runs", []) if entry.get("name") == run.name]
+    return f"runs/{file_name(run.name)}.html", "run.html", {
+        "title": f"Run {run.name}", "root": "../", "crumbs": ["runs", run.name], "plots": True, "name": run.name, "m": m,
+        "curves": curves, "modules": run.modules, "module_rows": module_rows,
+        "module_plot": figures.stacked_bars(layers, per_kind, title="trainable parameters per layer", xaxis="layer",
+                                            yaxis="parameters", div_id="modules") if layers else "",
+        "ablations": ablations, "anatomies": anatomies,
+    }
+
+
+def _ranges(values: list[int]) -> str:
+    values = sorted(set(values))
+    out, start = [], None
+    for i, v in enumerate(values):
+        start = v if start is None else start
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            out.append(str(start) if start == v else f"{start}-{v}")
+            start = None
+    return ", ".join(out)
+
+
+def ablation_plot(r: dict, div_id: str) -> str:
+    curve = r.get("curve", [])
+    x = [c["layer"] for c in curve]
+    series = {"keep only this layer": [c.get("keep_mrr") and 100 * c["keep_mrr"] for c in curve],
+              "drop only this layer": [c.get("drop_mrr") and 100 * c["drop_mrr"] for c in curve]}
+    return figures.lines(x, series, title=f"{r.get('run')}: MRR with the delta on in one layer, or off in one", xaxis="layer",
+                         yaxis="MRR (%)", div_id=div_id,
+                         hlines={"intact": 100 * r.get("intact_mrr", 0), "base": 100 * r.get("base_mrr", 0)})
+
+
+def anatomy_run_plot(entry: dict, div_id: str) -> str:
+    matrices = entry.get("matrices", [])
+    layers = sorted({m["layer"] for m in matrices})
+    modules = sorted({f"{m['module']} ({m['kind']})" for m in matrices})
+    grids = {}
+    for stat in ("frobenius", "effective_rank"):
+        grid = [[None] * len(layers) for _ in modules]
+        for m in matrices:
+            grid[modules.index(f"{m['module']} ({m['kind']})")][layers.index(m["layer"])] = m.get(stat)
+        grids[f"{entry.get('name')}: {stat.replace('_', ' ')}"] = grid
+    return figures.heatmaps(grids, diverging=set(), div_id=div_id, x_title="layer", y_title="matrix",
+                            x_labels=layers, y_labels=modules, height=160 + 28 * len(modules))
+
+
+def study_page(study: dict) -> Page:
+    return f"study/{file_name(study['grid'])}.html", "study.html", {
+        "title": f"Study grid {study['grid']}", "root": "../", "crumbs": ["study", study["grid"]], "plots": False, "s": study,
+    }
+
