@@ -59,7 +59,7 @@ def train(
     data: options.DataDir = Path("runs/data"),
     base: options.Base = None,
     epochs: Annotated[int, typer.Option(help="Epochs over the training split.")] = 2,
-    batch_size: Annotated[int, typer.Option(help="Pairs per batch (in-batch negatives).")] = 16,
+    batch_size: Annotated[int, typer.Option(help="Pairs per batch (in-batch negatives); with several processes, the global batch.")] = 16,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-5,
     warmup_frac: Annotated[float, typer.Option(help="Share of steps with linear warmup.")] = 0.1,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 123456,
@@ -71,17 +71,23 @@ def train(
     device: Annotated[Device, typer.Option(help="auto picks CUDA (bf16) when there is one.")] = Device.auto,
     runs_dir: options.RunsDir = Path("runs"),
     resume: Annotated[bool, typer.Option(help="Continue RUNS_DIR/NAME from its last saved state.")] = False,
+    num_processes: Annotated[int | None, typer.Option(
+        help="Data-parallel processes (one per GPU; CPU processes talk through gloo), started through accelerate. "
+             "Each takes an equal share of every --batch-size batch. Default: those `accelerate launch` started, else 1.")] = None,
     progress: options.Progress = True,
 ) -> None:
     """Train a delta on the code-search objective and save the best one (by valid MRR) with its manifest."""
     from trainers.training.loop import TrainConfig
+    from trainers.training.distributed import process_rank
     from trainers.training.train import RunSpec, train_run
 
     config = method_config(preset, method, r, alpha, length, placement, layers)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup_frac=warmup_frac, seed=seed,
                       evals_per_epoch=evals_per_epoch, max_steps=max_steps, max_len=max_len)
     spec = RunSpec(name=name, method=config, data_dir=data, preset=preset, base=base, train_limit=train_limit, eval_limit=eval_limit)
-    manifest = train_run(spec, cfg, runs_dir=runs_dir, device=device.value, resume=resume, progress=progress)
+    manifest = train_run(spec, cfg, runs_dir=runs_dir, device=device.value, resume=resume, progress=progress, num_processes=num_processes)
+    if process_rank() != 0:  # under `accelerate launch`, the main process reports
+        return
     m = manifest["metrics"]
     typer.echo(f"{name}: best valid MRR {m['valid_mrr']:.4f} at step {m['best_step']}, test MRR {m['test_mrr']:.4f} -> {runs_dir / name}")
 

@@ -6,5 +6,6 @@
     splits     the splits of a data directory, tokenised for one encoder
     runs       run directories and manifests
     train      one run end to end
+    distributed  data parallel over several processes (accelerate)
     scoring    re-evaluate a run, write CodeXGLUE predictions
 """

@@ -4,6 +4,10 @@ Padding every sequence to 256 tokens (the CodeXGLUE way) spends most of the comp
 tokens: queries average a dozen tokens. Here each split is tokenised once, and batches are
 drawn from length-sorted windows so that each batch is padded only to its own longest member.
 The order is a pure function of (seed, epoch), so a resumed run sees the same batches.
+
+With N data-parallel processes the batches stay global: every process draws the same order
+and takes its contiguous 1/N slice of each batch (`shard`), so N processes see together
+exactly the batches one process would.
 """
 
 from __future__ import annotations
@@ -86,9 +90,19 @@ def make_batch(tok: Tokenized, index: list[int], pad_to: int | None = None) -> B
     )
 
 
-def iterate_batches(tok: Tokenized, batches: list[list[int]], start: int = 0, pad_to: int | None = None) -> Iterator[Batch]:
+def shard(index: list[int], rank: int, world: int) -> list[int]:
+    """Process `rank`'s contiguous slice of a global batch; `world` must divide its length."""
+    if len(index) % world:
+        raise ValueError(f"a batch of {len(index)} does not split evenly over {world} processes")
+    size = len(index) // world
+    return index[rank * size : (rank + 1) * size]
+
+
+def iterate_batches(tok: Tokenized, batches: list[list[int]], start: int = 0, pad_to: int | None = None,
+                    rank: int = 0, world: int = 1) -> Iterator[Batch]:
+    """The batches from `start` on; with `world` > 1, this process's slice of each (padded on its own)."""
     for index in batches[start:]:
-        yield make_batch(tok, index, pad_to)
+        yield make_batch(tok, shard(index, rank, world), pad_to)
 
 
 def encode_side(ids: list[list[int]], pad_id: int, batch_size: int) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:

@@ -7,6 +7,10 @@ whatever the split's size.
 The rank of the gold code is 1 + the number of codes that score strictly higher than it
 (ties count in the query's favour). CodeXGLUE's evaluator reads ranked top-k lists; the same
 MRR comes out of it whenever the gold code is inside the top k.
+
+On N data-parallel processes each embeds every N-th example of a side and the embeddings are
+gathered once: every example is embedded exactly once and counted exactly once, and every
+process gets the MRR one process would.
 """
 
 from __future__ import annotations
@@ -39,8 +43,31 @@ def embed_all(
     batch_size: int,
     device: torch.device,
     desc: str | None = None,
+    accelerator=None,
 ) -> torch.Tensor:
-    """(N, hidden) float32 embeddings of one side, in the split's order."""
+    """(N, hidden) float32 embeddings of one side, in the split's order.
+
+    With an `accelerator` of several processes, each embeds positions rank, rank + P, ... and
+    all get the whole matrix back. `embed` must not call a DDP-wrapped model (the processes
+    make different numbers of calls): give it the unwrapped one.
+    """
+    world = accelerator.num_processes if accelerator is not None else 1
+    if world == 1 or len(ids) < world:
+        return _embed_positions(embed, ids, pad_id, batch_size=batch_size, device=device, desc=desc)
+    rank = accelerator.process_index
+    mine = _embed_positions(embed, ids[rank::world], pad_id, batch_size=batch_size, device=device, desc=desc)  # (n_rank, hidden)
+    rows = -(-len(ids) // world)  # the most any process holds
+    padded = torch.zeros((rows, mine.shape[1]), dtype=mine.dtype, device=mine.device)
+    padded[: len(mine)] = mine
+    gathered = accelerator.gather(padded)  # (world * rows, hidden); process r's rows at r * rows
+    out = torch.empty((len(ids), mine.shape[1]), dtype=mine.dtype, device=mine.device)
+    for r in range(world):
+        held = len(range(r, len(ids), world))
+        out[r::world] = gathered[r * rows : r * rows + held]  # the padding rows are dropped
+    return out
+
+
+def _embed_positions(embed, ids: list[list[int]], pad_id: int, *, batch_size: int, device: torch.device, desc: str | None) -> torch.Tensor:
     out: torch.Tensor | None = None
     batches = encode_side(ids, pad_id, batch_size)
     total = -(-len(ids) // batch_size)
@@ -95,9 +122,15 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     progress: bool = False,
+    accelerator=None,
 ) -> Evaluation:
-    """Embed both sides of a split and rank every query against every code."""
-    q = embed_all(embed, tok.query_ids, tok.pad_id, batch_size=batch_size, device=device, desc="queries" if progress else None)
-    c = embed_all(embed, tok.code_ids, tok.pad_id, batch_size=batch_size, device=device, desc="codes" if progress else None)
+    """Embed both sides of a split and rank every query against every code.
+
+    `accelerator`: share the embedding among its processes (see `embed_all`); all get the result.
+    """
+    progress = progress and (accelerator is None or accelerator.is_main_process)
+    shared = {"batch_size": batch_size, "device": device, "accelerator": accelerator}
+    q = embed_all(embed, tok.query_ids, tok.pad_id, desc="queries" if progress else None, **shared)
+    c = embed_all(embed, tok.code_ids, tok.pad_id, desc="codes" if progress else None, **shared)
     ranks = gold_ranks(q, c)
     return Evaluation(mrr=mrr(ranks), ranks=ranks, query_emb=q, code_emb=c)

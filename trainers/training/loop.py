@@ -5,6 +5,10 @@ whatever is trainable on the study's objective (its Eq. 4.1): cross-entropy over
 query x code [CLS] inner products. AdamW, linear warmup then linear decay, gradient-norm
 clipping. It evaluates `evals_per_epoch` times per epoch and hands every evaluation to the
 `Checkpoints` it was given, which keeps the best delta and the state to resume from.
+
+On N data-parallel processes (see `distributed`) each process trains on its slice of the same
+global batch, scores its queries against the codes of the whole batch, and logs the loss of
+the whole batch: the curve is the one of a single process.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from tqdm.auto import tqdm
 
 from trainers.errors import InterpError
 from trainers.training.batching import Batch, Tokenized, epoch_order, iterate_batches
+from trainers.training.distributed import check_batch_split, gather_codes
 
 
 @dataclass(frozen=True)
@@ -84,10 +89,14 @@ class Checkpoints(Protocol):
     def save_state(self, state: TrainerState, optimizer: torch.optim.Optimizer, scheduler) -> None: ...
 
 
-def contrastive_loss(query: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-    """Eq. 4.1: cross-entropy of each query against every code of the batch. (B, H) x (B, H) -> ()"""
-    logits = query @ code.T  # (B, B); the gold code of query i is code i
-    return F.cross_entropy(logits.float(), torch.arange(len(query), device=query.device))
+def contrastive_loss(query: torch.Tensor, code: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    """Eq. 4.1: cross-entropy of each query against every code of the batch. (b, H) x (B, H) -> ()
+
+    The gold code of query i is code `offset + i`: a process holding queries offset..offset+b-1
+    of the global batch scores them against all B codes.
+    """
+    logits = query @ code.T  # (b, B)
+    return F.cross_entropy(logits.float(), offset + torch.arange(len(query), device=query.device))
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
@@ -116,9 +125,12 @@ def fit(
 ) -> TrainerState:
     """Train from `state` (a fresh run if None) to the configured number of steps.
 
-    `accelerator` (an `accelerate.Accelerator`) owns the device and mixed precision; `model`
-    must already be prepared by it, and `embed` must call the prepared model.
+    `accelerator` (an `accelerate.Accelerator`) owns the device, mixed precision and the
+    processes; `model` must already be prepared by it, and `embed` must call the prepared model.
+    `validate` and `checkpoints` are called on every process.
     """
+    rank, world = accelerator.process_index, accelerator.num_processes
+    check_batch_split(cfg.batch_size, world)
     state = state or TrainerState()
     per_epoch, total, every = cfg.schedule(len(train))
     optimizer, scheduler = make_optimizer(model, cfg, total)
@@ -129,24 +141,25 @@ def fit(
     optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
     device = accelerator.device
 
-    bar = tqdm(total=total, initial=state.step, desc="train", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=total, initial=state.step, desc="train", disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
     while state.step < total:
         epoch, position = divmod(state.step, per_epoch)
         batches = epoch_order(train, cfg.batch_size, cfg.seed, epoch, bucket=cfg.bucket)
         pad_to = None if cfg.bucket else cfg.max_len
-        for batch in iterate_batches(train, batches, start=position, pad_to=pad_to):
+        for batch in iterate_batches(train, batches, start=position, pad_to=pad_to, rank=rank, world=world):
             model.train()
             loss = _step(embed, batch.to(device), accelerator)
-            if not math.isfinite(loss.item()):
+            batch_loss = accelerator.reduce(loss.detach(), reduction="mean").item()  # the global batch's loss
+            if not math.isfinite(batch_loss):
                 kept = f"step {state.best_step}, valid MRR {state.best_mrr:.4f}" if state.best_step >= 0 else "none yet"
-                raise InterpError(f"step {state.step + 1}: the loss is {loss.item()}; stopping. Last good checkpoint kept: {kept}")
+                raise InterpError(f"step {state.step + 1}: the loss is {batch_loss}; stopping. Last good checkpoint kept: {kept}")
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
-            state.losses.append(round(loss.item(), 6))
+            state.losses.append(round(batch_loss, 6))
             bar.update(1)
             if state.step % every == 0 or state.step == total:
                 model.eval()
@@ -156,7 +169,7 @@ def fit(
                     state.best_mrr, state.best_step = score, state.step
                     checkpoints.save_best(state.step, score)
                 checkpoints.save_state(state, optimizer, scheduler)
-            bar.set_postfix(loss=f"{loss.item():.4f}", valid_mrr=f"{state.valid[-1]['mrr']:.4f}" if state.valid else "-")
+            bar.set_postfix(loss=f"{batch_loss:.4f}", valid_mrr=f"{state.valid[-1]['mrr']:.4f}" if state.valid else "-")
             if state.step >= total:
                 break
     bar.close()
@@ -165,7 +178,9 @@ def fit(
 
 
 def _step(embed, batch: Batch, accelerator) -> torch.Tensor:
+    """This process's share of the loss: its b queries against all B = N * b codes of the global batch."""
     with accelerator.autocast():
-        query = embed(*batch.query)  # (B, H)
-        code = embed(*batch.code)  # (B, H)
-    return contrastive_loss(query, code)
+        query = embed(*batch.query)  # (b, H)
+        code = embed(*batch.code)  # (b, H)
+    codes = gather_codes(code)  # (B, H), process 0's codes first
+    return contrastive_loss(query, codes, offset=accelerator.process_index * len(query))

@@ -3,6 +3,10 @@
 This is where the parts meet: the data, the base encoder, the method (which prepares the
 model), the loop (which trains what is trainable) and the run directory (which keeps the best
 delta, the state to resume from and the manifest).
+
+A run may be data parallel over several processes (`num_processes`, or `accelerate launch`;
+see `distributed`): every process trains and evaluates its share, only the main process
+writes, and the others wait for it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from trainers.encoders import Encoder, load_encoder
 from trainers.errors import InterpError
 from trainers.io import atomic_dir, write_json
 from trainers.training.batching import Tokenized, tokenize_pairs
+from trainers.training.distributed import check_batch_split, check_single_launch, launch, launched_processes
 from trainers.training.evaluate import evaluate
 from trainers.training.loop import TrainConfig, TrainerState, fit
 from trainers.training.runs import check_run_name, code_version, package_versions, read_manifest
@@ -43,35 +48,80 @@ class RunSpec:
 
 
 def make_accelerator(device: str):
-    from accelerate import Accelerator
+    """Device, bf16 autocast on CUDA, and the processes (one unless launched as several).
+
+    split_batches: the batch size is the global one, so the scheduler steps once per optimizer step.
+    find_unused_parameters: a trainable parameter may play no part in the [CLS] embedding (the
+    pooler, when everything is trained); DDP must not wait for its gradient.
+    """
+    from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 
     if device not in ("auto", "cpu", "cuda"):
         raise InterpError(f"--device should be auto, cpu or cuda, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise InterpError("--device cuda: no CUDA device is available here (use --device auto or cpu)")
     use_cuda = torch.cuda.is_available() and device != "cpu"
-    return Accelerator(cpu=not use_cuda, mixed_precision="bf16" if use_cuda else "no")
+    return Accelerator(cpu=not use_cuda, mixed_precision="bf16" if use_cuda else "no",
+                       dataloader_config=DataLoaderConfiguration(split_batches=True),
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
 class RunCheckpoints:
-    """Keeps the best delta in the run directory and the last state in runs/NAME/state/."""
+    """Keeps the best delta in the run directory and the last state in runs/NAME/state/.
 
-    def __init__(self, path: Path, model: torch.nn.Module, config: methods.MethodConfig):
-        self.path, self.model, self.config = path, model, config
+    Called on every process (each keeps the best delta in memory, to test it); the main
+    process writes, and the others wait until it has.
+    """
+
+    def __init__(self, path: Path, model: torch.nn.Module, config: methods.MethodConfig, accelerator=None):
+        self.path, self.model, self.config, self.accelerator = path, model, config, accelerator
         self.best: dict[str, torch.Tensor] | None = None
+
+    @property
+    def writer(self) -> bool:
+        return self.accelerator is None or self.accelerator.is_main_process
+
+    def _wait(self) -> None:
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
 
     def save_best(self, step: int, mrr: float) -> None:
         self.best = {k: v.detach().clone() for k, v in methods.delta_state(self.model).items()}
-        methods.save_delta(self.model, self.config, self.path)
+        if self.writer:
+            methods.save_delta(self.model, self.config, self.path)
+        self._wait()
 
     def save_state(self, state: TrainerState, optimizer, scheduler) -> None:
-        with atomic_dir(self.path / "state") as tmp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in methods.delta_state(self.model).items()}, tmp / "delta.safetensors")
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
-            if self.best is not None:
-                save_file({k: v.cpu().contiguous() for k, v in self.best.items()}, tmp / "best.safetensors")
-            save_file({"cpu": torch.get_rng_state()}, tmp / "rng.safetensors")
-            write_json(tmp / "trainer_state.json", state.to_dict())
+        rng = self.rng_states()  # every process takes part
+        if self.writer:
+            with atomic_dir(self.path / "state") as tmp:
+                save_file({k: v.detach().cpu().contiguous() for k, v in methods.delta_state(self.model).items()}, tmp / "delta.safetensors")
+                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+                if self.best is not None:
+                    save_file({k: v.cpu().contiguous() for k, v in self.best.items()}, tmp / "best.safetensors")
+                save_file(rng, tmp / "rng.safetensors")
+                write_json(tmp / "trainer_state.json", state.to_dict())
+        self._wait()
+
+    def rng_states(self) -> dict[str, torch.Tensor]:
+        """'cpu' (and 'cuda' on a GPU) of this process; of several, also 'cpu:RANK' of each of them."""
+        acc = self.accelerator
+        mine = {"cpu": torch.get_rng_state()}
+        if acc is not None and acc.device.type == "cuda":
+            mine["cuda"] = torch.cuda.get_rng_state(acc.device)
+        if acc is None or acc.num_processes == 1:
+            return mine
+        states = dict(mine)
+        for kind, tensor in mine.items():
+            every = acc.gather(tensor.to(acc.device)).cpu().view(acc.num_processes, -1)  # (processes, state bytes)
+            states |= {f"{kind}:{rank}": every[rank].contiguous() for rank in range(acc.num_processes)}
+        return states
+
+    def restore_rng(self, states: dict[str, torch.Tensor]) -> None:
+        rank = self.accelerator.process_index if self.accelerator is not None else 0
+        torch.set_rng_state(states.get(f"cpu:{rank}", states["cpu"]))
+        if "cuda" in states and self.accelerator is not None and self.accelerator.device.type == "cuda":
+            torch.cuda.set_rng_state(states.get(f"cuda:{rank}", states["cuda"]), self.accelerator.device)
 
 
 def load_state(path: Path, checkpoints: RunCheckpoints) -> tuple[TrainerState, dict]:
@@ -80,53 +130,77 @@ def load_state(path: Path, checkpoints: RunCheckpoints) -> tuple[TrainerState, d
     methods.load_delta_state(checkpoints.model, load_file(state_dir / "delta.safetensors"))
     if (state_dir / "best.safetensors").is_file():
         checkpoints.best = load_file(state_dir / "best.safetensors")
-    torch.set_rng_state(load_file(state_dir / "rng.safetensors")["cpu"])
+    checkpoints.restore_rng(load_file(state_dir / "rng.safetensors"))
     optimizer_state = torch.load(state_dir / "optimizer.pt", weights_only=True)
     return TrainerState(**json.loads((state_dir / "trainer_state.json").read_text())), optimizer_state
 
 
-def train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str = "auto", resume: bool = False, progress: bool = True) -> dict:
-    """Train `spec` and write runs/NAME/; returns the manifest."""
+def train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str = "auto", resume: bool = False, progress: bool = True,
+              num_processes: int | None = None) -> dict:
+    """Train `spec` and write runs/NAME/; returns the manifest.
+
+    `num_processes`: data-parallel processes sharing each global batch of `cfg.batch_size`.
+    None: as many as this process was launched among (`accelerate launch`), else 1. Above 1
+    in a process that was not launched: start them through accelerate's launcher and wait.
+    """
     check_run_name(spec.name)
     path = runs_dir / spec.name
     if path.exists() and not resume:
         raise InterpError(f"run {spec.name!r} already exists in {runs_dir}; use --resume to continue it, or another --name")
     if resume and path.exists() and read_manifest(path).get("status") == "finished":
         raise InterpError(f"run {spec.name!r} in {runs_dir} has already finished; nothing to resume")
+    launched = launched_processes()
+    if num_processes is None:
+        check_single_launch()
+    elif launched > 1 and num_processes != launched:
+        raise InterpError(f"--num-processes {num_processes}, but this process was launched as one of {launched}")
+    processes = num_processes or launched
+    check_batch_split(cfg.batch_size, processes)
+    if processes > 1 and launched == 1:
+        launch(spec, cfg, runs_dir=runs_dir, device=device, resume=resume, progress=progress, num_processes=processes)
+        return read_manifest(path)
 
     encoder = load_encoder(spec.base)
     data = load_split_data(encoder, spec.data_dir, max_len=cfg.max_len, train_limit=spec.train_limit, eval_limit=spec.eval_limit)
     if resume and path.exists():
-        _check_same_run(read_manifest(path), spec, cfg, encoder, data)
+        _check_same_run(read_manifest(path), spec, cfg, encoder, data, processes)
 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     accelerator = make_accelerator(device)
     model = methods.apply_method(encoder, spec.method)
-    model = accelerator.prepare(model)
+    model = accelerator.prepare(model)  # DDP when there are several processes
+    unwrapped = accelerator.unwrap_model(model)
     embed = lambda ids, mask: encoder.embed(ids, mask, model=model)  # noqa: E731
+    # Evaluation: the same weights without DDP, whose every call is a collective.
+    eval_embed = lambda ids, mask: encoder.embed(ids, mask, model=unwrapped)  # noqa: E731
+    main = accelerator.is_main_process
 
     manifest = _manifest(spec, cfg, encoder, data, accelerator, methods.count_parameters(encoder, spec.method))
-    checkpoints = RunCheckpoints(path, accelerator.unwrap_model(model), spec.method)
+    checkpoints = RunCheckpoints(path, unwrapped, spec.method, accelerator)
     state = optimizer_state = None
     if resume and (path / "state" / "trainer_state.json").is_file():
         state, optimizer_state = load_state(path, checkpoints)
-    path.mkdir(parents=True, exist_ok=True)
-    write_json(path / "manifest.json", manifest)
+    accelerator.wait_for_everyone()  # every process has checked and read before the main one writes
+    if main:
+        path.mkdir(parents=True, exist_ok=True)
+        write_json(path / "manifest.json", manifest)
     start = time.perf_counter()
-    validate = lambda: evaluate(embed, data.valid, batch_size=cfg.eval_batch_size, device=accelerator.device).mrr  # noqa: E731
+    evaluate_split = lambda tok, progress=False: evaluate(  # noqa: E731
+        eval_embed, tok, batch_size=cfg.eval_batch_size, device=accelerator.device, progress=progress, accelerator=accelerator)
     try:
         state = fit(
-            model, embed=embed, train=data.train, validate=validate, cfg=cfg, accelerator=accelerator,
+            model, embed=embed, train=data.train, validate=lambda: evaluate_split(data.valid).mrr, cfg=cfg, accelerator=accelerator,
             checkpoints=checkpoints, state=state, optimizer_state=optimizer_state, progress=progress,
         )
     except InterpError as exc:
-        write_json(path / "manifest.json", manifest | {"status": "stopped", "error": str(exc)})
+        if main:
+            write_json(path / "manifest.json", manifest | {"status": "stopped", "error": str(exc)})
         raise
 
     # Test the best delta, not the last one.
     methods.load_delta_state(checkpoints.model, checkpoints.best)
-    test = evaluate(embed, data.test, batch_size=cfg.eval_batch_size, device=accelerator.device, progress=progress)
+    test = evaluate_split(data.test, progress=progress)
     manifest["status"] = "finished"
     manifest["elapsed_s"] = round(manifest.get("elapsed_s", 0) + time.perf_counter() - start, 1)
     manifest["metrics"] = {
@@ -136,10 +210,12 @@ def train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str = 
         "steps": state.step,
         "evaluations": len(state.valid),
     }
-    write_json(path / "curves.json", {"loss": state.losses, "valid": state.valid})
-    write_json(path / "ranks.json", {"split": "test", "fingerprint": data.test_fingerprint, "ranks": dict(zip(map(str, data.test_idx), test.ranks.tolist()))})
-    write_json(path / "manifest.json", manifest)
-    shutil.rmtree(path / "state", ignore_errors=True)
+    if main:
+        write_json(path / "curves.json", {"loss": state.losses, "valid": state.valid})
+        write_json(path / "ranks.json", {"split": "test", "fingerprint": data.test_fingerprint, "ranks": dict(zip(map(str, data.test_idx), test.ranks.tolist()))})
+        write_json(path / "manifest.json", manifest)
+        shutil.rmtree(path / "state", ignore_errors=True)
+    accelerator.wait_for_everyone()
     return manifest
 
 
@@ -155,17 +231,23 @@ def _manifest(spec: RunSpec, cfg: TrainConfig, encoder: Encoder, data: SplitData
         "train": asdict(cfg),
         "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
+        "num_processes": accelerator.num_processes,  # data parallel; train.batch_size is the global batch
         "versions": package_versions(),
         "code_version": code_version(),
     }
 
 
-def _check_same_run(old: dict, spec: RunSpec, cfg: TrainConfig, encoder: Encoder, data: SplitData) -> None:
-    """--resume must continue the same run: same method, base, data and hyperparameters."""
+def _check_same_run(old: dict, spec: RunSpec, cfg: TrainConfig, encoder: Encoder, data: SplitData, processes: int) -> None:
+    """--resume must continue the same run: same method, base, data, hyperparameters and processes."""
     if old["base"]["weights_sha256"] != encoder.weights_hash:
         raise InterpError(
             f"run {spec.name!r} was trained on base {old['base']['weights_sha256'][:12]} but --base gives "
             f"{encoder.weights_hash[:12]} ({encoder.source})"
+        )
+    if old.get("num_processes", 1) != processes:
+        raise InterpError(
+            f"run {spec.name!r} was started on {old.get('num_processes', 1)} processes; resume it with "
+            f"--num-processes {old.get('num_processes', 1)}, not {processes} (each process keeps its own random state)"
         )
     for what, before, now in (
         ("method", old["method"], spec.method.to_dict()),

@@ -1,0 +1,136 @@
+"""Data-parallel training on several processes, started through accelerate's launcher.
+
+A run on N processes trains on the same global batches, in the same order, as a run on one.
+Each process embeds its 1/N slice of every batch; `gather_codes` collects the code embeddings
+of the whole batch (with autograd), so every query is scored against every code of the global
+batch, as the study's objective (Eq. 4.1) needs. The backward of the gather sums, for each
+process's codes, the gradients of every process's loss; DDP then averages over the N
+processes, so the gradient is that of the mean loss over the global batch: one process's.
+
+`launch` starts N copies of this module through `accelerate launch --multi_gpu` (torchrun
+underneath: NCCL between GPUs, gloo between CPU processes) and waits for them. Only the main
+process writes; the others wait for it (see `train.RunCheckpoints`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from trainers.errors import InterpError
+
+WORLD_ENV = ["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"]
+RANK_ENV = ["RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"]
+
+
+def _int_env(names: list[str], default: int) -> int:
+    for name in names:
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return default
+
+
+def launched_processes() -> int:
+    """How many processes the launcher that started this one started; 1 when none did."""
+    return _int_env(WORLD_ENV, 1)
+
+
+def process_rank() -> int:
+    """This process's rank among them (0: the main process, the one that writes)."""
+    return _int_env(RANK_ENV, 0)
+
+
+def check_batch_split(batch_size: int, processes: int) -> None:
+    """The global batch must split evenly: every process gets the same share of it."""
+    if processes < 1:
+        raise InterpError(f"--num-processes should be at least 1, got {processes}")
+    if batch_size % processes:
+        raise InterpError(
+            f"--batch-size {batch_size} is the global batch and does not split evenly over {processes} processes "
+            f"(--num-processes {processes}); use a multiple of {processes}"
+        )
+
+
+def check_single_launch() -> None:
+    """`accelerate launch --num_processes N` without GPUs starts ONE process (its simple launcher): say so."""
+    if launched_processes() == 1 and "ACCELERATE_USE_CPU" in os.environ and "MASTER_ADDR" in os.environ:
+        raise InterpError(
+            "accelerate launch started a single process although --num_processes is above 1: without several GPUs, "
+            "accelerate starts several processes only with --multi_gpu (torchrun; CPU processes then use gloo). "
+            "Use `accelerate launch --multi_gpu --num_processes N -m interp train ...` or `interp train --num-processes N ...`"
+        )
+
+
+def gather_codes(code: torch.Tensor) -> torch.Tensor:
+    """(b, H) on each of N processes -> (N * b, H), process 0's rows first; differentiable.
+
+    The identity when there is one process.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return code
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(code), dim=0)
+
+
+# -- launching --------------------------------------------------------------------------------
+
+def launch(spec, cfg, *, runs_dir: Path, device: str, resume: bool, progress: bool, num_processes: int) -> None:
+    """Run `train.train_run(spec, cfg, ...)` on `num_processes` processes; InterpError if they fail."""
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    if use_cuda and num_processes > torch.cuda.device_count():
+        raise InterpError(
+            f"--num-processes {num_processes}: there are only {torch.cuda.device_count()} CUDA devices here "
+            "(one process per GPU); use fewer processes, or --device cpu"
+        )
+    with tempfile.TemporaryDirectory(prefix="interp-launch-") as tmp:
+        job, error = Path(tmp) / "job.json", Path(tmp) / "error.txt"
+        job.write_text(json.dumps({
+            "spec": {**asdict(spec), "method": spec.method.to_dict(), "data_dir": str(spec.data_dir)},
+            "cfg": asdict(cfg), "runs_dir": str(runs_dir), "device": device, "resume": resume,
+            "progress": progress, "error_file": str(error),
+        }))
+        command = [
+            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
+            "--num_machines", "1", "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "-m", __name__, str(job),
+        ]
+        done = subprocess.run(command)
+        if error.is_file():
+            raise InterpError(error.read_text().strip())
+        if done.returncode != 0:
+            raise InterpError(f"the {num_processes} training processes failed (exit status {done.returncode}); see their output above")
+
+
+def _main(job_file: str) -> None:
+    """One of the launched processes: the run described in `job_file`."""
+    import torch.distributed as dist
+
+    from trainers import methods
+    from trainers.training.loop import TrainConfig
+    from trainers.training.train import RunSpec, train_run
+
+    job = json.loads(Path(job_file).read_text())
+    spec = RunSpec(**{**job["spec"], "method": methods.method_from_dict(job["spec"]["method"]), "data_dir": Path(job["spec"]["data_dir"])})
+    try:
+        train_run(spec, TrainConfig(**job["cfg"]), runs_dir=Path(job["runs_dir"]), device=job["device"],
+                  resume=job["resume"], progress=job["progress"])
+    except InterpError as exc:  # reported by `launch` through the error file (torchrun's traceback would bury it)
+        if process_rank() == 0:
+            Path(job["error_file"]).write_text(str(exc))
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1])
