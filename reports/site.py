@@ -57,13 +57,21 @@ def build_report(*, runs_dir: Path, out: Path | None = None) -> Report:
 
 
 def all_pages(site: Site) -> list[pages.Page]:
-    out = [pages.index_page(site)]
-    out += [pages.run_page(run, site) for run in site.runs]
-    out += [pages.study_page(study) for study in site.studies]
+    """Analyses first: a result that cannot be rendered is dropped (and listed) before the index and
+    the run pages link to it."""
+    analysis: list[pages.Page] = []
     for kind, results in site.analyses.items():
+        rendered = []
         for saved in results:
-            out += ANALYSIS_PAGES[kind](saved)
-    return out
+            try:
+                analysis += ANALYSIS_PAGES[kind](saved)
+                rendered.append(saved)
+            except (KeyError, IndexError, TypeError, ValueError) as exc:  # missing fields, or another shape
+                site.problems.append(f"{site.runs_dir / 'analyses' / kind / saved['name']}.json: cannot render "
+                                     f"({type(exc).__name__}: {exc})")
+        site.analyses[kind] = rendered
+    return ([pages.index_page(site)] + [pages.run_page(run, site) for run in site.runs]
+            + [pages.study_page(study) for study in site.studies] + analysis)
 
 
 def _render(env: jinja2.Environment, template: str, context: dict, site: Site) -> str:

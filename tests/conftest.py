@@ -72,3 +72,11 @@ def mined_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("mined")
     build_corpus(out=out, sources=MINED_SOURCES, seed=0, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def report_runs(tmp_path_factory, mined_data, tiny_roberta_dir) -> Path:
+    """Tiny real runs, analysis results and a study table with hostile text (tests/report_site.py)."""
+    from report_site import make_runs_dir
+
+    return make_runs_dir(tmp_path_factory.mktemp("report-runs"), mined_data, tiny_roberta_dir)
