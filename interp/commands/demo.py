@@ -8,7 +8,8 @@
 4. run the analyses on them, as the study did by hand: attn-diff lora64 vs lora256; an
    ablation of loff keeping only the top third of its layers (the study's 9-12 of 12 layers;
    5-6 of the default encoder's 6); qualitative sets with lora256 as baseline and loff as
-   candidate; significance tests of all three; anatomy of lora64 vs lora256; one attribution.
+   candidate; significance tests of all three; anatomy of lora64 vs lora256; one attribution;
+5. build the HTML report (runs/report/index.html) and print its path.
 
 The sizes are chosen so that the whole demo fits in about 10 minutes on 2 CPU cores; every
 run's manifest records the sample sizes and settings it used. The study's full protocol is
@@ -38,6 +39,7 @@ def demo(runs_dir: options.RunsDir = Path("runs"), progress: options.Progress = 
     from trainers.training.runs import list_runs
     from trainers.training.train import RunSpec, train_run
 
+    from interp.commands.report import report
     from interp.commands.train import runs as list_runs_command
 
     start = time.perf_counter()
@@ -68,7 +70,10 @@ def demo(runs_dir: options.RunsDir = Path("runs"), progress: options.Progress = 
     typer.echo("== runs")
     list_runs_command(runs_dir=runs_dir)
     _analyses(runs_dir, progress)
+    typer.echo("== report")
+    report(runs_dir=runs_dir)
     typer.echo(f"demo finished in {time.perf_counter() - start:.0f} s; everything is under {runs_dir}/")
+    typer.echo(f"open the report: {(runs_dir / 'report' / 'index.html').resolve().as_uri()}")
 
 
 def _analyses(runs_dir: Path, progress: bool) -> None:
