@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -79,7 +80,9 @@ def gather_codes(code: torch.Tensor) -> torch.Tensor:
         return code
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(code), dim=0)
+    with warnings.catch_warnings():  # deprecated for a private replacement; this one is public and differentiable
+        warnings.filterwarnings("ignore", message=".*all_gather is deprecated", category=FutureWarning)
+        return torch.cat(all_gather(code), dim=0)
 
 
 # -- launching --------------------------------------------------------------------------------

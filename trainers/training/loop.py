@@ -78,6 +78,7 @@ class TrainerState:
     best_mrr: float = -1.0
     best_step: int = -1
     losses: list[float] = field(default_factory=list)  # one per optimizer step
+    grad_norms: list[float] = field(default_factory=list)  # before clipping, one per optimizer step
     valid: list[dict] = field(default_factory=list)  # {"step", "epoch", "mrr"} per evaluation
 
     def to_dict(self) -> dict:
@@ -154,12 +155,13 @@ def fit(
                 kept = f"step {state.best_step}, valid MRR {state.best_mrr:.4f}" if state.best_step >= 0 else "none yet"
                 raise InterpError(f"step {state.step + 1}: the loss is {batch_loss}; stopping. Last good checkpoint kept: {kept}")
             accelerator.backward(loss)
-            accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            grad_norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.losses.append(round(batch_loss, 6))
+            state.grad_norms.append(round(float(grad_norm), 6))
             bar.update(1)
             if state.step % every == 0 or state.step == total:
                 model.eval()

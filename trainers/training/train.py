@@ -154,7 +154,7 @@ def train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str = 
         check_single_launch()
     elif launched > 1 and num_processes != launched:
         raise InterpError(f"--num-processes {num_processes}, but this process was launched as one of {launched}")
-    processes = num_processes or launched
+    processes = launched if num_processes is None else num_processes
     check_batch_split(cfg.batch_size, processes)
     if processes > 1 and launched == 1:
         launch(spec, cfg, runs_dir=runs_dir, device=device, resume=resume, progress=progress, num_processes=processes)
@@ -211,7 +211,7 @@ def train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str = 
         "evaluations": len(state.valid),
     }
     if main:
-        write_json(path / "curves.json", {"loss": state.losses, "valid": state.valid})
+        write_json(path / "curves.json", {"loss": state.losses, "grad_norm": state.grad_norms, "valid": state.valid})
         write_json(path / "ranks.json", {"split": "test", "fingerprint": data.test_fingerprint, "ranks": dict(zip(map(str, data.test_idx), test.ranks.tolist()))})
         write_json(path / "manifest.json", manifest)
         shutil.rmtree(path / "state", ignore_errors=True)
