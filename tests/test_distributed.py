@@ -68,18 +68,41 @@ def read(run: Path, name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def one_and_two(mined_data, base, tmp_path_factory) -> tuple[Path, Path]:
-    """The same run on 1 process (in this one) and on 2 (`interp train --num-processes 2`)."""
+    """The same run on 1 process (in this one) and on 2 (`interp train --num-processes 2`), the
+    latter killed after its first saved state and resumed (one launch fewer than a separate
+    uninterrupted run: the tests stay short)."""
     one, two = tmp_path_factory.mktemp("one"), tmp_path_factory.mktemp("two")
     spec, cfg = spec_cfg(mined_data, base)
     train_run(spec, cfg, runs_dir=one, device="cpu", progress=False)
-    done = subprocess.run([sys.executable, "-m", "interp", *cli_args(two, mined_data, base, "--num-processes", "2", "--device", "cpu")],
-                          capture_output=True, text=True)
+
+    command = [sys.executable, "-m", "interp", *cli_args(two, mined_data, base, "--num-processes", "2", "--device", "cpu")]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = two / "dp" / "state" / "trainer_state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["step"] >= EVERY:
+            # torchrun starts each training process in a session of its own: kill the whole tree.
+            tree = psutil.Process(proc.pid)
+            for p in [*tree.children(recursive=True), tree]:
+                p.kill()
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert read(two / "dp", "manifest.json")["status"] == "running"
+    done = subprocess.run([*command, "--resume"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "dp: best valid MRR" in done.stdout and done.stdout.count("best valid MRR") == 1  # the main process reports
+    assert done.stdout.count("dp: best valid MRR") == 1  # the main process reports, once
     return one / "dp", two / "dp"
 
 
 def test_two_processes_give_the_loss_and_gradients_of_one(one_and_two):
+    """Killed and resumed on 2 processes, the curve is the one of an uninterrupted single process.
+
+    Valid MRRs are not compared across process counts: the tiny random model scores nearly
+    every code alike (near ties), so float noise in the weights reorders codes. The evaluation
+    itself is checked exactly below.
+    """
     one, two = one_and_two
     a, b = read(one, "curves.json"), read(two, "curves.json")
     assert len(a["loss"]) == len(b["loss"]) == STEPS
@@ -103,31 +126,8 @@ def test_two_process_metrics_count_every_example_once(one_and_two, mined_data, t
     again = evaluate_run(find_run(two.parent, "dp"), data_file=subset, device="cpu", progress=False)
     assert [ranks[str(json.loads(line)["idx"])] for line in lines] == again.evaluation.ranks.tolist()
     assert read(two, "manifest.json")["metrics"]["test_mrr"] == pytest.approx(again.evaluation.mrr, abs=1e-9)
-
-
-def test_two_processes_resume_after_kill_like_an_uninterrupted_run(one_and_two, mined_data, base, tmp_path):
-    _, whole = one_and_two
-    command = [sys.executable, "-m", "interp", *cli_args(tmp_path, mined_data, base, "--num-processes", "2", "--device", "cpu")]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = tmp_path / "dp" / "state" / "trainer_state.json"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["step"] >= EVERY:
-            # torchrun starts each training process in a session of its own: kill the whole tree.
-            tree = psutil.Process(proc.pid)
-            for p in [*tree.children(recursive=True), tree]:
-                p.kill()
-            break
-        time.sleep(0.02)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert read(tmp_path / "dp", "manifest.json")["status"] == "running"
-    done = subprocess.run([*command, "--resume"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    a, b = read(whole, "curves.json"), read(tmp_path / "dp", "curves.json")
-    assert b["loss"] == pytest.approx(a["loss"], rel=RTOL) and b["grad_norm"] == pytest.approx(a["grad_norm"], rel=RTOL)
-    assert [v["mrr"] for v in b["valid"]] == pytest.approx([v["mrr"] for v in a["valid"]], abs=1e-6)
-    assert read(tmp_path / "dp", "manifest.json")["metrics"] == pytest.approx(read(whole, "manifest.json")["metrics"], abs=1e-6)
+    best = max(read(two, "curves.json")["valid"], key=lambda v: v["mrr"])
+    assert read(two, "manifest.json")["metrics"]["valid_mrr"] == best["mrr"]
 
 
 def test_each_process_takes_its_slice_of_the_same_global_batches():
