@@ -64,12 +64,18 @@ def budget(series: dict[str, list[dict]], *, title: str, div_id: str) -> str:
     return fragment(fig, div_id, height=420)
 
 
-def curves(loss: list[float], valid: list[dict], *, div_id: str) -> str:
-    """Training loss per step and valid MRR per evaluation (the study's Fig. 7.9)."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "valid MRR (%)"))
-    fig.add_trace(go.Scatter(x=list(range(1, len(loss) + 1)), y=loss, mode="lines", name="loss", line=dict(color=COLORS[0])), 1, 1)
+def curves(loss: list[float], valid: list[dict], *, div_id: str, grad_norm: list[float] | None = None) -> str:
+    """Training loss per step, valid MRR per evaluation (the study's Fig. 7.9), and the gradient norm
+    before clipping per step when the run recorded it."""
+    titles = ("training loss", "valid MRR (%)") + (("gradient norm before clipping",) if grad_norm else ())
+    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles)
+    steps = list(range(1, len(loss) + 1))
+    fig.add_trace(go.Scatter(x=steps, y=loss, mode="lines", name="loss", line=dict(color=COLORS[0])), 1, 1)
     fig.add_trace(go.Scatter(x=[v["step"] for v in valid], y=[100 * v["mrr"] for v in valid], mode="lines+markers",
                              name="valid MRR", line=dict(color=COLORS[1])), 1, 2)
+    if grad_norm:
+        fig.add_trace(go.Scatter(x=list(range(1, len(grad_norm) + 1)), y=grad_norm, mode="lines", name="gradient norm",
+                                 line=dict(color=COLORS[2])), 1, 3)
     fig.update_xaxes(title_text="step")
     fig.update_layout(showlegend=False)
     return fragment(fig, div_id, height=340)

@@ -96,7 +96,8 @@ def run_page(run: Run, site: Site) -> Page:
                     "layers": _ranges([r["layer"] for r in run.modules if r["module"] == k and r["layer"] is not None])} for k in kinds]
     curves = ""
     if run.curves and (run.curves.get("loss") or run.curves.get("valid")):
-        curves = figures.curves(run.curves.get("loss", []), run.curves.get("valid", []), div_id="curves")
+        curves = figures.curves(run.curves.get("loss", []), run.curves.get("valid", []), div_id="curves",
+                                grad_norm=run.curves.get("grad_norm"))
     ablations = [{"name": s["name"], "plot": ablation_plot(s["result"], f"ablate-{i}")}
                  for i, s in enumerate(site.analyses.get("ablate", [])) if s["result"].get("run") == run.name]
     anatomies = [{"name": s["name"], "plot": anatomy_run_plot(entry, f"anatomy-{i}")}

@@ -39,7 +39,7 @@ def demo(runs_dir: options.RunsDir = Path("runs"), progress: options.Progress = 
     from trainers.training.runs import list_runs
     from trainers.training.train import RunSpec, train_run
 
-    from interp.commands.report import report
+    from interp.commands.report import report as build_report_command
     from interp.commands.train import runs as list_runs_command
 
     start = time.perf_counter()
@@ -71,7 +71,7 @@ def demo(runs_dir: options.RunsDir = Path("runs"), progress: options.Progress = 
     list_runs_command(runs_dir=runs_dir)
     _analyses(runs_dir, progress)
     typer.echo("== report")
-    report(runs_dir=runs_dir)
+    build_report_command(runs_dir=runs_dir)
     typer.echo(f"demo finished in {time.perf_counter() - start:.0f} s; everything is under {runs_dir}/")
     typer.echo(f"open the report: {(runs_dir / 'report' / 'index.html').resolve().as_uri()}")
 
