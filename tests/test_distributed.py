@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from trainers import methods
@@ -147,6 +148,9 @@ def test_each_process_takes_its_slice_of_the_same_global_batches():
         ({"batch_size": 8, "num_processes": 3}, {"WORLD_SIZE": "2", "RANK": "0"}, r"--num-processes 3, but this process was launched as one of 2"),
         ({"batch_size": 8, "num_processes": None}, {"WORLD_SIZE": "3", "RANK": "0"}, r"--batch-size 8 .* over 3 processes"),
         ({"batch_size": 8, "num_processes": None}, {"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1"}, r"accelerate launch started a single process"),
+        pytest.param({"batch_size": 8, "num_processes": 2, "device": "cuda"}, {}, r"--device cuda: no CUDA device",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here")),
+        ({"batch_size": 8, "num_processes": 2, "device": "tpu"}, {}, r"--device should be auto, cpu or cuda, got 'tpu'"),
     ],
 )
 def test_bad_process_settings_are_refused_before_anything_starts(kwargs, env, message, tmp_path, monkeypatch, mined_data):
@@ -156,7 +160,7 @@ def test_bad_process_settings_are_refused_before_anything_starts(kwargs, env, me
         monkeypatch.setenv(name, value)
     spec, cfg = spec_cfg(mined_data, Path("unused"), batch_size=kwargs["batch_size"])
     with pytest.raises(InterpError, match=message):
-        train_run(spec, cfg, runs_dir=tmp_path, device="cpu", progress=False, num_processes=kwargs["num_processes"])
+        train_run(spec, cfg, runs_dir=tmp_path, device=kwargs.get("device", "cpu"), progress=False, num_processes=kwargs["num_processes"])
     assert not any(tmp_path.iterdir())
 
 

@@ -47,6 +47,15 @@ class RunSpec:
     eval_limit: int | None = None  # and this many valid / test pairs
 
 
+def check_device(device: str) -> bool:
+    """Whether `device` (auto, cpu or cuda) means CUDA here."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise InterpError(f"--device should be auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InterpError("--device cuda: no CUDA device is available here (use --device auto or cpu)")
+    return torch.cuda.is_available() and device != "cpu"
+
+
 def make_accelerator(device: str):
     """Device, bf16 autocast on CUDA, and the processes (one unless launched as several).
 
@@ -56,11 +65,7 @@ def make_accelerator(device: str):
     """
     from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise InterpError(f"--device should be auto, cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InterpError("--device cuda: no CUDA device is available here (use --device auto or cpu)")
-    use_cuda = torch.cuda.is_available() and device != "cpu"
+    use_cuda = check_device(device)
     return Accelerator(cpu=not use_cuda, mixed_precision="bf16" if use_cuda else "no",
                        dataloader_config=DataLoaderConfiguration(split_batches=True),
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
@@ -157,6 +162,7 @@ def train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str = 
     processes = launched if num_processes is None else num_processes
     check_batch_split(cfg.batch_size, processes)
     if processes > 1 and launched == 1:
+        check_device(device)
         launch(spec, cfg, runs_dir=runs_dir, device=device, resume=resume, progress=progress, num_processes=processes)
         return read_manifest(path)
 
