@@ -107,11 +107,16 @@ def launch(spec, cfg, *, runs_dir: Path, device: str, resume: bool, progress: bo
             "--num_machines", "1", "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no",
             "-m", __name__, str(job),
         ]
-        done = subprocess.run(command)
+        launcher = subprocess.Popen(command)
+        try:
+            returncode = launcher.wait()
+        except KeyboardInterrupt:  # the launcher got it too: let it stop its processes (not kill it, orphaning them)
+            launcher.wait()
+            raise
         if error.is_file():
             raise InterpError(error.read_text().strip())
-        if done.returncode != 0:
-            raise InterpError(f"the {num_processes} training processes failed (exit status {done.returncode}); see their output above")
+        if returncode != 0:
+            raise InterpError(f"the {num_processes} training processes failed (exit status {returncode}); see their output above")
 
 
 def _main(job_file: str) -> None:
