@@ -161,7 +161,7 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.losses.append(round(batch_loss, 6))
-            state.grad_norms.append(round(float(grad_norm), 6))
+            state.grad_norms.append(float(f"{float(grad_norm):.7g}"))  # 7 significant digits: norms can be small
             bar.update(1)
             if state.step % every == 0 or state.step == total:
                 model.eval()
