@@ -4,7 +4,8 @@ The base is the tiny random RoBERTa with dropout switched off: with dropout, eac
 draws its own masks and the runs agree only in distribution. Without it, 2 processes on the
 same global batches must give the loss and the gradient norm of 1 process at every step
 (the gradient norm catches a wrong scaling, which AdamW would hide from the loss), within
-float32 reduction-order noise: rtol 1e-4.
+float32 reduction-order noise: rtol 1e-4 (measured: about 1e-6 on the loss, 1e-5 on the norm).
+Three launches in all (about 10 s each on 2 cores, most of it importing torch in 3 processes).
 """
 
 from __future__ import annotations
