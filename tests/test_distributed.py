@@ -5,7 +5,7 @@ draws its own masks and the runs agree only in distribution. Without it, 2 proce
 same global batches must give the loss and the gradient norm of 1 process at every step
 (the gradient norm catches a wrong scaling, which AdamW would hide from the loss), within
 float32 reduction-order noise: rtol 1e-4 (measured: about 1e-6 on the loss, 1e-5 on the norm).
-Three launches in all (about 10 s each on 2 cores, most of it importing torch in 3 processes).
+Two launches of 2 processes (killed, resumed), about 10 s each on 2 cores, mostly importing torch.
 """
 
 from __future__ import annotations
