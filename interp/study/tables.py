@@ -119,7 +119,7 @@ def render_markdown(doc: dict) -> str:
                   "|---|---|---:|---:|---:|---:|---:|---|"]
         for row in table["rows"]:
             params = "-" if row["trainable"] is None else f"{row['trainable']:,} ({100 * row['share_of_base']:.2f}%)"
-            step = "-" if row["best_step"]["mean"] is None else f"{row['best_step']['mean']:.0f}"
+            step = "-" if row["best_step"]["mean"] is None else f"{row['best_step']['mean']:g}"
             missing = ", ".join(row["missing"]) or "-"
             lines.append(f"| {row['preset']} | {row['method']} | {params} | {percent(row['valid_mrr'])} | "
                          f"{percent(row['test_mrr'])} | {step} | {row['test_mrr']['n']} | {missing} |")
