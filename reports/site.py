@@ -140,7 +140,10 @@ def pvalue(value) -> str:
 
 
 def plain(value) -> str:
+    """A config value in one line; the parts of a union as one bracketed group each."""
     if isinstance(value, (list, tuple)):
+        if any(isinstance(v, dict) for v in value):
+            return " + ".join(f"[{plain(v)}]" for v in value)
         return ", ".join(plain(v) for v in value)
     if isinstance(value, dict):
         return ", ".join(f"{k}={plain(v)}" for k, v in sorted(value.items()))

@@ -182,3 +182,26 @@ def test_a_hostile_result_name_stays_a_file_name(runs_dir, tmp_path):
     index = report.index.read_text(encoding="utf-8")
     assert 'href="compare/a%26b%3Ci%3E.html"' in index and "a&amp;b&lt;i&gt;" in index
     assert HOSTILE not in index
+
+
+@pytest.mark.parametrize("name, value, shown", [
+    ("pct", 0.43077, "43.08"),
+    ("pct", None, "—"),
+    ("pct", float("nan"), "—"),
+    ("percent", 0.10406, "10.41%"),
+    ("thousands", 2359296, "2,359,296"),
+    ("thousands", None, "—"),
+    ("mean_std", {"mean": 0.4633, "std": 0.0011, "n": 2}, "46.33 ± 0.11"),
+    ("mean_std", {"mean": 0.4633, "std": None, "n": 1}, "46.33"),
+    ("mean_std", {"mean": None, "std": None, "n": 0}, "—"),
+    ("mean_only", {"mean": 22.5, "n": 2}, "22.5"),
+    ("mean_only", {"mean": 30.0, "n": 2}, "30"),
+    ("pvalue", 0.0004, "4.00e-04"),
+    ("pvalue", 0.118, "0.118"),
+    ("plain", {"parts": [{"method": "lora", "r": 64}, {"method": "adapter", "r": 384}]},
+     "parts=[method=lora, r=64] + [method=adapter, r=384]"),
+    ("plain", [1, 2], "1, 2"),
+])
+def test_filters(name, value, shown):
+    from reports import site
+    assert getattr(site, name)(value) == shown
