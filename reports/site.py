@@ -1,7 +1,7 @@
 """Render the report: every page through Jinja2 templates (autoescaped), assets beside them.
 
 The site is built in a temporary directory next to OUT and swapped into place only when it is
-complete (trainers.io.atomic_dir, which imports nothing heavy), so a half-written site is never
+complete (reports.atomic), so a half-written site is never
 visible and a failed build leaves the previous one intact. Same inputs, same bytes: pages are
 rendered in sorted order, plot ids are fixed, and nothing records the time of the build.
 
@@ -21,8 +21,8 @@ import jinja2
 from markupsafe import Markup, escape
 
 from reports import analysis_pages, pages
+from reports.atomic import atomic_dir
 from reports.collect import Site, collect
-from trainers.io import atomic_dir
 
 ANALYSIS_PAGES = {
     "attn-diff": analysis_pages.attn_diff_pages,
