@@ -4,8 +4,14 @@ Everything downstream (PEFT methods, ablations, attention capture) asks an `Enco
 names instead of hard-coding them, so BERT-family models (the default all-MiniLM-L6-v2) and
 RoBERTa-family models (CodeBERT) work alike.
 
-The sequence embedding is the final hidden state of the first token ([CLS] / <s>), as in the
-study (its Eq. 4.1).
+The sequence embedding is chosen by `pooling` (recorded with every run and result):
+
+    cls      the final hidden state of the first token ([CLS] / <s>): what the study's text says
+             (its Eq. 4.1), and this project's default
+    pooler   the model's pooler output, tanh(W h_[CLS] + b), as CodeXGLUE's `model.py` takes it
+             (`self.encoder(...)[1]`); W and b are base weights, frozen under PEFT
+    mean     the mean of the final hidden states over the real (unmasked) tokens, as
+             sentence-transformers pools all-MiniLM-L6-v2
 """
 
 from __future__ import annotations
@@ -48,6 +54,16 @@ class FamilySpec:
 FAMILIES: dict[str, FamilySpec] = {
     name: FamilySpec(name) for name in ("bert", "roberta", "xlm-roberta", "camembert", "electra")
 }
+
+POOLINGS = ("cls", "pooler", "mean")
+DEFAULT_POOLING = "cls"
+
+
+def check_pooling(pooling: str) -> str:
+    if pooling not in POOLINGS:
+        raise InterpError(f"pooling should be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    return pooling
+
 
 ROLES = ("query", "key", "value", "attn_output", "ffn_output", "self_attention")
 
@@ -108,10 +124,23 @@ class Encoder:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
-        """The [CLS] / <s> final hidden state. `model` overrides the bare base (e.g. a PEFT-wrapped one)."""
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, model: nn.Module | None = None,
+              pooling: str = DEFAULT_POOLING) -> torch.Tensor:
+        """(batch, hidden) sequence embeddings, pooled by `pooling` (see the module docstring).
+
+        `model` overrides the bare base (e.g. a PEFT-wrapped one).
+        """
         out = (model or self.model)(input_ids=input_ids, attention_mask=attention_mask)
-        return out.last_hidden_state[:, 0]  # (batch, hidden)
+        if pooling == "cls":
+            return out.last_hidden_state[:, 0]  # (batch, hidden)
+        if pooling == "pooler":
+            if out.pooler_output is None:
+                raise InterpError(f"--pooling pooler: the encoder at {self.source} has no pooler layer")
+            return out.pooler_output  # (batch, hidden)
+        if pooling == "mean":
+            mask = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)  # (batch, len, 1)
+            return (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1)  # (batch, hidden)
+        raise InterpError(f"pooling should be one of {', '.join(POOLINGS)}, got {pooling!r}")
 
     def set_attention(self, implementation: str) -> None:
         """'sdpa' for training and scoring, 'eager' where attention weights are captured."""

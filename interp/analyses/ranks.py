@@ -12,7 +12,7 @@ from pathlib import Path
 
 from interp.analyses.base import RunRef
 from trainers.data import Example, fingerprint, load_split, read_split
-from trainers.encoders import load_encoder
+from trainers.encoders import DEFAULT_POOLING, load_encoder
 from trainers.errors import InterpError
 from trainers.training.splits import EVAL_SUBSET_SEED, split_fingerprint, subset
 from trainers.training.scoring import evaluate_examples, load_run_model, run_data_dir
@@ -66,6 +66,11 @@ def max_len_of(ref: RunRef, encoder=None, default: int = 256) -> int:
     if encoder is not None and encoder.tokenizer is not None:
         return min(default, encoder.tokenizer.model_max_length)
     return default
+
+
+def pooling_of(ref: RunRef, default: str = DEFAULT_POOLING) -> str:
+    """The pooling the run was trained with; the base takes `default` (pass the runs' pooling)."""
+    return ref.run.train_config.pooling if ref.run is not None else default
 
 
 def ranks(ref: RunRef, data: DataRef, *, progress: bool = True) -> dict[str, int]:

@@ -4,9 +4,16 @@ Embeddings are computed once per side (length-sorted batches, no padding to 256)
 score matrix is formed a chunk of queries at a time, so memory stays at chunk x N floats
 whatever the split's size.
 
-The rank of the gold code is 1 + the number of codes that score strictly higher than it
-(ties count in the query's favour). CodeXGLUE's evaluator reads ranked top-k lists; the same
-MRR comes out of it whenever the gold code is inside the top k.
+The rank of the gold code follows a tie rule (`TIE_RULES`), recorded with every result:
+
+    codexglue   1 + the number of *other* codes scoring >= the gold one: CodeXGLUE's
+                `run.py` (`scores[i, j] >= score` over j != i). Ties count against the query,
+                so a constant or degenerate embedding cannot score well. The default.
+    optimistic  1 + the number of codes scoring strictly higher: ties count for the query
+                (this project's rule before the tie rule was recorded; old runs used it).
+
+Embeddings and scores must be finite: a NaN scores neither higher nor lower than anything, so
+it would rank first under both rules. `NonFiniteError` is raised instead.
 
 On N data-parallel processes each embeds every N-th example of a side and the embeddings are
 gathered once: every example is embedded exactly once and counted exactly once, and every
@@ -22,8 +29,29 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from trainers.errors import InterpError
 from trainers.training.batching import Tokenized, encode_side
 
+
+class NonFiniteError(InterpError):
+    """An embedding or a score is NaN or infinite: the model has diverged."""
+
+
+def check_finite(tensor: torch.Tensor, what: str) -> torch.Tensor:
+    """`tensor`, or NonFiniteError naming `what` and how many entries are not finite."""
+    bad = ~torch.isfinite(tensor)
+    if bad.any():
+        raise NonFiniteError(f"{int(bad.sum())} of {tensor.numel()} values of {what} are not finite (NaN or inf): the model has diverged")
+    return tensor
+
+
+def check_tie_rule(ties: str) -> str:
+    if ties not in TIE_RULES:
+        raise InterpError(f"the tie rule should be one of {', '.join(TIE_RULES)}, got {ties!r}")
+    return ties
+
+TIE_RULES = ("codexglue", "optimistic")
+DEFAULT_TIE_RULE = "codexglue"
 QUERY_CHUNK = 1024  # queries scored at once: 1024 x N float32 scores
 
 
@@ -82,14 +110,25 @@ def _embed_positions(embed, ids: list[list[int]], pad_id: int, *, batch_size: in
     return out
 
 
-def gold_ranks(queries: torch.Tensor, codes: torch.Tensor, chunk: int = QUERY_CHUNK) -> torch.Tensor:
-    """1-based rank of code i for query i, for every i. (N, hidden) x (N, hidden) -> (N,) int64."""
+def gold_ranks(queries: torch.Tensor, codes: torch.Tensor, chunk: int = QUERY_CHUNK, ties: str = DEFAULT_TIE_RULE) -> torch.Tensor:
+    """1-based rank of code i for query i, for every i. (N, hidden) x (N, hidden) -> (N,) int64.
+
+    `ties`: "codexglue" counts every other code scoring >= the gold one; "optimistic" only
+    those scoring strictly higher. Non-finite embeddings or scores raise NonFiniteError.
+    """
+    check_tie_rule(ties)
+    check_finite(queries, "the query embeddings")
+    check_finite(codes, "the code embeddings")
     ranks = []
     for start in range(0, len(queries), chunk):
-        scores = queries[start : start + chunk] @ codes.T  # (chunk, N)
+        scores = check_finite(queries[start : start + chunk] @ codes.T, "the scores")  # (chunk, N)
         rows = torch.arange(scores.shape[0], device=scores.device)
         gold = scores[rows, rows + start].unsqueeze(1)  # (chunk, 1)
-        ranks.append((scores > gold).sum(dim=1) + 1)
+        if ties == "codexglue":
+            ahead = (scores >= gold).sum(dim=1) - 1  # the gold code itself is >= itself
+        else:
+            ahead = (scores > gold).sum(dim=1)
+        ranks.append(ahead + 1)
     return torch.cat(ranks).cpu()
 
 
@@ -123,8 +162,9 @@ def evaluate(
     device: torch.device,
     progress: bool = False,
     accelerator=None,
+    ties: str = DEFAULT_TIE_RULE,
 ) -> Evaluation:
-    """Embed both sides of a split and rank every query against every code.
+    """Embed both sides of a split and rank every query against every code (under `ties`).
 
     `accelerator`: share the embedding among its processes (see `embed_all`); all get the result.
     """
@@ -132,5 +172,5 @@ def evaluate(
     shared = {"batch_size": batch_size, "device": device, "accelerator": accelerator}
     q = embed_all(embed, tok.query_ids, tok.pad_id, desc="queries" if progress else None, **shared)
     c = embed_all(embed, tok.code_ids, tok.pad_id, desc="codes" if progress else None, **shared)
-    ranks = gold_ranks(q, c)
+    ranks = gold_ranks(q, c, ties=ties)
     return Evaluation(mrr=mrr(ranks), ranks=ranks, query_emb=q, code_emb=c)

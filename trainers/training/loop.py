@@ -22,9 +22,19 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from trainers.encoders import DEFAULT_POOLING, check_pooling
 from trainers.errors import InterpError
+from trainers.training.evaluate import DEFAULT_TIE_RULE, check_tie_rule
 from trainers.training.batching import Batch, Tokenized, epoch_order, iterate_batches
 from trainers.training.distributed import check_batch_split, gather_codes
+
+
+# How training batches are made (recorded as `batching`):
+#   random     the pairs that share a loss (the in-batch negatives of Eq. 4.1) are drawn at random,
+#              as CodeXGLUE does; each batch is encoded in length-sorted micro-batches (little padding)
+#   bucketed   batches cut from length-sorted windows: faster, but the negatives are length-matched
+#   codexglue  random batches padded to max_len in one pass (CodeXGLUE's loop; benchmarks)
+BATCHINGS = ("random", "bucketed", "codexglue")
 
 
 @dataclass(frozen=True)
@@ -43,9 +53,15 @@ class TrainConfig:
     max_steps: int | None = None
     max_len: int = 256
     eval_batch_size: int = 64
-    bucket: bool = True  # length bucketing; False pads like CodeXGLUE (benchmarks only)
+    pooling: str = DEFAULT_POOLING  # cls | pooler | mean (trainers.encoders)
+    batching: str = "random"  # random | bucketed | codexglue (see BATCHINGS)
+    ties: str = DEFAULT_TIE_RULE  # codexglue | optimistic: the rank rule of valid and test MRR
 
     def __post_init__(self):
+        check_pooling(self.pooling)
+        check_tie_rule(self.ties)
+        if self.batching not in BATCHINGS:
+            raise InterpError(f"`batching` should be one of {', '.join(BATCHINGS)}, got {self.batching!r}.")
         for name in ("epochs", "batch_size", "evals_per_epoch", "max_len", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise InterpError(f"`{name}` should be at least 1, got {getattr(self, name)}.")
@@ -57,6 +73,21 @@ class TrainConfig:
             raise InterpError(f"`warmup_frac` should be in [0, 1), got {self.warmup_frac}.")
         if self.max_steps is not None and self.max_steps < 1:
             raise InterpError(f"`max_steps` should be at least 1, got {self.max_steps}.")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """A config from a manifest's "train" section; older manifests get the choices they were trained with.
+
+        Before these were recorded, runs embedded with [CLS] (`pooling` "cls"), drew
+        length-bucketed batches (`bucket` true: "bucketed"; false: "codexglue") and ranked
+        ties in the query's favour (`ties` "optimistic").
+        """
+        data = dict(data)
+        legacy_bucket = data.pop("bucket", True)
+        data.setdefault("pooling", "cls")
+        data.setdefault("batching", "bucketed" if legacy_bucket else "codexglue")
+        data.setdefault("ties", "optimistic")
+        return cls(**data)
 
     def schedule(self, train_size: int) -> tuple[int, int, int]:
         """(steps per epoch, total steps, steps between evaluations)."""
@@ -145,8 +176,8 @@ def fit(
     bar = tqdm(total=total, initial=state.step, desc="train", disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
     while state.step < total:
         epoch, position = divmod(state.step, per_epoch)
-        batches = epoch_order(train, cfg.batch_size, cfg.seed, epoch, bucket=cfg.bucket)
-        pad_to = None if cfg.bucket else cfg.max_len
+        batches = epoch_order(train, cfg.batch_size, cfg.seed, epoch, bucket=cfg.batching == "bucketed")
+        pad_to = cfg.max_len if cfg.batching == "codexglue" else None
         for batch in iterate_batches(train, batches, start=position, pad_to=pad_to, rank=rank, world=world):
             model.train()
             loss = _step(embed, batch.to(device), accelerator)

@@ -45,6 +45,13 @@ class RunInfo:
     def finished(self) -> bool:
         return self.manifest.get("status") == "finished"
 
+    @property
+    def train_config(self):
+        """The run's `TrainConfig`, with the choices older manifests did not record filled in as trained."""
+        from trainers.training.loop import TrainConfig
+
+        return TrainConfig.from_dict(self.manifest["train"])
+
 
 def read_manifest(path: Path) -> dict:
     try:

@@ -177,9 +177,9 @@ def train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str = 
     model = methods.apply_method(encoder, spec.method)
     model = accelerator.prepare(model)  # DDP when there are several processes
     unwrapped = accelerator.unwrap_model(model)
-    embed = lambda ids, mask: encoder.embed(ids, mask, model=model)  # noqa: E731
+    embed = lambda ids, mask: encoder.embed(ids, mask, model=model, pooling=cfg.pooling)  # noqa: E731
     # Evaluation: the same weights without DDP, whose every call is a collective.
-    eval_embed = lambda ids, mask: encoder.embed(ids, mask, model=unwrapped)  # noqa: E731
+    eval_embed = lambda ids, mask: encoder.embed(ids, mask, model=unwrapped, pooling=cfg.pooling)  # noqa: E731
     main = accelerator.is_main_process
 
     manifest = _manifest(spec, cfg, encoder, data, accelerator, methods.count_parameters(encoder, spec.method))
@@ -193,7 +193,8 @@ def train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str = 
         write_json(path / "manifest.json", manifest)
     start = time.perf_counter()
     evaluate_split = lambda tok, progress=False: evaluate(  # noqa: E731
-        eval_embed, tok, batch_size=cfg.eval_batch_size, device=accelerator.device, progress=progress, accelerator=accelerator)
+        eval_embed, tok, batch_size=cfg.eval_batch_size, device=accelerator.device, progress=progress, accelerator=accelerator,
+        ties=cfg.ties)
     try:
         state = fit(
             model, embed=embed, train=data.train, validate=lambda: evaluate_split(data.valid).mrr, cfg=cfg, accelerator=accelerator,
