@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from trainers.encoders import DEFAULT_POOLING, check_pooling
 from trainers.errors import InterpError
-from trainers.training.evaluate import DEFAULT_TIE_RULE, check_tie_rule
+from trainers.training.evaluate import DEFAULT_TIE_RULE, NonFiniteError, check_tie_rule
 from trainers.training.batching import Batch, Tokenized, epoch_order, iterate_batches
 from trainers.training.distributed import check_batch_split, gather_codes
 
@@ -62,13 +62,24 @@ class TrainConfig:
         check_tie_rule(self.ties)
         if self.batching not in BATCHINGS:
             raise InterpError(f"`batching` should be one of {', '.join(BATCHINGS)}, got {self.batching!r}.")
+        for name in ("epochs", "batch_size", "seed", "evals_per_epoch", "max_steps", "max_len", "eval_batch_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise InterpError(f"`{name}` should be a whole number, got {value!r}.")
+        for name in ("lr", "warmup_frac", "adam_eps", "weight_decay", "max_grad_norm"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InterpError(f"`{name}` should be a finite number, got {value!r}.")
         for name in ("epochs", "batch_size", "evals_per_epoch", "max_len", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise InterpError(f"`{name}` should be at least 1, got {getattr(self, name)}.")
         if self.batch_size < 2:
             raise InterpError(f"`batch_size` should be at least 2 (in-batch negatives), got {self.batch_size}.")
-        if not self.lr > 0:
-            raise InterpError(f"`lr` should be positive, got {self.lr}.")
+        for name in ("lr", "adam_eps", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise InterpError(f"`{name}` should be positive, got {getattr(self, name)}.")
+        if self.weight_decay < 0:
+            raise InterpError(f"`weight_decay` should be at least 0, got {self.weight_decay}.")
         if not 0 <= self.warmup_frac < 1:
             raise InterpError(f"`warmup_frac` should be in [0, 1), got {self.warmup_frac}.")
         if self.max_steps is not None and self.max_steps < 1:
@@ -196,12 +207,18 @@ def fit(
             bar.update(1)
             if state.step % every == 0 or state.step == total:
                 model.eval()
-                score = validate()
+                try:  # a non-finite embedding, score or MRR stops the run: it can never become the best
+                    score = validate()
+                    if not math.isfinite(score):
+                        raise NonFiniteError(f"the valid MRR is {score}")
+                except NonFiniteError as exc:
+                    kept = f"step {state.best_step}, valid MRR {state.best_mrr:.4f}" if state.best_step >= 0 else "none yet"
+                    raise NonFiniteError(f"step {state.step}: {exc}; stopping. Last good checkpoint kept: {kept}") from None
                 state.valid.append({"step": state.step, "epoch": state.step / per_epoch, "mrr": score})
                 if score > state.best_mrr:
+                    checkpoints.save_best(state.step, score)  # refuses a non-finite delta
                     state.best_mrr, state.best_step = score, state.step
-                    checkpoints.save_best(state.step, score)
-                checkpoints.save_state(state, optimizer, scheduler)
+                checkpoints.save_state(state, optimizer, scheduler)  # refuses a non-finite delta
             bar.set_postfix(loss=f"{batch_loss:.4f}", valid_mrr=f"{state.valid[-1]['mrr']:.4f}" if state.valid else "-")
             if state.step >= total:
                 break
