@@ -73,13 +73,18 @@ def pooling_of(ref: RunRef, default: str = DEFAULT_POOLING) -> str:
     return ref.run.train_config.pooling if ref.run is not None else default
 
 
-def ranks(ref: RunRef, data: DataRef, *, progress: bool = True) -> dict[str, int]:
-    """idx -> 1-based rank of the gold code, for every example of `data`."""
+def ranks(ref: RunRef, data: DataRef, *, max_len: int = 256, pooling: str = DEFAULT_POOLING, progress: bool = True) -> dict[str, int]:
+    """idx -> 1-based rank of the gold code, for every example of `data`.
+
+    A run is scored as it was trained; the base at `max_len` (capped by its tokenizer) with
+    `pooling`: pass the runs' (`max_len_of`, `pooling_of`) so that its ranks compare with theirs.
+    """
     if ref.run is not None and (ref.run.path / "ranks.json").is_file():
         saved = json.loads((ref.run.path / "ranks.json").read_text())
         wanted = [str(e.idx) for e in data.examples]
         if saved["fingerprint"] == data.fingerprint:
             return {k: saved["ranks"][k] for k in wanted}
     encoder, model = load_model(ref)
-    result = evaluate_examples(encoder, model, data.examples, max_len=max_len_of(ref, encoder), progress=progress)
+    result = evaluate_examples(encoder, model, data.examples, max_len=max_len_of(ref, encoder, max_len),
+                               pooling=pooling_of(ref, pooling), progress=progress)
     return {str(e.idx): int(r) for e, r in zip(data.examples, result.ranks.tolist())}
