@@ -21,6 +21,7 @@ from trainers.methods import (
     load_delta, load_delta_state, save_delta,
 )
 from trainers.methods.apply import delta_parameters
+from trainers.methods.lora.config import SCALINGS, lora_parts
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
@@ -30,12 +31,14 @@ CASES = {
     "full": FullConfig(),
     "full-3-4": FullConfig(layers="3-4"),
     "lora": LoraConfig(r=4),
+    "lora-alpha-over-r": LoraConfig(r=8, scaling="alpha/r"),
     "prefix": PrefixConfig(length=3),
     "adapter-attn": AdapterConfig(r=8, placement="attn"),
     "adapter-ffn": AdapterConfig(r=8, placement="ffn"),
     "adapter-h": AdapterConfig(r=8, placement="both"),
     "loFF-style": UnionConfig(parts=(LoraConfig(r=4), AdapterConfig(r=12, placement="ffn"))),
     "loFF-last2": UnionConfig(parts=(LoraConfig(r=4), AdapterConfig(r=12, placement="ffn")), layers="last:2"),
+    "loFF-rslora": UnionConfig(parts=(LoraConfig(r=8, scaling="alpha/sqrt(r)"), AdapterConfig(r=12, placement="ffn"))),
     "prefix+adapter-3-4": UnionConfig(parts=(PrefixConfig(length=2, layers="3-4"), AdapterConfig(r=8, placement="attn", layers="3-4"))),
 }
 RESTRICTED = {"full-3-4": {2, 3}, "loFF-last2": {2, 3}, "prefix+adapter-3-4": {2, 3}}
@@ -143,6 +146,17 @@ def test_a_layer_restricted_delta_touches_only_its_layers(trained):
     for i in range(first + 1):  # the embeddings' output and every layer before the first restricted one
         torch.testing.assert_close(hidden[i], trained.base_hidden[i], atol=0, rtol=0)
     assert not torch.allclose(hidden[-1], trained.base_hidden[-1], atol=1e-4)
+
+
+@pytest.mark.parametrize("trained", ["lora", "lora-alpha-over-r", "loFF-rslora"], indirect=True)
+def test_the_reloaded_delta_applies_the_recorded_scale(trained, tiny_roberta_dir):
+    """Our loader and peft's (from adapter_config.json) both rebuild the factor the config records."""
+    import peft
+
+    scale = next(p for p in lora_parts(CASES[trained.name])).scale
+    for model in (load_delta(load_encoder(tiny_roberta_dir), trained.run_dir),
+                  peft.PeftModel.from_pretrained(load_encoder(tiny_roberta_dir).model, str(trained.run_dir))):
+        assert {m.scaling["default"] for m in model.modules() if isinstance(m, peft.tuners.lora.Linear)} == {scale}
 
 
 @pytest.mark.parametrize("trained", ["lora", "loFF-style", "full"], indirect=True)
@@ -264,3 +278,70 @@ def test_the_encoder_still_describes_the_base_after_a_method(tiny_roberta_dir):
     apply_method(encoder, UnionConfig(parts=(LoraConfig(r=2), AdapterConfig(r=4, placement="ffn"))))
     assert encoder.num_parameters == fresh.num_parameters
     assert encoder.weights_hash == fresh.weights_hash
+
+
+# -- LoRA's scaling rule: the factor peft applies is the one the config records -------------------
+@pytest.mark.parametrize("scaling", list(SCALINGS))
+@pytest.mark.parametrize("make", [
+    lambda s: LoraConfig(r=8, alpha=3, scaling=s),
+    lambda s: UnionConfig(parts=(LoraConfig(r=8, alpha=3, scaling=s), AdapterConfig(r=4, placement="ffn"))),  # loFF
+], ids=["lora", "loFF"])
+def test_the_factor_on_the_built_module_is_the_configs_scale(make, scaling, tiny_roberta_dir):
+    from peft.tuners.lora import Linear
+
+    config = make(scaling)
+    (lora,) = lora_parts(config)
+    model = apply_method(load_encoder(tiny_roberta_dir), config)
+    modules = [m for m in model.modules() if isinstance(m, Linear)]
+    assert len(modules) == 2 * 4  # query and value in each of the 4 layers
+    assert {m.scaling["default"] for m in modules} == {lora.scale}
+    assert lora.scale == {"alpha": 3.0, "alpha/r": 3 / 8, "alpha/sqrt(r)": 3 / 8**0.5}[scaling]
+
+
+@pytest.mark.parametrize("scaling", list(SCALINGS))
+def test_the_update_is_scale_times_the_low_rank_product(scaling, tiny_roberta_dir):
+    """h W + scale * h A^T B^T on a query projection, with A and B set by hand."""
+    config = LoraConfig(r=2, alpha=4, scaling=scaling)
+    encoder = load_encoder(tiny_roberta_dir)
+    apply_method(encoder, config)  # peft wraps the encoder's own modules
+    query = encoder.module(0, "query")
+    a, b = torch.zeros(2, 32), torch.zeros(32, 2)  # lora_A (r, d_in), lora_B (d_out, r)
+    a[0, 0], a[1, 1], b[0, 0], b[1, 1] = 1.0, 2.0, 1.0, 1.0
+    with torch.no_grad():
+        query.lora_A["default"].weight.copy_(a)
+        query.lora_B["default"].weight.copy_(b)
+        h = torch.randn(3, 32)  # (tokens, hidden)
+        change = query(h) - query.base_layer(h)
+    expected = torch.zeros(3, 32)
+    expected[:, 0], expected[:, 1] = config.scale * h[:, 0], config.scale * 2 * h[:, 1]
+    torch.testing.assert_close(change, expected, atol=1e-6, rtol=0)
+
+
+def test_a_checkpoint_from_before_the_rule_loads_as_alpha(trained_lora_old, tiny_roberta_dir):
+    """An old method.json (numeric `scaling`, no rule) gives the outputs it was saved with."""
+    run_dir, batch, expected = trained_lora_old
+    encoder = load_encoder(tiny_roberta_dir)
+    model = load_delta(encoder, run_dir)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.embed(**batch, model=model), expected, atol=1e-6, rtol=0)
+    assert {m.scaling["default"] for n, m in model.named_modules() if n.endswith("query")} == {4.0}
+
+
+@pytest.fixture
+def trained_lora_old(tiny_roberta_dir, tmp_path):
+    import json
+
+    config = LoraConfig(r=4)
+    encoder = load_encoder(tiny_roberta_dir)
+    batch = encoder.tokenize(TEXTS)
+    model = apply_method(encoder, config)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+        expected = encoder.embed(**batch, model=model)
+    save_delta(model, config, tmp_path / "run")
+    (tmp_path / "run" / "method.json").write_text(json.dumps(  # as written before the rule was recorded
+        {"method": "lora", "r": 4, "alpha": 4.0, "dropout": 0.0, "layers": None, "lora_alpha": 16.0, "scaling": 4.0}))
+    return tmp_path / "run", batch, expected

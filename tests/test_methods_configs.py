@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -12,6 +13,7 @@ from trainers.methods import (
     PRESETS, AdapterConfig, FullConfig, LoraConfig, PrefixConfig, UnionConfig, apply_method, get_preset, method_from_dict,
     parse_layers, preset_names,
 )
+from trainers.methods.lora.config import lora_parts, with_lora_scaling
 
 # -- configs check their fields: ValueError naming the field and the value ----------------------
 BAD = [
@@ -19,6 +21,8 @@ BAD = [
     (lambda: LoraConfig(r=8, alpha=0), "`alpha`", "0"),
     (lambda: LoraConfig(r=8, dropout=1.5), "`dropout`", "1.5"),
     (lambda: LoraConfig(r=True), "`r`", "True"),
+    (lambda: LoraConfig(r=8, scaling="alpha*r"), "`scaling`", "'alpha*r'"),
+    (lambda: LoraConfig(r=8, scaling=4.0), "`scaling`", "4.0"),
     (lambda: AdapterConfig(r=8, placement="middle"), "`placement`", "'middle'"),
     (lambda: AdapterConfig(r=-1), "`r`", "-1"),
     (lambda: PrefixConfig(length=0), "`length`", "0"),
@@ -70,11 +74,57 @@ def test_every_preset_round_trips_through_json(name):
     assert method_from_dict(data) == config
 
 
-def test_lora_records_its_effective_scaling():
-    config = LoraConfig(r=64, alpha=4)
-    assert config.to_dict()["scaling"] == 4.0 and config.to_dict()["lora_alpha"] == 256.0
-    with pytest.raises(ValueError, match="`scaling`"):
-        method_from_dict(config.to_dict() | {"scaling": 2.0})
+# -- LoRA's scaling rule: what multiplies the low-rank product, recorded ---------------------------
+@pytest.mark.parametrize("scaling,scale,lora_alpha,rslora", [
+    ("alpha", 4.0, 256.0, False),  # the study's Eq. 2.3: the factor is alpha
+    ("alpha/r", 4 / 64, 4.0, False),  # OpenDelta and peft: 64 times smaller at r 64
+    ("alpha/sqrt(r)", 4 / 8, 4.0, True),  # rsLoRA
+])
+def test_each_scaling_rule_gives_its_factor_and_round_trips(scaling, scale, lora_alpha, rslora):
+    config = LoraConfig(r=64, alpha=4, scaling=scaling)
+    assert (config.scale, config.lora_alpha, config.use_rslora) == (scale, lora_alpha, rslora)
+    data = json.loads(json.dumps(config.to_dict()))
+    assert (data["scaling"], data["scale"], data["lora_alpha"]) == (scaling, scale, lora_alpha)
+    assert method_from_dict(data) == config
+
+
+def test_the_default_rule_is_the_studys_alpha():
+    assert LoraConfig(r=64).scaling == "alpha" and LoraConfig(r=64).scale == 4.0
+    assert all(part.scaling == "alpha" for config in PRESETS.values() for part in lora_parts(config))
+
+
+OLD_LORA = {"method": "lora", "r": 64, "alpha": 4.0, "dropout": 0.0, "layers": None, "lora_alpha": 256.0, "scaling": 4.0}
+
+
+def test_a_dict_from_before_the_rule_reads_as_alpha():
+    """Checkpoints and manifests written before the rule was recorded: a numeric `scaling`, which was alpha."""
+    assert method_from_dict(OLD_LORA) == LoraConfig(r=64, alpha=4, scaling="alpha")
+    old_union = {"method": "union", "layers": None, "parts": [OLD_LORA, {"method": "adapter", "r": 384, "placement": "ffn", "layers": None}]}
+    assert method_from_dict(old_union) == get_preset("loFF")
+
+
+@pytest.mark.parametrize("data,field,value", [
+    (OLD_LORA | {"scaling": 4 / 64}, "`scaling`", "0.0625"),  # a number is the old factor alpha, never alpha / r
+    (OLD_LORA | {"lora_alpha": 4.0}, "`lora_alpha`", "4.0"),
+    (LoraConfig(r=64, scaling="alpha/r").to_dict() | {"scale": 4.0}, "`scale`", "4.0"),
+    (LoraConfig(r=64, scaling="alpha/r").to_dict() | {"lora_alpha": 256.0}, "`lora_alpha`", "256.0"),
+    (LoraConfig(r=64).to_dict() | {"scaling": "alpha*r"}, "`scaling`", "'alpha*r'"),
+    (LoraConfig(r=64).to_dict() | {"scale": "4"}, "`scale`", "'4'"),
+])
+def test_recorded_numbers_that_disagree_are_refused(data, field, value):
+    with pytest.raises(ValueError) as info:
+        method_from_dict(data)
+    assert field in str(info.value) and value in str(info.value)
+
+
+def test_with_lora_scaling_reaches_every_lora_part_and_only_lora():
+    union = with_lora_scaling(get_preset("loFF_9-12"), "alpha/r")
+    lora, ffn = union.parts
+    assert (lora.scaling, lora.scale, lora.layers) == ("alpha/r", 4 / 64, "9-12") and ffn == get_preset("loFF_9-12").parts[1]
+    assert union.describe() == "lora r=64 alpha=4 scaling=alpha/r + adapter-ffn r=384 layers 9-12"
+    assert method_from_dict(json.loads(json.dumps(union.to_dict()))) == union
+    with pytest.raises(ValueError, match="`scaling` applies to LoRA only.*adapter-h r=64"):
+        with_lora_scaling(get_preset("adapter-h64"), "alpha/r")
 
 
 def test_unknown_method_and_fields_are_refused():
@@ -147,3 +197,34 @@ def test_loff_9_12_restricts_both_parts():
 def test_an_unknown_preset_gets_did_you_mean(typed, suggested):
     with pytest.raises(InterpError, match=f"unknown preset '{typed}'; did you mean '{suggested}'"):
         get_preset(typed)
+
+
+# -- the study's grids state their LoRA scaling --------------------------------------------------
+def test_every_grid_with_lora_states_its_scaling_and_applies_it():
+    from interp.study.grid import load_grid_file
+
+    grids = load_grid_file().grids
+    assert {name: g.lora_scaling for name, g in grids.items() if g.has_lora} == {
+        "rq2": "alpha", "rq3": "alpha", "rq4": "alpha", "layers": "alpha", "all": "alpha", "core": "alpha",
+        "all-opendelta": "alpha/r", "core-opendelta": "alpha/r",
+    }
+    for name in ("all-opendelta", "core-opendelta"):
+        assert grids[name].tables == grids[name.removesuffix("-opendelta")].tables
+    opendelta = grids["core-opendelta"]
+    assert opendelta.method("loFF") == with_lora_scaling(get_preset("loFF"), "alpha/r")
+    assert opendelta.method("lora256").scale == 4 / 256
+    assert opendelta.method("adapter-h256") == get_preset("adapter-h256")
+    assert grids["core"].method("loFF") == get_preset("loFF")
+
+
+@pytest.mark.parametrize("entry,message", [
+    ('lora_scaling = "alpha*r"', "lora_scaling should be one of 'alpha', 'alpha/r', 'alpha/sqrt(r)', got 'alpha*r'"),
+    ("", "grid 'g' trains LoRA but does not state its lora_scaling"),
+])
+def test_a_grid_with_a_bad_or_missing_scaling_is_refused(tmp_path, entry, message):
+    from interp.study.grid import load_grid_file
+
+    path = tmp_path / "grids.toml"
+    path.write_text(f'[tables.t]\ntitle = "t"\npresets = ["lora64"]\n\n[grids.g]\ntables = ["t"]\n{entry}\n')
+    with pytest.raises(InterpError, match=re.escape(message)):
+        load_grid_file(path)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from trainers.encoders import load_encoder
-from trainers.methods import PRESETS, count_parameters, get_preset
+from trainers.methods import PRESETS, AdapterConfig, LoraConfig, UnionConfig, count_parameters, get_preset
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +110,57 @@ def test_params_bad_input_exits_2_with_one_line(app, args, message):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert message in result.output and result.output.startswith("error: ")
+
+
+# -- LoRA's scaling rule: shown, and set with --lora-scaling (here and in `interp train`) -----------
+def test_params_shows_each_presets_lora_scale(app, roberta_base_dir):
+    result = CliRunner().invoke(app, ["params", "lora64", "loFF", "adapter-h64", "--base", str(roberta_base_dir)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1].split()[-2:] == ["LoRA", "scale"]
+    lines = {line.split()[0]: line for line in result.output.splitlines()[2:]}
+    assert lines["lora64"].endswith(" 4") and lines["loFF"].endswith(" 4") and lines["adapter-h64"].endswith(" -")
+
+
+@pytest.mark.parametrize("scaling,scale", [("alpha", 4.0), ("alpha/r", 4 / 64), ("alpha/sqrt(r)", 4 / 8)])
+def test_params_lora_scaling_applies_to_every_lora_part(app, roberta_base_dir, scaling, scale):
+    result = CliRunner().invoke(app, ["params", "lora64", "loFF", "--lora-scaling", scaling, "--base", str(roberta_base_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["preset"]: row for row in json.loads(result.output)["presets"]}
+    for name, count in (("lora64", 2_359_296), ("loFF", 9_437_184)):
+        assert rows[name]["lora"] == [{"r": 64, "alpha": 4.0, "scaling": scaling, "scale": scale}]
+        assert rows[name]["trainable_without_biases"] == count  # the rule changes the factor, never the count
+
+
+@pytest.mark.parametrize("args,message", [
+    (["params", "adapter-h64", "--lora-scaling", "alpha/r"], "--lora-scaling alpha/r: preset(s) adapter-h64 have no LoRA part"),
+    (["params", "lora64", "--lora-scaling", "alpha*r"], "--lora-scaling alpha*r: should be one of alpha, alpha/r, alpha/sqrt(r)"),
+])
+def test_params_bad_lora_scaling_exits_2_with_one_line(app, args, message):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.output and result.output.startswith("error: ")
+
+
+@pytest.mark.parametrize("preset,method,expected", [
+    ("lora64", None, LoraConfig(r=64, scaling="alpha/r")),
+    ("loFF", None, UnionConfig(parts=(LoraConfig(r=64, scaling="alpha/r"), AdapterConfig(r=384, placement="ffn")))),
+    (None, "lora", LoraConfig(r=8, alpha=2, scaling="alpha/r")),
+])
+def test_train_lora_scaling_overrides_a_presets_lora_parts(preset, method, expected):
+    from interp.commands.train import Method, method_config
+
+    chosen = Method(method) if method else None
+    r, alpha = (8, 2.0) if method else (None, None)
+    assert method_config(preset, chosen, r, alpha, None, None, None, "alpha/r") == expected
+
+
+@pytest.mark.parametrize("preset,method,message", [
+    ("adapter-ffn64", None, "--lora-scaling alpha/r: preset adapter-ffn64 has no LoRA part"),
+    (None, "prefix", "--lora-scaling alpha/r: --method prefix has no LoRA part"),
+])
+def test_train_lora_scaling_without_lora_is_refused(preset, method, message):
+    from interp.commands.train import Method, method_config
+    from trainers.errors import InterpError
+
+    with pytest.raises(InterpError, match=re.escape(message)):
+        method_config(preset, Method(method) if method else None, None, None, 4 if method else None, None, None, "alpha/r")

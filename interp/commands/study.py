@@ -56,7 +56,8 @@ def study(
 
 def _list(grid_file) -> None:
     for name, grid in grid_file.grids.items():
-        typer.echo(f"{name}: {grid.description} ({len(grid.presets)} presets)")
+        scaling = f", LoRA scaling {grid.lora_scaling}" if grid.has_lora else ""
+        typer.echo(f"{name}: {grid.description} ({len(grid.presets)} presets{scaling})")
         for table in grid.tables:
             typer.echo(f"    {table.id}: {', '.join(table.presets)}")
     for name, scale in grid_file.scales.items():

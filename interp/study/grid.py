@@ -2,7 +2,9 @@
 
 A grid is a list of tables; a table is a list of presets (its rows, in the thesis's order).
 The runs of a grid are its presets (each once, in order of first appearance) x the seeds,
-named `<preset>-s<seed>`. A scale is the training settings every run of a study shares.
+named `<preset>-s<seed>`. A grid states the LoRA scaling rule it trains with (`lora_scaling`,
+applied to every LoRA part of its presets: `Grid.method`). A scale is the training settings
+every run of a study shares.
 """
 
 from __future__ import annotations
@@ -31,11 +33,33 @@ class Grid:
     name: str
     description: str
     tables: tuple[Table, ...]
+    lora_scaling: str = "alpha"  # LoraConfig.scaling for every LoRA part of the presets
+
+    def __post_init__(self):
+        from trainers.methods.lora.config import SCALINGS
+
+        if self.lora_scaling not in SCALINGS:
+            raise InterpError(f"grid {self.name!r}: lora_scaling should be one of {', '.join(map(repr, SCALINGS))}, got {self.lora_scaling!r}")
 
     @property
     def presets(self) -> tuple[str, ...]:
         """Every preset of the grid's tables, once, in order of first appearance."""
         return tuple(dict.fromkeys(p for table in self.tables for p in table.presets))
+
+    @property
+    def has_lora(self) -> bool:
+        from trainers.methods import get_preset
+        from trainers.methods.lora.config import lora_parts
+
+        return any(lora_parts(get_preset(p)) for p in self.presets)
+
+    def method(self, preset: str):
+        """The method config the grid trains for `preset`: the preset, its LoRA parts under `lora_scaling`."""
+        from trainers.methods import get_preset
+        from trainers.methods.lora.config import lora_parts, with_lora_scaling
+
+        config = get_preset(preset)
+        return with_lora_scaling(config, self.lora_scaling) if lora_parts(config) else config
 
 
 @dataclass(frozen=True)
@@ -70,7 +94,8 @@ class GridFile:
 
 @cache
 def load_grid_file(path: Path = GRIDS_FILE) -> GridFile:
-    """Every grid and scale of `path`; a table naming an unknown preset or a grid an unknown table is refused."""
+    """Every grid and scale of `path`; a table naming an unknown preset, a grid an unknown table, or a
+    grid with LoRA presets that does not state its `lora_scaling` is refused."""
     from trainers.methods import get_preset
 
     with open(path, "rb") as f:
@@ -88,7 +113,13 @@ def load_grid_file(path: Path = GRIDS_FILE) -> GridFile:
         missing = [t for t in entry["tables"] if t not in tables]
         if missing:
             raise InterpError(f"{path}: grid {name!r} names unknown table(s) {', '.join(missing)}; known: {', '.join(tables)}")
-        grids[name] = Grid(name, entry.get("description", ""), tuple(tables[t] for t in entry["tables"]))
+        try:
+            grid = Grid(name, entry.get("description", ""), tuple(tables[t] for t in entry["tables"]), entry.get("lora_scaling", "alpha"))
+        except InterpError as exc:
+            raise InterpError(f"{path}: {exc}") from None
+        if grid.has_lora and "lora_scaling" not in entry:
+            raise InterpError(f"{path}: grid {name!r} trains LoRA but does not state its lora_scaling (\"alpha\", \"alpha/r\" or \"alpha/sqrt(r)\")")
+        grids[name] = grid
     scales = {}
     for name, entry in data.get("scales", {}).items():
         train = {k: v for k, v in entry.items() if k not in LIMITS and k != "description"}
