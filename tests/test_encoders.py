@@ -92,3 +92,48 @@ def test_cli_bad_base_exits_2_with_one_line():
     assert result.exit_code == 2
     assert "error: --base ./nope" in result.output
     assert "Traceback" not in result.output
+
+
+# -- pooling: cls | pooler | mean ---------------------------------------------------------------
+
+def _hand_pooled(out, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """What each pooling should give, row by row from transformers' own outputs."""
+    if pooling == "cls":
+        return out.last_hidden_state[:, 0]
+    if pooling == "pooler":
+        return out.pooler_output  # tanh(W h_[CLS] + b): CodeXGLUE's model.py takes encoder(...)[1]
+    rows = []
+    for i in range(len(mask)):  # mean over the real tokens only, as sentence-transformers pools all-MiniLM-L6-v2
+        real = int(mask[i].sum())
+        rows.append(out.last_hidden_state[i, :real].mean(dim=0))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "pooler", "mean"])
+@pytest.mark.parametrize("which", ["minilm", "tiny roberta"])
+def test_pooling_matches_transformers_outputs(which, pooling, minilm, tiny_roberta_dir):
+    enc = minilm if which == "minilm" else load_encoder(str(tiny_roberta_dir))
+    texts = ["def add(a, b):\n    return a + b", "sort a list in place", "x"]  # different lengths: padding
+    batch = enc.tokenize(texts)
+    assert batch["attention_mask"].sum(1).tolist() != [batch["input_ids"].shape[1]] * 3
+    with torch.no_grad():
+        got = enc.embed(**batch, pooling=pooling)
+        out = enc.model(**batch)
+    assert got.shape == (3, enc.hidden_size)
+    torch.testing.assert_close(got, _hand_pooled(out, batch["attention_mask"], pooling), rtol=1e-5, atol=1e-6)
+    if pooling == "pooler":  # the pooler is the model's: tanh of a dense layer over [CLS]
+        dense = enc.model.pooler.dense
+        torch.testing.assert_close(got, torch.tanh(dense(out.last_hidden_state[:, 0])), rtol=1e-5, atol=1e-6)
+    # padding changes nothing: each text alone gives its row
+    with torch.no_grad():
+        alone = enc.embed(**enc.tokenize(texts[1:2]), pooling=pooling)
+    torch.testing.assert_close(alone[0], got[1], rtol=1e-4, atol=1e-5)
+
+
+def test_poolings_differ_and_unknown_pooling_is_named(minilm):
+    batch = minilm.tokenize(["read a file"])
+    with torch.no_grad():
+        vectors = {p: minilm.embed(**batch, pooling=p) for p in ("cls", "pooler", "mean")}
+    assert not torch.allclose(vectors["cls"], vectors["pooler"]) and not torch.allclose(vectors["cls"], vectors["mean"])
+    with pytest.raises(InterpError, match="pooling should be one of cls, pooler, mean, got 'max'"):
+        minilm.embed(**batch, pooling="max")

@@ -2,6 +2,11 @@
 
 A finished run keeps the rank of every test query (runs/NAME/ranks.json). Any other split, any
 other file, and the base model are evaluated here.
+
+Ranks follow a tie rule (`ties`, CodeXGLUE's by default), the same for every side of a
+comparison: saved ranks made under another rule (older runs ranked ties "optimistic") are
+recomputed. A run is embedded with the pooling it was trained with; the base has no pooling of
+its own and follows the runs it is compared with (`base_pooling`).
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from pathlib import Path
 
 from interp.analyses.base import RunRef
 from trainers.data import Example, fingerprint, load_split, read_split
-from trainers.encoders import DEFAULT_POOLING, load_encoder
+from trainers.encoders import DEFAULT_POOLING, check_pooling, load_encoder
 from trainers.errors import InterpError
+from trainers.training.evaluate import DEFAULT_TIE_RULE, check_tie_rule
 from trainers.training.splits import EVAL_SUBSET_SEED, split_fingerprint, subset
 from trainers.training.scoring import evaluate_examples, load_run_model, run_data_dir
 
@@ -73,18 +79,36 @@ def pooling_of(ref: RunRef, default: str = DEFAULT_POOLING) -> str:
     return ref.run.train_config.pooling if ref.run is not None else default
 
 
-def ranks(ref: RunRef, data: DataRef, *, max_len: int = 256, pooling: str = DEFAULT_POOLING, progress: bool = True) -> dict[str, int]:
-    """idx -> 1-based rank of the gold code, for every example of `data`.
+def base_pooling(refs: list[RunRef]) -> str:
+    """The pooling 'base' is scored with beside `refs`: that of the runs among them (the default with none).
+
+    InterpError when 'base' is among `refs` and the runs were trained with different poolings.
+    """
+    used = {r.name: pooling_of(r) for r in refs if r.run is not None}
+    if len(set(used.values())) > 1 and any(r.is_base for r in refs):
+        listed = ", ".join(f"{name} ({pooling})" for name, pooling in used.items())
+        raise InterpError(f"'base' is scored with the pooling of the runs beside it, but they differ: {listed}; "
+                          "compare 'base' with runs of one pooling at a time")
+    return next(iter(used.values()), DEFAULT_POOLING)
+
+
+def ranks(ref: RunRef, data: DataRef, *, max_len: int = 256, pooling: str = DEFAULT_POOLING, ties: str = DEFAULT_TIE_RULE,
+          progress: bool = True) -> dict[str, int]:
+    """idx -> 1-based rank of the gold code under `ties`, for every example of `data`.
 
     A run is scored as it was trained; the base at `max_len` (capped by its tokenizer) with
-    `pooling`: pass the runs' (`max_len_of`, `pooling_of`) so that its ranks compare with theirs.
+    `pooling`: pass the runs' (`max_len_of`, `base_pooling`) so that its ranks compare with theirs.
+    Saved ranks are used when they cover `data` under `ties`.
     """
+    check_tie_rule(ties)
+    check_pooling(pooling)
     if ref.run is not None and (ref.run.path / "ranks.json").is_file():
         saved = json.loads((ref.run.path / "ranks.json").read_text())
         wanted = [str(e.idx) for e in data.examples]
-        if saved["fingerprint"] == data.fingerprint:
+        saved_ties = saved.get("ties", ref.run.train_config.ties)  # before it was written there: the run's own rule
+        if saved["fingerprint"] == data.fingerprint and saved_ties == ties:
             return {k: saved["ranks"][k] for k in wanted}
     encoder, model = load_model(ref)
     result = evaluate_examples(encoder, model, data.examples, max_len=max_len_of(ref, encoder, max_len),
-                               pooling=pooling_of(ref, pooling), progress=progress)
+                               pooling=pooling_of(ref, pooling), ties=ties, progress=progress)
     return {str(e.idx): int(r) for e, r in zip(data.examples, result.ranks.tolist())}

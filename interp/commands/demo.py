@@ -35,9 +35,8 @@ def demo(runs_dir: options.RunsDir = Path("runs"), progress: options.Progress = 
     from trainers import methods
     from trainers.data import build_corpus, check_dir
     from trainers.errors import InterpError
-    from trainers.training.loop import TrainConfig
     from trainers.training.runs import list_runs
-    from trainers.training.train import RunSpec, train_run
+    from trainers.training.train import RunSpec, train_config, train_run
 
     from interp.commands.report import report as build_report_command
     from interp.commands.train import runs as list_runs_command
@@ -55,13 +54,13 @@ def demo(runs_dir: options.RunsDir = Path("runs"), progress: options.Progress = 
         raise InterpError(f"{data_dir}: the data check found problems (see above)")
 
     finished = {r.name for r in list_runs(runs_dir) if r.finished}
-    cfg = TrainConfig(**DEMO_TRAIN)
     for name, preset in DEMO_RUNS.items():
         typer.echo(f"== train {name} (preset {preset})")
         if name in finished:
             typer.echo("finished earlier; kept")
             continue
         existing = (runs_dir / name).exists()
+        cfg = train_config(runs_dir / name if existing else None, **DEMO_TRAIN)  # an interrupted run resumes with its own choices
         spec = RunSpec(name=name, method=methods.get_preset(preset), data_dir=data_dir, preset=preset, **DEMO_SIZES)
         manifest = train_run(spec, cfg, runs_dir=runs_dir, resume=existing, progress=progress)
         m = manifest["metrics"]

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from interp.commands import options
+from interp.commands.params import LoraScalingOption
 
 
 class Device(str, Enum):
@@ -31,19 +32,27 @@ class Placement(str, Enum):
 
 
 def method_config(preset: str | None, method: Method | None, r: int | None, alpha: float | None, length: int | None,
-                  placement: Placement | None, layers: str | None):
-    """The method config named by --preset, or built from --method and its options."""
+                  placement: Placement | None, layers: str | None, lora_scaling: str | None = None):
+    """The method config named by --preset, or built from --method and its options.
+
+    --lora-scaling sets the rule of every LoRA part, a preset's too (the manifest records both).
+    """
     from trainers import methods
     from trainers.errors import InterpError
+    from trainers.methods.lora.config import lora_parts, with_lora_scaling
 
     if (preset is None) == (method is None):
         raise InterpError("give exactly one of --preset or --method")
+    if lora_scaling is not None and not (lora_parts(methods.get_preset(preset)) if preset else method.value == "lora"):
+        raise InterpError(f"--lora-scaling {lora_scaling}: {f'preset {preset}' if preset else f'--method {method.value}'} has no LoRA part")
     if preset is not None:
         if any(v is not None for v in (r, alpha, length, placement)):
             raise InterpError("--r, --alpha, --length and --placement go with --method, not --preset")
         config = methods.get_preset(preset)
+        config = config if lora_scaling is None else with_lora_scaling(config, lora_scaling)
         return config if layers is None else methods.with_layers(config, layers)
-    fields = {"method": method.value, "r": r, "alpha": alpha, "length": length, "placement": placement.value if placement else None, "layers": layers}
+    fields = {"method": method.value, "r": r, "alpha": alpha, "length": length, "placement": placement.value if placement else None, "layers": layers,
+              "scaling": lora_scaling}
     return methods.method_from_dict({k: v for k, v in fields.items() if v is not None})
 
 
@@ -52,7 +61,8 @@ def train(
     preset: Annotated[str | None, typer.Option(help="A preset of the study, e.g. lora64, adapter-ffn256, loFF (see `interp params`).")] = None,
     method: Annotated[Method | None, typer.Option(help="A single method, configured by the options below.")] = None,
     r: Annotated[int | None, typer.Option("--r", help="LoRA rank or adapter bottleneck.")] = None,
-    alpha: Annotated[float | None, typer.Option(help="LoRA scale (the study's alpha; default 4).")] = None,
+    alpha: Annotated[float | None, typer.Option(help="LoRA's alpha (default 4); the factor applied follows --lora-scaling.", callback=options.finite)] = None,
+    lora_scaling: LoraScalingOption = None,
     length: Annotated[int | None, typer.Option("--length", help="Prefix length l.")] = None,
     placement: Annotated[Placement | None, typer.Option(help="Adapter placement: attn, ffn or both (Adapter-H).")] = None,
     layers: Annotated[str | None, typer.Option(help="Restrict the delta to layers: '9-12' (1-based, inclusive) or 'last:4'.")] = None,
@@ -60,12 +70,24 @@ def train(
     base: options.Base = None,
     epochs: Annotated[int, typer.Option(help="Epochs over the training split.")] = 2,
     batch_size: Annotated[int, typer.Option(help="Pairs per batch (in-batch negatives); with several processes, the global batch.")] = 16,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-5,
-    warmup_frac: Annotated[float, typer.Option(help="Share of steps with linear warmup.")] = 0.1,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).", callback=options.finite)] = 1e-5,
+    warmup_frac: Annotated[float, typer.Option(help="Share of steps with linear warmup.", callback=options.finite)] = 0.1,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 123456,
     evals_per_epoch: Annotated[int, typer.Option(help="Validation MRR evaluations per epoch; the best delta is kept.")] = 10,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
     max_len: Annotated[int, typer.Option(help="Truncate queries and codes to this many tokens.")] = 256,
+    pooling: Annotated[str | None, typer.Option(
+        help="Sequence embedding: cls (final hidden state of [CLS], the study's text), pooler (the model's pooler "
+             "output, CodeXGLUE's model.py) or mean (masked mean, sentence-transformers). Default cls; with --resume, the run's own.",
+        callback=options.choice)] = None,
+    batching: Annotated[str | None, typer.Option(
+        help="Training batches: random (CodeXGLUE's random in-batch negatives), bucketed (length-matched negatives) or "
+             "codexglue (random, padded to --max-len). Default random; with --resume, the run's own.",
+        callback=options.choice)] = None,
+    ties: Annotated[str | None, typer.Option(
+        help="Tie rule of valid and test MRR: codexglue (other codes scoring >= the gold one rank ahead of it) or "
+             "optimistic (only those scoring higher). Default codexglue; with --resume, the run's own.",
+        callback=options.choice)] = None,
     train_limit: Annotated[int | None, typer.Option(help="Use only this many training pairs (a fixed sample).")] = None,
     eval_limit: Annotated[int | None, typer.Option(help="Use only this many valid and test pairs (a fixed sample).")] = None,
     device: Annotated[Device, typer.Option(help="auto picks CUDA (bf16) when there is one.")] = Device.auto,
@@ -77,19 +99,20 @@ def train(
     progress: options.Progress = True,
 ) -> None:
     """Train a delta on the code-search objective and save the best one (by valid MRR) with its manifest."""
-    from trainers.training.loop import TrainConfig
     from trainers.training.distributed import process_rank
-    from trainers.training.train import RunSpec, train_run
+    from trainers.training.train import RunSpec, train_config, train_run
 
-    config = method_config(preset, method, r, alpha, length, placement, layers)
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup_frac=warmup_frac, seed=seed,
-                      evals_per_epoch=evals_per_epoch, max_steps=max_steps, max_len=max_len)
+    config = method_config(preset, method, r, alpha, length, placement, layers, lora_scaling)
+    cfg = train_config(runs_dir / name if resume else None, epochs=epochs, batch_size=batch_size, lr=lr, warmup_frac=warmup_frac,
+                       seed=seed, evals_per_epoch=evals_per_epoch, max_steps=max_steps, max_len=max_len, pooling=pooling,
+                       batching=batching, ties=ties)
     spec = RunSpec(name=name, method=config, data_dir=data, preset=preset, base=base, train_limit=train_limit, eval_limit=eval_limit)
     manifest = train_run(spec, cfg, runs_dir=runs_dir, device=device.value, resume=resume, progress=progress, num_processes=num_processes)
     if process_rank() != 0:  # under `accelerate launch`, the main process reports
         return
     m = manifest["metrics"]
-    typer.echo(f"{name}: best valid MRR {m['valid_mrr']:.4f} at step {m['best_step']}, test MRR {m['test_mrr']:.4f} -> {runs_dir / name}")
+    typer.echo(f"{name}: best valid MRR {m['valid_mrr']:.4f} at step {m['best_step']}, test MRR {m['test_mrr']:.4f} "
+               f"(pooling {cfg.pooling}, ties {cfg.ties}) -> {runs_dir / name}")
 
 
 def eval_(
@@ -98,6 +121,10 @@ def eval_(
     data: Annotated[Path | None, typer.Option("--data", exists=True, dir_okay=False, help="Any AdvTest-format jsonl instead of --split.")] = None,
     predictions: Annotated[Path | None, typer.Option(help="Write CodeXGLUE-format predictions here.")] = None,
     top_k: Annotated[int, typer.Option(help="Answers per query in the predictions.")] = 1000,
+    ties: Annotated[str | None, typer.Option(
+        help="Tie rule: codexglue (other codes scoring >= the gold one rank ahead of it, CodeXGLUE's run.py) or optimistic "
+             "(only those scoring higher). Default: the rule the run was trained with (optimistic for runs that predate it). "
+             "It also orders tied codes in --predictions.", callback=options.choice)] = None,
     device: Annotated[Device, typer.Option()] = Device.auto,
     runs_dir: options.RunsDir = Path("runs"),
     progress: options.Progress = True,
@@ -107,24 +134,32 @@ def eval_(
     from trainers.training.scoring import evaluate_run, write_predictions
 
     run = find_run(runs_dir, name)
-    result = evaluate_run(run, data_file=data, split=split, device=device.value, progress=progress)
-    typer.echo(f"{name} on {result.file}: MRR {result.evaluation.mrr:.4f} over {len(result.urls)} queries")
+    result = evaluate_run(run, data_file=data, split=split, ties=ties, device=device.value, progress=progress)
+    typer.echo(f"{name} on {result.file}: MRR {result.evaluation.mrr:.4f} over {len(result.urls)} queries "
+               f"(ties {result.ties}{'' if ties else ', as trained'}; pooling {result.pooling})")
     if predictions is not None:
         write_predictions(result, predictions, top_k)
         typer.echo(f"predictions (top {top_k}) -> {predictions}")
 
 
 def runs(runs_dir: options.RunsDir = Path("runs")) -> None:
-    """List the runs: method, trainable parameters, share of base, valid and test MRR."""
+    """List the runs: method, trainable parameters, share of base, pooling, tie rule, valid and test MRR."""
+    from trainers.errors import InterpError
     from trainers.training.runs import list_runs
 
-    rows = [("run", "preset", "method", "trainable", "share", "valid MRR", "test MRR", "status")]
+    rows = [("run", "preset", "method", "trainable", "share", "pooling", "ties", "valid MRR", "test MRR", "status")]
     for run in list_runs(runs_dir):
         m, p = run.manifest, run.manifest.get("parameters", {})
         metrics = m.get("metrics", {})
         fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else "-"  # noqa: E731
+        try:
+            cfg = run.train_config
+            pooling, tie_rule = cfg.pooling, cfg.ties
+        except (InterpError, KeyError, TypeError):  # a manifest without a readable "train" section
+            pooling = tie_rule = "?"
         rows.append((run.name, m.get("preset") or "-", m["method"]["method"], f"{p.get('trainable', 0):,}",
-                     f"{100 * p.get('share_of_base', 0):.2f}%", fmt(metrics.get("valid_mrr")), fmt(metrics.get("test_mrr")), m.get("status", "?")))
+                     f"{100 * p.get('share_of_base', 0):.2f}%", pooling, tie_rule, fmt(metrics.get("valid_mrr")),
+                     fmt(metrics.get("test_mrr")), m.get("status", "?")))
     if len(rows) == 1:
         typer.echo(f"no runs in {runs_dir}")
         return

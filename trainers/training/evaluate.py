@@ -110,6 +110,19 @@ def _embed_positions(embed, ids: list[list[int]], pad_id: int, *, batch_size: in
     return out
 
 
+def _score_chunks(queries: torch.Tensor, codes: torch.Tensor, chunk: int):
+    """(start, (rows, N) scores of queries start..start+rows-1 against every code), finite or NonFiniteError.
+
+    gold_ranks and top_k both score through here, in the same chunks, so they see the same floats.
+    """
+    if queries.shape[0] != codes.shape[0]:
+        raise ValueError(f"query i's gold is code i: {queries.shape[0]} queries but {codes.shape[0]} codes")
+    check_finite(queries, "the query embeddings")
+    check_finite(codes, "the code embeddings")
+    for start in range(0, len(queries), chunk):
+        yield start, check_finite(queries[start : start + chunk] @ codes.T, "the scores")  # (chunk, N)
+
+
 def gold_ranks(queries: torch.Tensor, codes: torch.Tensor, chunk: int = QUERY_CHUNK, ties: str = DEFAULT_TIE_RULE) -> torch.Tensor:
     """1-based rank of code i for query i, for every i. (N, hidden) x (N, hidden) -> (N,) int64.
 
@@ -117,11 +130,8 @@ def gold_ranks(queries: torch.Tensor, codes: torch.Tensor, chunk: int = QUERY_CH
     those scoring strictly higher. Non-finite embeddings or scores raise NonFiniteError.
     """
     check_tie_rule(ties)
-    check_finite(queries, "the query embeddings")
-    check_finite(codes, "the code embeddings")
     ranks = []
-    for start in range(0, len(queries), chunk):
-        scores = check_finite(queries[start : start + chunk] @ codes.T, "the scores")  # (chunk, N)
+    for start, scores in _score_chunks(queries, codes, chunk):
         rows = torch.arange(scores.shape[0], device=scores.device)
         gold = scores[rows, rows + start].unsqueeze(1)  # (chunk, 1)
         if ties == "codexglue":
@@ -132,13 +142,33 @@ def gold_ranks(queries: torch.Tensor, codes: torch.Tensor, chunk: int = QUERY_CH
     return torch.cat(ranks).cpu()
 
 
-def top_k(queries: torch.Tensor, codes: torch.Tensor, k: int, chunk: int = QUERY_CHUNK) -> torch.Tensor:
-    """(N, min(k, N)) positions of the best-scoring codes for each query, best first."""
+SORT_ROWS = 128  # rows of a score chunk sorted at once by top_k
+
+
+def top_k(queries: torch.Tensor, codes: torch.Tensor, k: int, chunk: int = QUERY_CHUNK, ties: str = DEFAULT_TIE_RULE) -> torch.Tensor:
+    """(N, min(k, N)) positions of the best-scoring codes for each query, best first.
+
+    Codes with equal scores are ordered deterministically, consistently with `ties`: the gold
+    code (code i for query i) comes after the codes tied with it under "codexglue" and before
+    them under "optimistic"; other tied codes keep their order in the split. So the gold code's
+    1-based position in row i is exactly its `gold_ranks` rank, and CodeXGLUE's evaluator (which
+    scores a query by the position of the first occurrence of its gold idx in the list, 0 when
+    absent) gives our MRR whenever the gold is listed. (CodeXGLUE's `run.py` orders its own
+    predictions with numpy's unstable quicksort, so there tied codes fall in arbitrary order.)
+    """
+    check_tie_rule(ties)
     k = min(k, len(codes))
+    n = len(codes)
     out = []
-    for start in range(0, len(queries), chunk):
-        scores = queries[start : start + chunk] @ codes.T  # (chunk, N)
-        out.append(scores.topk(k, dim=1).indices.cpu())
+    for start, scores in _score_chunks(queries, codes, chunk):
+        for offset in range(0, scores.shape[0], SORT_ROWS):
+            block = scores[offset : offset + SORT_ROWS]  # (rows, N)
+            rows = torch.arange(block.shape[0], device=block.device)
+            tiebreak = torch.arange(n, device=block.device).repeat(block.shape[0], 1)  # (rows, N) position in the split
+            tiebreak[rows, rows + start + offset] = n if ties == "codexglue" else -1  # the gold code last / first
+            perm = tiebreak.argsort(dim=1)  # (rows, N) the codes in tie-break order
+            best = block.gather(1, perm).sort(dim=1, descending=True, stable=True).indices[:, :k]  # (rows, k)
+            out.append(perm.gather(1, best).cpu())
     return torch.cat(out)
 
 

@@ -1,4 +1,9 @@
-"""Re-evaluate a finished run on any AdvTest-format file, and write CodeXGLUE predictions."""
+"""Re-evaluate a finished run on any AdvTest-format file, and write CodeXGLUE predictions.
+
+A run is scored with the pooling it was trained with and, unless told otherwise, ranked under
+the tie rule it was trained with (runs from before the rule was recorded: "optimistic"), so
+re-evaluating it on its own test split gives its recorded test MRR.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,10 @@ import torch
 
 from trainers import methods
 from trainers.data import load_split, read_split
-from trainers.encoders import Encoder, load_encoder
+from trainers.encoders import DEFAULT_POOLING, Encoder, check_pooling, load_encoder
 from trainers.errors import InterpError
 from trainers.io import atomic_open
-from trainers.training.evaluate import Evaluation, evaluate, top_k
+from trainers.training.evaluate import DEFAULT_TIE_RULE, Evaluation, check_tie_rule, evaluate, top_k
 from trainers.training.runs import RunInfo
 from trainers.training.splits import tokenize_examples
 
@@ -38,16 +43,21 @@ class RunEvaluation:
     evaluation: Evaluation
     urls: list[str]
     idx: list
+    pooling: str  # how the embeddings were pooled (the run's own)
+    ties: str  # the tie rule of the ranks, the MRR and the predictions' order
 
 
-def evaluate_examples(encoder: Encoder, model: torch.nn.Module, examples: list, *, max_len: int, batch_size: int = 64,
-                      device: str = "auto", progress: bool = True) -> Evaluation:
-    """MRR of `model` (a delta on `encoder`, or the bare base) over `examples`."""
+def evaluate_examples(encoder: Encoder, model: torch.nn.Module, examples: list, *, max_len: int, pooling: str = DEFAULT_POOLING,
+                      ties: str = DEFAULT_TIE_RULE, batch_size: int = 64, device: str = "auto", progress: bool = True) -> Evaluation:
+    """MRR of `model` (a delta on `encoder`, or the bare base) over `examples`, embedded by `pooling`, ranked under `ties`."""
+    check_pooling(pooling)
+    check_tie_rule(ties)
     use_cuda = torch.cuda.is_available() and device != "cpu"
     target = torch.device("cuda" if use_cuda else "cpu")
     model.to(target).eval()
     tok = tokenize_examples(encoder, examples, max_len)
-    return evaluate(lambda ids, mask: encoder.embed(ids, mask, model=model), tok, batch_size=batch_size, device=target, progress=progress)
+    embed = lambda ids, mask: encoder.embed(ids, mask, model=model, pooling=pooling)  # noqa: E731
+    return evaluate(embed, tok, batch_size=batch_size, device=target, progress=progress, ties=ties)
 
 
 def run_data_dir(run: RunInfo) -> Path:
@@ -56,24 +66,36 @@ def run_data_dir(run: RunInfo) -> Path:
 
 
 def evaluate_run(run: RunInfo, *, data_file: Path | None = None, data_dir: Path | None = None, split: str = "test",
-                 max_len: int | None = None, batch_size: int = 64, device: str = "auto", progress: bool = True) -> RunEvaluation:
-    """MRR of the run's best delta on `data_file`, or on `split` of `data_dir` (default: the run's data)."""
+                 max_len: int | None = None, ties: str | None = None, batch_size: int = 64, device: str = "auto",
+                 progress: bool = True) -> RunEvaluation:
+    """MRR of the run's best delta on `data_file`, or on `split` of `data_dir` (default: the run's data).
+
+    Embedded with the run's pooling; ranked under `ties`, by default the rule the run was trained with.
+    """
+    trained = run.train_config
+    ties = check_tie_rule(ties) if ties is not None else trained.ties
     encoder, model = load_run_model(run)
     if data_file is not None:
         examples, file = read_split(data_file), Path(data_file)
     else:
         data_dir = Path(data_dir or run_data_dir(run))
         examples, file = load_split(data_dir, split), data_dir / f"{split}.jsonl"
-    result = evaluate_examples(encoder, model, examples, max_len=max_len or run.manifest["train"]["max_len"],
+    result = evaluate_examples(encoder, model, examples, max_len=max_len or trained.max_len, pooling=trained.pooling, ties=ties,
                                batch_size=batch_size, device=device, progress=progress)
-    return RunEvaluation(file, result, [e.url for e in examples], [e.idx for e in examples])
+    return RunEvaluation(file, result, [e.url for e in examples], [e.idx for e in examples], trained.pooling, ties)
 
 
 def write_predictions(result: RunEvaluation, out: Path, k: int = DEFAULT_TOP_K) -> None:
-    """One {"url": ..., "answers": [idx, ...]} line per query, best first (CodeXGLUE's format)."""
+    """One {"url": ..., "answers": [idx, ...]} line per query, best first (CodeXGLUE's format).
+
+    CodeXGLUE's evaluator scores a query 1 / (position of the first occurrence of its gold idx
+    in "answers"), 0 when it is absent. Codes with equal scores are listed in a fixed order that
+    follows `result.ties` (see `top_k`), so the evaluator's MRR on this file equals ours
+    whenever every gold code is among the top k.
+    """
     if k < 1:
         raise InterpError(f"--top-k should be at least 1, got {k}")
-    best = top_k(result.evaluation.query_emb, result.evaluation.code_emb, k)
+    best = top_k(result.evaluation.query_emb, result.evaluation.code_emb, k, ties=result.ties)
     with atomic_open(out) as f:
         for url, row in zip(result.urls, best.tolist()):
             f.write(json.dumps({"url": url, "answers": [result.idx[i] for i in row]}) + "\n")

@@ -28,7 +28,7 @@ from trainers.errors import InterpError
 from trainers.io import atomic_dir, write_json
 from trainers.training.batching import Tokenized, tokenize_pairs
 from trainers.training.distributed import check_batch_split, check_single_launch, launch, launched_processes
-from trainers.training.evaluate import evaluate
+from trainers.training.evaluate import NonFiniteError, evaluate
 from trainers.training.loop import TrainConfig, TrainerState, fit
 from trainers.training.runs import check_run_name, code_version, package_versions, read_manifest
 from trainers.training.splits import SplitData, load_split_data
@@ -91,16 +91,19 @@ class RunCheckpoints:
             self.accelerator.wait_for_everyone()
 
     def save_best(self, step: int, mrr: float) -> None:
-        self.best = {k: v.detach().clone() for k, v in methods.delta_state(self.model).items()}
+        delta = check_finite_weights(methods.delta_state(self.model), f"step {step}: the delta")
+        self.best = {k: v.detach().clone() for k, v in delta.items()}
         if self.writer:
             methods.save_delta(self.model, self.config, self.path)
         self._wait()
 
     def save_state(self, state: TrainerState, optimizer, scheduler) -> None:
+        delta = check_finite_weights(methods.delta_state(self.model), f"step {state.step}: the delta")
+        check_finite_weights(_tensors(optimizer.state_dict()["state"]), f"step {state.step}: the optimizer state")
         rng = self.rng_states()  # every process takes part
         if self.writer:
             with atomic_dir(self.path / "state") as tmp:
-                save_file({k: v.detach().cpu().contiguous() for k, v in methods.delta_state(self.model).items()}, tmp / "delta.safetensors")
+                save_file({k: v.detach().cpu().contiguous() for k, v in delta.items()}, tmp / "delta.safetensors")
                 torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
                 if self.best is not None:
                     save_file({k: v.cpu().contiguous() for k, v in self.best.items()}, tmp / "best.safetensors")
@@ -127,6 +130,24 @@ class RunCheckpoints:
         torch.set_rng_state(states.get(f"cpu:{rank}", states["cpu"]))
         if "cuda" in states and self.accelerator is not None and self.accelerator.device.type == "cuda":
             torch.cuda.set_rng_state(states.get(f"cuda:{rank}", states["cuda"]), self.accelerator.device)
+
+
+def check_finite_weights(weights: dict[str, torch.Tensor], what: str) -> dict[str, torch.Tensor]:
+    """`weights`, or NonFiniteError naming the tensors with NaN or inf entries: such a state is never saved."""
+    bad = {name: int((~torch.isfinite(t)).sum()) for name, t in weights.items() if t.is_floating_point() and not torch.isfinite(t).all()}
+    if bad:
+        listed = ", ".join(f"{name} ({n} of {weights[name].numel()})" for name, n in list(bad.items())[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise NonFiniteError(f"{what} has non-finite weights: {listed}{more}; not saved, the run has diverged")
+    return weights
+
+
+def _tensors(tree, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The tensors of a nested dict / list (an optimizer's state), by dotted path."""
+    if isinstance(tree, torch.Tensor):
+        return {prefix: tree}
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    return {k: v for key, value in items for k, v in _tensors(value, f"{prefix}.{key}" if prefix else str(key)).items()}
 
 
 def load_state(path: Path, checkpoints: RunCheckpoints) -> tuple[TrainerState, dict]:
@@ -200,14 +221,14 @@ def train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str = 
             model, embed=embed, train=data.train, validate=lambda: evaluate_split(data.valid).mrr, cfg=cfg, accelerator=accelerator,
             checkpoints=checkpoints, state=state, optimizer_state=optimizer_state, progress=progress,
         )
-    except InterpError as exc:
+        # Test the best delta, not the last one.
+        methods.load_delta_state(checkpoints.model, checkpoints.best)
+        test = evaluate_split(data.test, progress=progress)
+    except InterpError as exc:  # a non-finite loss, embedding, score or delta among them: the best delta kept is finite
         if main:
             write_json(path / "manifest.json", manifest | {"status": "stopped", "error": str(exc)})
         raise
 
-    # Test the best delta, not the last one.
-    methods.load_delta_state(checkpoints.model, checkpoints.best)
-    test = evaluate_split(data.test, progress=progress)
     manifest["status"] = "finished"
     manifest["elapsed_s"] = round(manifest.get("elapsed_s", 0) + time.perf_counter() - start, 1)
     manifest["metrics"] = {
@@ -219,7 +240,8 @@ def train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str = 
     }
     if main:
         write_json(path / "curves.json", {"loss": state.losses, "grad_norm": state.grad_norms, "valid": state.valid})
-        write_json(path / "ranks.json", {"split": "test", "fingerprint": data.test_fingerprint, "ranks": dict(zip(map(str, data.test_idx), test.ranks.tolist()))})
+        write_json(path / "ranks.json", {"split": "test", "fingerprint": data.test_fingerprint, "ties": cfg.ties, "pooling": cfg.pooling,
+                                         "ranks": dict(zip(map(str, data.test_idx), test.ranks.tolist()))})
         write_json(path / "manifest.json", manifest)
         shutil.rmtree(path / "state", ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -258,11 +280,37 @@ def _check_same_run(old: dict, spec: RunSpec, cfg: TrainConfig, encoder: Encoder
         )
     for what, before, now in (
         ("method", old["method"], spec.method.to_dict()),
-        ("training settings", old["train"], asdict(cfg)),
         ("data", _fingerprints(old["data"]), _fingerprints(data.describe())),
     ):
         if before != now:
             raise InterpError(f"run {spec.name!r}: --resume with different {what} than the run was started with")
+    differences = config_differences(TrainConfig.from_dict(old["train"]), cfg)
+    if differences:
+        raise InterpError(f"run {spec.name!r}: --resume with different training settings than the run was started with: "
+                          + ", ".join(f"{name} {before!r} there, {now!r} now" for name, before, now in differences))
+
+
+def config_differences(before: TrainConfig, now: TrainConfig) -> list[tuple[str, object, object]]:
+    """(field, before, now) for every training setting that differs; older manifests read through `TrainConfig.from_dict`."""
+    old, new = asdict(before), asdict(now)
+    return [(name, old[name], new[name]) for name in new if old[name] != new[name]]
+
+
+RECORDED_CHOICES = ("pooling", "batching", "ties")  # left None: the defaults, or the resumed run's own
+
+
+def train_config(resumed: Path | None = None, **settings) -> TrainConfig:
+    """A TrainConfig from `settings`; a choice of RECORDED_CHOICES left None is the default for a new run,
+    and what the run at `resumed` (if it exists) was trained with, so an older run resumes as it was trained."""
+    recorded = None
+    if resumed is not None and (resumed / "manifest.json").is_file():
+        recorded = TrainConfig.from_dict(read_manifest(resumed)["train"])
+    for name in RECORDED_CHOICES:
+        if settings.get(name) is None:
+            settings.pop(name, None)
+            if recorded is not None:
+                settings[name] = getattr(recorded, name)
+    return TrainConfig(**settings)
 
 
 def _fingerprints(files: dict) -> dict:
