@@ -112,7 +112,7 @@ def qualitative_page(saved: dict) -> Page:
     p = {(f"{t['a']} vs {t['b']}", t["attribute"]): t["test"].get("p") for t in tests}
     ctx["pvalues"] = figures.grouped_bars(
         attrs, {pair: [-math.log10(max(p[(pair, a)], 1e-300)) if p.get((pair, a)) is not None else None for a in attrs] for pair in pairs},
-        title="−log10 p of each test (the study's Fig. 5.2)", yaxis="−log10 p", div_id="pvalues",
+        title="−log10 p of each Mann-Whitney test, unadjusted (the study's Fig. 5.2)", yaxis="−log10 p", div_id="pvalues",
         hline=-math.log10(0.05), hline_text="p = 0.05") if tests else ""
     return f"qualitative/{file_name(saved['name'])}.html", "qualitative.html", ctx
 
@@ -120,6 +120,7 @@ def qualitative_page(saved: dict) -> Page:
 def compare_page(saved: dict) -> Page:
     ctx = _base(saved, "compare", f"compare: {saved['name']}")
     ctx["plots"] = False
+    ctx["stale"] = any("test" not in p for p in saved["result"].get("pairs", []))  # before the headline test was of the mean
     return f"compare/{file_name(saved['name'])}.html", "compare.html", ctx
 
 

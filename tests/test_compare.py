@@ -8,6 +8,7 @@ AdvTest-format test file. No model is loaded: the ranks are read, never computed
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import os
@@ -22,9 +23,9 @@ import typer
 from typer.testing import CliRunner
 
 from helpers import json_close
-from interp.analyses.compare import Compare, GroupSpec, group_runs, load_rank_table, run_compare
+from interp.analyses.compare import BaseScoring, Compare, GroupSpec, group_runs, load_rank_table, run_compare
 from interp.analyses.base import resolve_runs
-from interp.analyses.stats import bootstrap_mean_ci, holm, wilcoxon_paired
+from interp.analyses.stats import hierarchical_interval, holm, paired_bca_interval, relabel_test, sign_flip_test, wilcoxon_paired
 from trainers.data import fingerprint, read_split
 from trainers.encoders import default_base_dir
 from trainers.errors import InterpError
@@ -60,23 +61,26 @@ def write_split(path: Path, functions: list[tuple[str, str]], first_idx: int = 1
 
 
 def make_run(runs_dir: Path, name: str, ranks: list[int], data_file: Path, *, preset: str | None = None, seed: int = 123456,
-             max_len: int = 256, test_fingerprint: str | None = None) -> Path:
-    """A finished run directory with the manifest keys the analyses read and a ranks.json."""
+             max_len: int = 256, pooling: str = "cls", test_fingerprint: str | None = None, base: dict | None = None) -> Path:
+    """A finished run directory with the manifest keys the analyses read and a ranks.json.
+
+    `base` is the manifest's base entry (source, weights_sha256): by default the MiniLM directory
+    under a hash no model has, which is enough while only ranks are read."""
     examples = read_split(data_file)
     assert len(ranks) == len(examples), "one rank per test example"
     fp = test_fingerprint or split_fingerprint(fingerprint(data_file), examples)
     rr = [1 / r for r in ranks]
     manifest = {
         "name": name, "status": "finished", "preset": preset, "method": {"method": "lora"},
-        "train": {"seed": seed, "max_len": max_len},
-        "base": {"source": str(default_base_dir()), "weights_sha256": BASE_SHA},
+        "train": {"seed": seed, "max_len": max_len, "pooling": pooling, "ties": "codexglue"},
+        "base": base or {"source": str(default_base_dir()), "weights_sha256": BASE_SHA},
         "data": {"test": {"file": str(data_file.resolve()), "fingerprint": fp, "pairs": len(examples), "used": len(examples)}},
         "metrics": {"test_mrr": sum(rr) / len(rr), "valid_mrr": 0.0, "best_step": 1},
     }
     path = runs_dir / name
     path.mkdir(parents=True)
     (path / "manifest.json").write_text(json.dumps(manifest))
-    (path / "ranks.json").write_text(json.dumps({"split": "test", "fingerprint": fp, "ranks": {str(e.idx): r for e, r in zip(examples, ranks)}}))
+    (path / "ranks.json").write_text(json.dumps({"split": "test", "fingerprint": fp, "ties": "codexglue", "pooling": pooling, "ranks": {str(e.idx): r for e, r in zip(examples, ranks)}}))
     return path
 
 
@@ -102,24 +106,100 @@ def data_file(tmp_path) -> Path:
 
 # -- statistics helpers: hand-computable cases ---------------------------------------------------
 
-@pytest.mark.parametrize("d, low, high", [
-    ([0.25], 0.25, 0.25),                 # one query: every resample is that query
-    ([0.5, 0.5, 0.5], 0.5, 0.5),          # constant differences
-    ([0.0, 0.0, 0.0, 0.0], 0.0, 0.0),     # identical runs
-    ([0.0, 1.0], 0.0, 1.0),               # resample means are 0, 1/2, 1 with prob 1/4, 1/2, 1/4
+def _brute_sign_flip_p(d) -> float:
+    """Every sign pattern enumerated; scipy's two-sided p: twice the smaller tail share, at most 1."""
+    d = np.asarray(d, dtype=float)
+    observed = d.sum()
+    null = np.array([np.dot(signs, d) for signs in itertools.product((1, -1), repeat=d.size)])
+    tol = 1e-9
+    return min(1.0, 2 * min((null <= observed + tol).mean(), (null >= observed - tol).mean()))
+
+
+@pytest.mark.parametrize("d, p, patterns", [
+    # |sum| = 13/8; flipping 1, 1/2 or 1/4 lowers it to 3/8, 5/8, 9/8: only (+,+,+,+-) and their mirrors reach it
+    ([1, 1 / 2, 1 / 4, -1 / 8], 4 / 16, 16),
+    ([1, 1, 1, 1], 2 / 16, 16),            # all plus and all minus
+    ([2, 1, 1, -1], 8 / 16, 16),           # 2 + e2 + e3 - e4 >= 3 for 4 of the 8 patterns with e1 = +
+    ([1, -1, 1, -1], 16 / 16, 16),         # observed mean 0: every pattern is as extreme
+    ([1 / 2, 0, 0, 1 / 2], 2 / 4, 4),      # zeros cannot change sign: the 4 patterns of the two halves
+    ([0, 0, 1 / 4, 0], 2 / 2, 2),          # one difference: +1/4 and -1/4, p = 1
 ])
-def test_bootstrap_interval_hand_cases(d, low, high):
-    assert bootstrap_mean_ci(d, resamples=4000, seed=0) == pytest.approx((low, high))
+def test_sign_flip_exact_hand_cases(d, p, patterns):
+    got = sign_flip_test(d, resamples=10_000, seed=0)
+    assert got.p == pytest.approx(p) == pytest.approx(_brute_sign_flip_p(d))
+    assert (got.exact, got.resamples, got.seed, got.alternative, got.test) == (True, patterns, None, "two-sided", "sign-flip")
+    assert got.observed == pytest.approx(np.mean(d)) and got.min_p == pytest.approx(2 / patterns)
 
 
-def test_bootstrap_is_seeded_and_brackets_the_mean():
-    d = np.random.default_rng(1).normal(0.1, 0.3, size=500)
-    a, b = bootstrap_mean_ci(d, resamples=2000, seed=7), bootstrap_mean_ci(d, resamples=2000, seed=7)
-    assert a == b
-    assert a != bootstrap_mean_ci(d, resamples=2000, seed=8)
-    assert a[0] < d.mean() < a[1]
-    se = d.std(ddof=1) / np.sqrt(d.size)  # the normal interval, which the bootstrap should be close to
-    assert a == pytest.approx((d.mean() - 1.96 * se, d.mean() + 1.96 * se), abs=0.2 * se)
+def test_sign_flip_monte_carlo_is_seeded_and_near_exact():
+    d = np.random.default_rng(3).normal(0.05, 0.3, size=14)  # 16,384 patterns: more than 5,000 resamples
+    exact = _brute_sign_flip_p(d)
+    got = sign_flip_test(d, resamples=5_000, seed=7)
+    assert (got.exact, got.resamples, got.seed) == (False, 5_000, 7)
+    assert got == sign_flip_test(d, resamples=5_000, seed=7) != sign_flip_test(d, resamples=5_000, seed=8)
+    assert got.p == pytest.approx(exact, abs=0.03) and got.min_p == pytest.approx(2 / 5_001)
+    assert sign_flip_test(d, resamples=2 ** 14, seed=7).p == pytest.approx(exact)  # enough resamples: enumerated
+
+
+def test_sign_flip_all_zero_is_p_one():
+    got = sign_flip_test([0.0, 0.0, 0.0], resamples=100, seed=0)
+    assert (got.p, got.observed, got.exact) == (1.0, 0.0, True)
+
+
+def test_relabel_hand_case():
+    # run MRRs a = (0.5, 0.6), b = (0.7, 0.8): the 6 ways to pick b's two runs give
+    # +0.2, +0.1, 0, 0, -0.1, -0.2; the observed +0.2 is the largest: one-sided 1/6, two-sided 2/6
+    got = relabel_test([0.5, 0.6], [0.7, 0.8], resamples=10_000, seed=0)
+    assert (got.p, got.min_p, got.resamples, got.exact, got.test) == (pytest.approx(1 / 3), pytest.approx(1 / 3), 6, True, "relabel")
+    assert got.observed == pytest.approx(0.2)
+    assert relabel_test([0.5, 0.6, 0.55], [0.7, 0.8, 0.75], resamples=10_000, seed=0).p == pytest.approx(2 / 20)
+    # one run against two: 3 splits, the single run is the best one, the worst, or in between
+    assert [relabel_test([m], [0.4, 0.6], resamples=100, seed=0).p for m in (0.7, 0.5, 0.3)] == pytest.approx([2 / 3, 1.0, 2 / 3])
+
+
+@pytest.mark.parametrize("resamples", [10_000, 50])  # 3,432 splits: enumerated, then 50 random ones
+def test_relabel_equals_scipy(resamples):
+    a, b = np.array([0.41, 0.45, 0.38, 0.5, 0.44, 0.47, 0.4]), np.array([0.52, 0.43, 0.55, 0.49, 0.51, 0.46, 0.6])
+    got = relabel_test(a, b, resamples=resamples, seed=3)
+    want = scipy.stats.permutation_test((a, b), lambda x, y, axis: y.mean(axis=axis) - x.mean(axis=axis), vectorized=True,
+                                        permutation_type="independent", n_resamples=resamples, rng=np.random.default_rng(3))
+    assert got.observed == pytest.approx(float(want.statistic)) and got.exact == (resamples > 3432)
+    if got.exact:
+        assert (got.p, got.resamples) == (pytest.approx(float(want.pvalue)), 3432)
+    else:  # the same definition of p over different random splits
+        assert (got.resamples, got.seed, got.min_p) == (50, 3, pytest.approx(2 / 51)) and got.p == pytest.approx(float(want.pvalue), abs=0.1)
+
+
+def test_bca_interval_is_scipys_paired_bootstrap():
+    rng = np.random.default_rng(1)
+    a, b = rng.uniform(size=300), rng.uniform(size=300) + 0.05
+    got = paired_bca_interval(a, b, resamples=2000, seed=5)
+    want = scipy.stats.bootstrap((a, b), lambda x, y, axis: np.mean(y - x, axis=axis), paired=True, vectorized=True,
+                                 n_resamples=2000, method="BCa", rng=np.random.default_rng(5)).confidence_interval
+    assert (got.low, got.high) == pytest.approx((want.low, want.high))
+    assert (got.method, got.resamples, got.seed, got.level) == ("bca", 2000, 5, 0.95)
+    se = (b - a).std(ddof=1) / np.sqrt(a.size)  # the normal interval, which BCa should be close to
+    assert (got.low, got.high) == pytest.approx(((b - a).mean() - 1.96 * se, (b - a).mean() + 1.96 * se), abs=0.2 * se)
+
+
+@pytest.mark.parametrize("a, b, value", [([0.5], [0.75], 0.25), ([1, 1, 1], [0.5, 0.5, 0.5], -0.5), ([0.2, 0.4], [0.2, 0.4], 0.0)])
+def test_constant_differences_give_a_point_interval(a, b, value):
+    for got in (paired_bca_interval(a, b, resamples=100, seed=0),
+                hierarchical_interval(np.array([a, a]), np.array([b]), resamples=100, seed=0)):
+        assert (got.low, got.high, got.method, got.resamples) == (pytest.approx(value), pytest.approx(value), "constant", 0)
+
+
+def test_hierarchical_interval_holds_the_seed_spread():
+    # two seeds a side; each seed is its configuration plus a seed offset shared by every query,
+    # so the seed-to-seed spread (0.1 apart) dwarfs the query noise of the seed-averaged difference
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.2, 0.8, size=400)
+    a = np.stack([base + 0.05, base - 0.05]) + rng.normal(0, 0.02, size=(2, 400))
+    b = np.stack([base + 0.07, base - 0.03]) + rng.normal(0, 0.02, size=(2, 400))
+    hier = hierarchical_interval(a, b, resamples=4000, seed=0)
+    queries = paired_bca_interval(a.mean(0), b.mean(0), resamples=4000, seed=0)
+    assert hier.method == "hierarchical-percentile" and hier.low < 0.02 < hier.high
+    assert hier.high - hier.low > 5 * (queries.high - queries.low)
 
 
 @pytest.mark.parametrize("d", [[0.0, 0.5, 0.75, -0.5], [1.0, -0.25, 0.5, 0.5, 0.1, -0.1, 0.3], list(np.linspace(-1, 2, 40))])
@@ -146,18 +226,55 @@ def test_holm(p, adjusted):
 
 # -- the analysis ----------------------------------------------------------------------------
 
+def _single(*names: str) -> list[GroupSpec]:
+    return [GroupSpec(n, [n], [1]) for n in names]
+
+
 def test_hand_computed_pair():
     # RR a = [1, 1/2, 1/4, 1], b = [1, 1, 1, 1/2]; d = b - a = [0, 1/2, 3/4, -1/2]
-    result = Compare({"a": np.array([1, 2, 4, 1]), "b": np.array([1, 1, 1, 2])},
-                     [GroupSpec("a", ["a"], [1]), GroupSpec("b", ["b"], [1])]).compute(bootstrap=500, seed=0)
+    result = Compare({"a": np.array([1, 2, 4, 1]), "b": np.array([1, 1, 1, 2])}, _single("a", "b")).compute(bootstrap=500, seed=0)
     (pair,) = result.pairs
     assert pair.difference == pytest.approx(0.1875)
     assert (pair.b_better, pair.a_better, pair.same) == (2, 1, 1)
+    # sign flips of (1/2, 3/4, -1/2): sums 3/4 (observed), 7/4, -3/4, 1/4, and their mirrors; |sum| >= 3/4 for 6 of 8
+    assert (pair.test.test, pair.test.p, pair.test.exact, pair.test.resamples) == ("sign-flip", pytest.approx(6 / 8), True, 8)
+    assert pair.p_holm == pair.test.p
     assert pair.wilcoxon.statistic == 1.5  # |d| ranks 1.5, 3, 1.5: W+ = 4.5, W- = 1.5
     assert pair.wilcoxon.p == pytest.approx(scipy.stats.wilcoxon([0.5, 0.75, -0.5]).pvalue)
-    assert -0.5 <= pair.ci_low <= pair.difference <= pair.ci_high <= 0.75
+    assert pair.ci.method == "bca" and pair.query_ci is None
+    assert -0.5 <= pair.ci.low <= pair.difference <= pair.ci.high <= 0.75
     assert [g.mrr for g in result.groups] == pytest.approx([0.6875, 0.875])
     assert [g.top1 for g in result.groups] == [0.5, 0.75]
+
+
+def test_mean_and_median_disagree():
+    """300 queries gain 1/2 - 1/3, 70 lose 1 - 1/5, 200 tie: the MRR falls, the median shift says it rises."""
+    a = np.array([3] * 300 + [1] * 70 + [1] * 200)
+    b = np.array([2] * 300 + [5] * 70 + [1] * 200)
+    (pair,) = Compare({"a": a, "b": b}, _single("a", "b")).compute(bootstrap=10_000, permutations=10_000, seed=0).pairs
+    assert pair.difference == pytest.approx((300 / 6 - 70 * 0.8) / 570)  # -0.0105
+    assert pair.test.test == "sign-flip" and not pair.test.exact and pair.test.p > 0.3  # about 0.40: no evidence about the mean
+    assert pair.ci.method == "bca" and pair.ci.low < 0 < pair.ci.high  # about [-0.037, 0.013]
+    assert pair.ci.low == pytest.approx(-0.035, abs=0.005) and pair.ci.high == pytest.approx(0.014, abs=0.005)
+    assert pair.wilcoxon.p < 1e-7  # 1.6e-8: the median shift is "significant", and positive
+    assert (pair.b_better, pair.a_better, pair.same) == (300, 70, 200)
+
+
+def test_pooled_seeds_widen_the_interval_and_test_the_runs(tmp_path):
+    # each side: two seeds whose MRRs differ through queries that one seed gets right and the other not
+    rng = np.random.default_rng(0)
+    n = 300
+    common = rng.integers(1, 6, size=n)
+    flips = rng.random(n) < 0.3  # queries where the seeds of a side disagree
+    ranks = {"a1": np.where(flips, 1, common), "a2": np.where(flips, 10, common),
+             "b1": np.where(flips, 1, np.maximum(common - 1, 1)), "b2": np.where(flips, 9, np.maximum(common - 1, 1))}
+    groups = [GroupSpec("A", ["a1", "a2"], [1, 2]), GroupSpec("B", ["b1", "b2"], [1, 2])]
+    (pair,) = Compare(ranks, groups).compute(bootstrap=4000, permutations=10_000, seed=0).pairs
+    assert (pair.test.test, pair.test.exact, pair.test.resamples, pair.test.min_p) == ("relabel", True, 6, pytest.approx(1 / 3))
+    assert pair.test.observed == pytest.approx(pair.difference)
+    assert pair.ci.method == "hierarchical-percentile" and pair.query_ci.method == "bca"
+    assert pair.ci.high - pair.ci.low > 2 * (pair.query_ci.high - pair.query_ci.low)
+    assert pair.ci.low < pair.difference < pair.ci.high
 
 
 def test_same_ranks_give_zero_difference(tmp_path, data_file):
@@ -165,8 +282,8 @@ def test_same_ranks_give_zero_difference(tmp_path, data_file):
         make_run(tmp_path / "runs", name, [1, 3, 1, 2, 7, 1], data_file)
     result, _ = run_compare(runs_dir=tmp_path / "runs", names=["x", "y"], bootstrap=200, progress=False)
     (pair,) = result.pairs
-    assert (pair.difference, pair.ci_low, pair.ci_high) == (0.0, 0.0, 0.0)
-    assert (pair.wilcoxon.p, pair.wilcoxon.identical, pair.same) == (1.0, True, 6)
+    assert (pair.difference, pair.ci.low, pair.ci.high, pair.ci.method) == (0.0, 0.0, 0.0, "constant")
+    assert (pair.test.p, pair.wilcoxon.p, pair.wilcoxon.identical, pair.same) == (1.0, 1.0, True, 6)
 
 
 def test_seeds_of_one_preset_are_pooled(tmp_path, data_file):
@@ -185,6 +302,11 @@ def test_seeds_of_one_preset_are_pooled(tmp_path, data_file):
     # per-query seed-averaged RR of lora64 is 3/4 everywhere; full alternates 1, 1/2
     assert pair.difference == pytest.approx(0.0)
     assert (pair.b_better, pair.a_better) == (3, 3)
+    # run MRRs full 3/4 against lora64 (1, 1/2): the 3 splits give 0, +3/8, -3/8; 0 is the middle one
+    assert (pair.test.test, pair.test.resamples, pair.test.p) == ("relabel", 3, 1.0)
+    # the seeds of lora64 disagree by 1/2 on every query: the hierarchical interval holds that spread
+    assert -0.25 <= pair.query_ci.low < pair.query_ci.high <= 0.25
+    assert pair.ci.high - pair.ci.low > pair.query_ci.high - pair.query_ci.low and pair.ci.low <= -0.2 and pair.ci.high >= 0.2
 
 
 def test_seeds_alone_are_compared_with_each_other(tmp_path, data_file):
@@ -220,16 +342,65 @@ def test_refuses_bad_names(tmp_path, data_file, names, message):
         run_compare(runs_dir=tmp_path / "runs", names=names, progress=False)
 
 
+# -- base: scored as the runs were trained ----------------------------------------------------
+
+STDLIB = json.loads((GOLDEN / "qualitative-stdlib.json").read_text())  # ten CPython functions, longer than 16 tokens
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tiny_roberta_dir) -> dict:
+    from trainers.encoders import load_encoder
+
+    return {"source": str(tiny_roberta_dir), "weights_sha256": load_encoder(str(tiny_roberta_dir)).weights_hash}
+
+
+@pytest.mark.parametrize("pooling, max_len", [("cls", 16), ("mean", 24)])
+def test_base_is_scored_at_the_runs_length_and_pooling(tmp_path, tiny_base, pooling, max_len):
+    from trainers.encoders import load_encoder
+    from trainers.training.scoring import evaluate_examples
+
+    data = write_split(tmp_path / "data" / "test.jsonl", [(f["docstring"], f["code"]) for f in STDLIB])
+    make_run(tmp_path / "runs", "a", [1, 2, 1, 3, 1, 1, 2, 1, 4, 1], data, max_len=max_len, pooling=pooling, base=tiny_base)
+    result, path = run_compare(runs_dir=tmp_path / "runs", names=["base", "a"], bootstrap=100, progress=False)
+    assert result.base == BaseScoring(max_len, pooling, ["a"])
+    assert json.loads(path.read_text())["result"]["base"] == {"max_len": max_len, "pooling": pooling, "taken_from": ["a"]}
+    encoder = load_encoder(tiny_base["source"])
+    examples = read_split(data)
+    score = lambda n, p: evaluate_examples(encoder, encoder.model, examples, max_len=n, pooling=p, progress=False).ranks  # noqa: E731
+    table = load_rank_table(tmp_path / "runs", ["base", "a"], progress=False)
+    assert table.ranks["base"].tolist() == score(max_len, pooling).tolist()
+    assert table.ranks["base"].tolist() != score(128, pooling).tolist()  # the tokenizer's own limit would give others
+    assert result.groups[0].mrr == pytest.approx(float((1 / score(max_len, pooling).double()).mean()))
+
+
+@pytest.mark.parametrize("second, message", [
+    ({"max_len": 32}, r"max_len of the runs beside it, but they differ: a \(16\), b \(32\)"),
+    ({"pooling": "mean"}, r"pooling of the runs beside it, but they differ: a \(cls\), b \(mean\)"),
+])
+def test_base_refuses_runs_trained_differently(tmp_path, data_file, tiny_base, second, message):
+    make_run(tmp_path / "runs", "a", [1] * 6, data_file, max_len=16, base=tiny_base)
+    make_run(tmp_path / "runs", "b", [1] * 6, data_file, base=tiny_base, **({"max_len": 16} | second))
+    with pytest.raises(InterpError, match=message):
+        run_compare(runs_dir=tmp_path / "runs", names=["base", "a", "b"], progress=False)
+    assert len(run_compare(runs_dir=tmp_path / "runs", names=["a", "b"], bootstrap=50, progress=False)[0].pairs) == 1  # without base: fine
+
+
+# -- end to end ----------------------------------------------------------------------------------
+
 def test_golden(tmp_path, data_file):
     runs = tmp_path / "runs"
     make_run(runs, "lora256", [1, 4, 2, 1, 9, 3], data_file, preset="lora256", seed=123456)
     make_run(runs, "lora256-s2", [1, 3, 1, 2, 6, 3], data_file, preset="lora256", seed=654321)
     make_run(runs, "loFF", [1, 1, 2, 1, 2, 1], data_file, preset="loFF", seed=123456)
-    result, path = run_compare(runs_dir=runs, names=["lora256", "lora256-s2", "loFF"], bootstrap=1000, seed=0, progress=False)
-    assert path == runs / "analyses" / "compare" / "lora256-vs-loFF.json"
+    make_run(runs, "full", [1, 2, 1, 1, 3, 2], data_file, preset="full", seed=123456)
+    result, path = run_compare(runs_dir=runs, names=["lora256", "lora256-s2", "loFF", "full"], bootstrap=1000, seed=0, progress=False)
+    assert path == runs / "analyses" / "compare" / "lora256-vs-loFF-vs-full.json"
     saved = json.loads(path.read_text())
-    assert [r["name"] for r in saved["inputs"]["runs"]] == ["lora256", "lora256-s2", "loFF"]
+    assert [r["name"] for r in saved["inputs"]["runs"]] == ["lora256", "lora256-s2", "loFF", "full"]
     assert saved["inputs"]["data"]["fingerprint"] == json.loads((runs / "loFF" / "manifest.json").read_text())["data"]["test"]["fingerprint"]
+    assert saved["result"]["definitions"].keys() >= {"difference", "test", "ci", "wilcoxon", "p_holm"}
+    tests = {(p["a"], p["b"]): p["test"]["test"] for p in saved["result"]["pairs"]}
+    assert tests == {("lora256", "loFF"): "relabel", ("lora256", "full"): "relabel", ("loFF", "full"): "sign-flip"}
     check_golden(path, GOLDEN / "compare.json")
 
 
@@ -243,4 +414,7 @@ def test_command(tmp_path, data_file):
     app.command()(stats.compare)
     out = CliRunner().invoke(app, ["a", "b", "--runs-dir", str(runs), "--bootstrap", "100", "--no-progress"])
     assert out.exit_code == 0, out.output
-    assert "b - a: +0.1111" in out.output and "compare/a-vs-b.json" in out.output
+    # d = (0, 1/2, 2/3, 0, -1/2, 0): 8 sign patterns, |sum| >= 2/3 for 6 of them
+    assert "b - a: MRR +0.1111" in out.output and "p = 0.750 (sign-flip over queries, exact, 8 patterns" in out.output
+    assert "BCa over queries" in out.output and "median shift (Wilcoxon signed-rank, not the mean)" in out.output
+    assert "compare/a-vs-b.json" in out.output

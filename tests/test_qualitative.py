@@ -16,6 +16,7 @@ import scipy.stats
 import typer
 from typer.testing import CliRunner
 
+from interp.analyses.compare import BaseScoring
 from interp.analyses.qualitative import PAIRS, Qualitative, run_qualitative, token_attributes
 from test_compare import GOLDEN, check_golden, make_run, write_split
 from trainers.data import Example, read_split
@@ -77,7 +78,7 @@ def test_hand_sets_and_statistics(hand):
 
 def test_hand_mann_whitney(hand):
     (test,) = [t for t in hand.tests if (t.a, t.b, t.attribute) == ("easy", "hard", "code_len")]
-    assert (test.test.u, test.test.effect) == (4.0, 1.0)  # every easy code is longer than every hard one
+    assert (test.test.u, test.test.superiority, test.test.effect) == (4.0, 1.0, 1.0)  # every easy code is longer than every hard one
     assert test.test.p == pytest.approx(scipy.stats.mannwhitneyu([6, 5], [4, 3], alternative="two-sided").pvalue)
     assert [(t.a, t.b) for t in hand.tests[::5]] == list(PAIRS)  # five attributes per pair, in PAIRS order
 
@@ -135,6 +136,10 @@ def test_p_values_equal_scipy_on_the_same_vectors(runs, tokenizer):
         want = scipy.stats.mannwhitneyu(attrs[t.attribute][members[t.a]], attrs[t.attribute][members[t.b]], alternative="two-sided")
         p = None if np.isnan(want.pvalue) else pytest.approx(float(want.pvalue))  # undefined p is stored as null
         assert (t.test.u, t.test.p) == (pytest.approx(float(want.statistic)), p)
+        if t.test.u is not None:  # the probability the test is about: P(a > b) + P(a = b) / 2
+            a, b = attrs[t.attribute][members[t.a]], attrs[t.attribute][members[t.b]]
+            share = np.mean([(x > y) + 0.5 * (x == y) for x in a for y in b])
+            assert (t.test.superiority, t.test.effect) == (pytest.approx(share), pytest.approx(2 * share - 1))
 
 
 def test_samples_are_verbatim_and_deterministic(runs):
@@ -155,6 +160,20 @@ def test_golden(runs):
     saved = json.loads(path.read_text())
     assert [r["name"] for r in saved["inputs"]["runs"]] == list(RANKS) and saved["inputs"]["data"]["examples"] == 10
     check_golden(path, GOLDEN / "qualitative.json")
+
+
+def test_base_is_scored_and_counted_at_the_runs_length(tmp_path, tiny_roberta_dir):
+    from trainers.encoders import load_encoder
+
+    base = {"source": str(tiny_roberta_dir), "weights_sha256": load_encoder(str(tiny_roberta_dir)).weights_hash}
+    data = write_split(tmp_path / "data" / "test.jsonl", [(f["docstring"], f["code"]) for f in STDLIB], first_idx=261420)
+    make_run(tmp_path / "runs", "a", RANKS["loFF"], data, max_len=16, base=base)
+    result, path = run_qualitative(runs_dir=tmp_path / "runs", runs=["base", "a"], samples=10, progress=False)
+    assert (result.max_len, result.base) == (16, BaseScoring(16, "cls", ["a"]))
+    assert json.loads(path.read_text())["result"]["base"] == {"max_len": 16, "pooling": "cls", "taken_from": ["a"]}
+    shown = [x.attributes for s in result.sets for x in s.samples]
+    assert shown and all(x["code_len"] <= 14 for x in shown)  # 16 - <s> - </s>
+    assert any(x["code_len_full"] > 14 for x in shown)
 
 
 @pytest.mark.parametrize("kwargs, message", [

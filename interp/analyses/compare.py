@@ -1,24 +1,39 @@
 """Is one delta really better than another? Paired per-query tests on reciprocal rank.
 
 Every run ranks the gold code of the same queries, so runs are compared query by query on the
-reciprocal rank (RR = 1 / rank; MRR is its mean):
+reciprocal rank (RR = 1 / rank; MRR is its mean). Differences are second minus first:
+`interp compare lora256 loFF` reports MRR(loFF) - MRR(lora256), the mean over queries of the
+per-query RR differences. For each pair (`DEFINITIONS` is stored with every result):
 
-- a Wilcoxon signed-rank test of the per-query RR differences (two-sided; queries where both
-  runs give the same rank carry no information and are dropped; all-zero differences mean the
-  runs are identical on this split: p = 1);
-- a paired bootstrap 95% interval of the MRR difference: queries resampled with replacement,
-  `--bootstrap` times, seeded.
+- `test`, the headline test, is about that mean. With one run a side it is the paired
+  sign-flip randomisation test over queries, the usual test of IR evaluation: under its null
+  each query's two RRs are exchangeable, so each difference is as likely to have the other
+  sign; exact when there are at most `--permutations` sign patterns of the queries that
+  differ, else that many random ones. When a side pools seeds it is a relabelling test over
+  the runs: the statistic is recomputed for every split of all the runs of both sides into
+  groups of the sides' sizes (exact up to `--permutations` splits); its null is that both
+  sides are seeds of one configuration, so the difference is weighed against the
+  seed-to-seed spread. It is conditional on the test queries and coarse with few seeds (2
+  against 2 seeds: 6 splits, p >= 1/3); `min_p` says how small p can be.
+- `ci`: with one run a side, scipy's BCa bootstrap of the mean difference over queries
+  (paired); when a side pools seeds, a hierarchical bootstrap (each replicate resamples the
+  seeds of each side and the queries, shared by all runs; percentile interval), whose width
+  holds the seed-to-seed variance as well as the query sampling. `query_ci` then gives the
+  queries-only BCa interval of the seed-averaged differences, for comparison.
+- `wilcoxon`, secondary: the Wilcoxon signed-rank test of the same differences, a test of a
+  median shift, not of the mean: many small gains and a few large losses give it a small p
+  while the MRR difference is negative.
+- `p_holm`: with more than two groups every pair is tested and Holm's adjustment of the
+  headline p over the pairs is given beside each p.
 
 Runs of one preset trained with different seeds (same manifest `preset`, different
 `train.seed`) are pooled into one group: its MRR is reported as the mean and sample standard
-deviation (ddof = 1) over the seeds, and the paired tests use each query's RR averaged over
-the seeds. The interval then reflects the variation over queries of the seed-averaged model,
-not the seed-to-seed spread, which the standard deviation shows. Runs without a preset, runs
-sharing a seed, and `base` stay alone; when every run named is a seed of one preset, the seeds
-are compared with each other.
+deviation (ddof = 1) over the seeds, and its per-query RR as the mean over the seeds. Runs
+without a preset, runs sharing a seed, and `base` stay alone; when every run named is a seed of
+one preset, the seeds are compared with each other.
 
-Differences are second minus first: `interp compare lora256 loFF` reports MRR(loFF) - MRR(lora256).
-With more than two groups every pair is tested and Holm's adjustment is given beside each p.
+`base` is scored as the runs beside it were trained: at their `max_len` and with their
+pooling (`BaseScoring`, recorded with the result); runs that disagree on either are refused.
 """
 
 from __future__ import annotations
@@ -31,11 +46,40 @@ from pathlib import Path
 import numpy as np
 
 from interp.analyses.base import RunRef, resolve_runs, save_result
-from interp.analyses.ranks import DataRef, ranks, resolve_data
-from interp.analyses.stats import Wilcoxon, bootstrap_mean_ci, holm, wilcoxon_paired
+from interp.analyses.ranks import DataRef, base_pooling, max_len_of, ranks, resolve_data
+from interp.analyses.stats import (Interval, RandomisationTest, Wilcoxon, hierarchical_interval, holm, paired_bca_interval,
+                                   relabel_test, sign_flip_test, wilcoxon_paired)
 from trainers.errors import InterpError
 
 # -- the shared input: ranks of several runs over one set of examples -----------------------
+
+
+@dataclass(frozen=True)
+class BaseScoring:
+    """How `base` was scored: at the runs' truncation and with their pooling, so that its ranks
+    compare with theirs. `taken_from` names those runs; empty when no trained run was named
+    (then the defaults: 256 tokens, capped by the tokenizer, and the default pooling)."""
+
+    max_len: int
+    pooling: str
+    taken_from: list[str]
+
+
+def base_scoring(refs: list[RunRef]) -> BaseScoring | None:
+    """The max_len and pooling of the trained runs among `refs`, for `base`; None without `base`."""
+    base = [r for r in refs if r.is_base]
+    if not base:
+        return None
+    runs = [r for r in refs if not r.is_base]
+    pooling = base_pooling(refs)  # refuses runs of different poolings
+    if not runs:
+        return BaseScoring(max_len_of(base[0]), pooling, [])
+    lengths = {r.name: max_len_of(r) for r in runs}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{name} ({n})" for name, n in lengths.items())
+        raise InterpError(f"'base' is scored at the max_len of the runs beside it, but they differ: {listed}; "
+                          "compare 'base' with runs of one max_len at a time")
+    return BaseScoring(lengths[runs[0].name], pooling, [r.name for r in runs])
 
 
 @dataclass(frozen=True)
@@ -46,6 +90,7 @@ class RankTable:
     data: DataRef
     ranks: dict[str, np.ndarray]  # run name -> (n_examples,) int ranks
     label: str = ""  # names the data in result file names: '' for the full test split
+    base: BaseScoring | None = None  # how 'base' was scored, when it is among the runs
 
     def inputs(self) -> dict:
         return {"runs": [r.fingerprint() for r in self.refs], "data": self.data.describe()}
@@ -76,7 +121,7 @@ def data_label(split: str, data_file: Path | None, limit: int | None) -> str:
 
 def load_rank_table(runs_dir: Path, names: list[str], *, split: str = "test", data_file: Path | None = None,
                     limit: int | None = None, progress: bool = True) -> RankTable:
-    """Resolve the runs, check they share the data, and read (or compute) their ranks."""
+    """Resolve the runs, check they share the data, and read (or compute) their ranks; `base` as the runs."""
     if not names:
         raise InterpError("name at least one run")
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -85,13 +130,15 @@ def load_rank_table(runs_dir: Path, names: list[str], *, split: str = "test", da
     refs = resolve_runs(Path(runs_dir), names)
     if data_file is None:
         check_same_split(refs, split)
+    scoring = base_scoring(refs)
     data = resolve_data(refs, split=split, data_file=data_file, limit=limit)
     order = [str(e.idx) for e in data.examples]
+    like = {"max_len": scoring.max_len, "pooling": scoring.pooling} if scoring is not None else {}
     table = {}
     for ref in refs:
-        by_idx = ranks(ref, data, progress=progress)
+        by_idx = ranks(ref, data, progress=progress, **like)
         table[ref.name] = np.array([by_idx[k] for k in order], dtype=np.int64)
-    return RankTable(refs, data, table, data_label(split, data_file, limit))
+    return RankTable(refs, data, table, data_label(split, data_file, limit), scoring)
 
 
 # -- grouping seeds of one preset ----------------------------------------------------------
@@ -139,6 +186,26 @@ def group_runs(refs: list[RunRef]) -> tuple[list[GroupSpec], list[str]]:
 
 # -- the analysis ----------------------------------------------------------------------------
 
+DEFINITIONS = {
+    "difference": "MRR(b) - MRR(a): the mean over queries of the per-query reciprocal-rank difference, each side's RR averaged over its seeds",
+    "test": ("headline test of the mean difference, two-sided. One run a side: paired sign-flip randomisation test over "
+             "queries (null: each query's two RRs exchangeable; scipy.stats.permutation_test, permutation_type='samples'). "
+             "A side pooling seeds: relabelling test over runs (null: all runs of both sides are seeds of one configuration; "
+             "the statistic recomputed for every split of the runs into groups of the sides' sizes; "
+             "scipy.stats.permutation_test, permutation_type='independent'), conditional on the test queries. "
+             "Exact when every sign pattern or split is enumerated, else `resamples` random ones drawn with seed `seed`; "
+             "p = twice the smaller one-sided share, Monte Carlo counts + 1; min_p: the smallest p the test can give"),
+    "ci": ("interval of the difference at `level`. One run a side: BCa bootstrap over queries, paired (scipy.stats.bootstrap). "
+           "A side pooling seeds: hierarchical percentile bootstrap, each replicate resampling each side's seeds with replacement "
+           "and the queries with replacement (one query sample shared by every run), so it holds the seed-to-seed variance"),
+    "query_ci": "pooled sides only: the queries-only BCa interval of the seed-averaged differences, without the seed-to-seed variance",
+    "wilcoxon": ("secondary: Wilcoxon signed-rank test of the per-query differences (scipy, two-sided, zero differences dropped); "
+                 "it tests a shift of their median, not their mean, and can disagree with the MRR difference"),
+    "p_holm": "Holm's adjustment of test.p over all pairs of this comparison",
+    "b_better": "queries where b's (seed-averaged) RR is higher; a_better: lower; same: equal",
+    "mrr_std": "sample standard deviation (ddof 1) of the MRR over a group's seeds",
+}
+
 
 @dataclass(frozen=True)
 class GroupResult:
@@ -156,10 +223,11 @@ class PairResult:
     a: str
     b: str
     difference: float  # MRR(b) - MRR(a)
-    ci_low: float
-    ci_high: float
-    wilcoxon: Wilcoxon
-    p_holm: float  # Holm-adjusted over all pairs of this comparison
+    test: RandomisationTest  # the headline test of `difference`
+    ci: Interval
+    query_ci: Interval | None  # queries only, when a side pools seeds
+    wilcoxon: Wilcoxon  # secondary: a median shift
+    p_holm: float  # Holm-adjusted test.p over all pairs of this comparison
     b_better: int  # queries where b's (seed-averaged) RR is higher
     a_better: int
     same: int
@@ -169,17 +237,21 @@ class PairResult:
 class CompareResult:
     examples: int
     bootstrap: int
+    permutations: int
     seed: int
     level: float
     groups: list[GroupResult]
     pairs: list[PairResult]
+    base: BaseScoring | None = None
+    definitions: dict[str, str] = field(default_factory=lambda: dict(DEFINITIONS))
     notes: list[str] = field(default_factory=list)
 
 
 class Compare:
     """Bound to the per-query ranks of some runs (over the same examples) and their grouping."""
 
-    def __init__(self, ranks: Mapping[str, np.ndarray], groups: list[GroupSpec], notes: list[str] | None = None):
+    def __init__(self, ranks: Mapping[str, np.ndarray], groups: list[GroupSpec], notes: list[str] | None = None,
+                 base: BaseScoring | None = None):
         lengths = {len(r) for r in ranks.values()}
         if len(lengths) != 1:
             raise ValueError(f"`ranks` should cover the same examples for every run, got lengths {sorted(lengths)}.")
@@ -189,33 +261,48 @@ class Compare:
         self.ranks = {name: np.asarray(r, dtype=np.int64) for name, r in ranks.items()}
         self.groups = groups
         self.notes = list(notes or [])
+        self.base = base
 
-    def compute(self, *, bootstrap: int = 10_000, seed: int = 0, level: float = 0.95) -> CompareResult:
+    def compute(self, *, bootstrap: int = 10_000, permutations: int = 10_000, seed: int = 0, level: float = 0.95) -> CompareResult:
         if bootstrap < 1:
             raise InterpError(f"--bootstrap should be at least 1, got {bootstrap}")
+        if permutations < 1:
+            raise InterpError(f"--permutations should be at least 1, got {permutations}")
         rr = {name: 1.0 / r for name, r in self.ranks.items()}  # (n,) reciprocal ranks
-        groups, group_rr = [], {}
+        groups, runs_rr = [], {}
         for g in self.groups:
             run_mrr = {n: float(rr[n].mean()) for n in g.runs}
             values = np.array(list(run_mrr.values()))
-            group_rr[g.name] = np.mean([rr[n] for n in g.runs], axis=0)  # (n,) seed-averaged RR
+            runs_rr[g.name] = np.stack([rr[n] for n in g.runs])  # (seeds, n)
             top1 = float(np.mean([(self.ranks[n] == 1).mean() for n in g.runs]))
             std = float(values.std(ddof=1)) if len(values) > 1 else None
             groups.append(GroupResult(g.name, g.runs, g.seeds, float(values.mean()), std, run_mrr, top1))
-        pairs = []
-        for a, b in combinations([g.name for g in self.groups], 2):
-            d = group_rr[b] - group_rr[a]  # (n,) per-query RR differences
-            low, high = bootstrap_mean_ci(d, resamples=bootstrap, seed=seed, level=level)
-            test = wilcoxon_paired(d)
-            pairs.append(dict(a=a, b=b, difference=float(d.mean()), ci_low=low, ci_high=high, wilcoxon=test,
-                              b_better=int((d > 0).sum()), a_better=int((d < 0).sum()), same=int((d == 0).sum())))
-        adjusted = holm([p["wilcoxon"].p for p in pairs])
+        pairs = [self._pair(a, b, runs_rr[a], runs_rr[b], bootstrap=bootstrap, permutations=permutations, seed=seed, level=level)
+                 for a, b in combinations([g.name for g in self.groups], 2)]
+        adjusted = holm([p["test"].p for p in pairs])
         n = len(next(iter(self.ranks.values())))
-        return CompareResult(n, bootstrap, seed, level, groups, [PairResult(**p, p_holm=q) for p, q in zip(pairs, adjusted)], self.notes)
+        return CompareResult(n, bootstrap, permutations, seed, level, groups, [PairResult(**p, p_holm=q) for p, q in zip(pairs, adjusted)],
+                             self.base, dict(DEFINITIONS), self.notes)
+
+    @staticmethod
+    def _pair(a: str, b: str, rr_a: np.ndarray, rr_b: np.ndarray, *, bootstrap: int, permutations: int, seed: int, level: float) -> dict:
+        """One pair's numbers from (seeds_a, n) and (seeds_b, n) reciprocal ranks."""
+        mean_a, mean_b = rr_a.mean(axis=0), rr_b.mean(axis=0)  # (n,) seed-averaged RR
+        d = mean_b - mean_a  # (n,) per-query differences
+        queries_ci = paired_bca_interval(mean_a, mean_b, resamples=bootstrap, seed=seed, level=level)
+        if len(rr_a) == 1 and len(rr_b) == 1:
+            test, ci, query_ci = sign_flip_test(d, resamples=permutations, seed=seed), queries_ci, None
+        else:
+            test = relabel_test(rr_a.mean(axis=1), rr_b.mean(axis=1), resamples=permutations, seed=seed)  # on the runs' MRR
+            ci = hierarchical_interval(rr_a, rr_b, resamples=bootstrap, seed=seed, level=level)
+            query_ci = queries_ci
+        return dict(a=a, b=b, difference=float(d.mean()), test=test, ci=ci, query_ci=query_ci, wilcoxon=wilcoxon_paired(d),
+                    b_better=int((d > 0).sum()), a_better=int((d < 0).sum()), same=int((d == 0).sum()))
 
 
 def run_compare(*, runs_dir: Path, names: list[str], split: str = "test", data_file: Path | None = None,
-                limit: int | None = None, bootstrap: int = 10_000, seed: int = 0, progress: bool = True) -> tuple[CompareResult, Path]:
+                limit: int | None = None, bootstrap: int = 10_000, permutations: int = 10_000, seed: int = 0,
+                progress: bool = True) -> tuple[CompareResult, Path]:
     """Compare runs on one split or file and save runs/analyses/compare/<name>.json."""
     if len(names) < 2:
         raise InterpError("compare needs at least two runs")
@@ -224,7 +311,9 @@ def run_compare(*, runs_dir: Path, names: list[str], split: str = "test", data_f
     if len(groups) < 2:  # only seeds of one preset: compare the seeds with each other instead
         notes = [f"all runs are seeds of preset {groups[0].name!r}; compared seed by seed, not pooled"]
         groups = [GroupSpec(r.name, [r.name], s) for r, s in zip(table.refs, [[x] for x in groups[0].seeds])]
-    result = Compare(table.ranks, groups, notes).compute(bootstrap=bootstrap, seed=seed)
+    if table.base is not None:
+        notes.append(f"base scored at max_len {table.base.max_len} with {table.base.pooling} pooling, as the runs were trained")
+    result = Compare(table.ranks, groups, notes, table.base).compute(bootstrap=bootstrap, permutations=permutations, seed=seed)
     name = "-vs-".join(g.name.replace(" (pooled)", "") for g in groups) + table.label
-    inputs = table.inputs() | {"bootstrap": bootstrap, "seed": seed}
+    inputs = table.inputs() | {"bootstrap": bootstrap, "permutations": permutations, "seed": seed}
     return result, save_result(Path(runs_dir), "compare", name, result, inputs)

@@ -34,7 +34,15 @@ Sets are compared with two-sided Mann-Whitney U tests on every attribute, for th
 study compares (`PAIRS`): easy vs hard (Fig. 5.1); fixed vs both_correct and fixed vs
 both_wrong (Fig. 5.2); regressed vs fixed and regressed vs both_correct (App. 7.5: the
 regressed examples "lie between the Both Correct and the Fixed categories"). Holm's adjustment
-over all the tests of one result is given beside each p.
+over all the tests of one result is given beside each p. A Mann-Whitney test compares whole
+distributions: its null is P(x > y) + P(x = y) / 2 = 1/2 for x from one set and y from the
+other (stochastic equality), not equal means or medians; that probability is stored beside the
+p (`superiority`), and the means and medians shown with the sets are descriptions, not what
+the p is about.
+
+Ranks of `base` are computed as the runs were trained (their max_len and pooling; see
+`interp.analyses.compare.BaseScoring`), and the token statistics are truncated at the runs'
+max_len (the longest, if the runs differ and `base` is not among them).
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from interp.analyses.base import save_result
-from interp.analyses.compare import load_rank_table
+from interp.analyses.compare import BaseScoring, load_rank_table
 from interp.analyses.ranks import max_len_of
 from interp.analyses.stats import MannWhitney, Summary, holm, mann_whitney, summary
 from trainers.errors import InterpError
@@ -122,14 +130,15 @@ class QualitativeResult:
     max_len: int
     per_run: dict[str, RunCorrect]  # the study's Table 7.4
     sets: list[SetResult]  # the study's Table 7.5, with statistics and samples
-    tests: list[SetTest]
+    tests: list[SetTest]  # Mann-Whitney U: stochastic dominance, not a difference of the means in `sets`
+    base: BaseScoring | None = None  # how 'base' was scored, when it is among the runs
 
 
 class Qualitative:
     """Bound to the ranks of some runs over `examples` (same order) and the base's tokenizer."""
 
     def __init__(self, ranks: Mapping[str, Sequence[int]], examples: Sequence, tokenizer, *, runs: Sequence[str],
-                 baseline: str | None = None, candidate: str | None = None, max_len: int = 256):
+                 baseline: str | None = None, candidate: str | None = None, max_len: int = 256, base: BaseScoring | None = None):
         if (baseline is None) != (candidate is None):
             raise InterpError("give both --baseline and --candidate, or neither")
         if baseline is not None and baseline == candidate:
@@ -146,6 +155,7 @@ class Qualitative:
         self.examples = list(examples)
         self.tokenizer = tokenizer
         self.runs, self.baseline, self.candidate, self.max_len = list(runs), baseline, candidate, max_len
+        self.base = base
 
     def sets(self) -> dict[str, tuple[np.ndarray, str]]:
         """Set name -> (boolean mask over the examples, definition)."""
@@ -178,7 +188,7 @@ class Qualitative:
         return QualitativeResult(
             examples=len(self.examples), runs=self.runs, baseline=self.baseline, candidate=self.candidate,
             max_len=self.max_len, per_run=per_run, sets=sets,
-            tests=[SetTest(a, b, attr, t, q) for (a, b, attr, t), q in zip(pairs, adjusted)],
+            tests=[SetTest(a, b, attr, t, q) for (a, b, attr, t), q in zip(pairs, adjusted)], base=self.base,
         )
 
     def _set(self, name: str, mask: np.ndarray, definition: str, attrs: dict[str, np.ndarray], k: int, seed: int) -> SetResult:
@@ -221,9 +231,10 @@ def run_qualitative(*, runs_dir: Path, runs: Sequence[str] | None = None, baseli
     names = list(dict.fromkeys(set_runs + [n for n in (baseline, candidate) if n is not None]))
     table = load_rank_table(Path(runs_dir), names, split=split, data_file=data_file, limit=limit, progress=progress)
     source = table.refs[0].base["source"]
-    max_len = max(max_len_of(r) for r in table.refs)
+    trained = [max_len_of(r) for r in table.refs if not r.is_base]  # 'base' is scored at the runs' length
+    max_len = max(trained) if trained else table.base.max_len
     analysis = Qualitative(table.ranks, table.data.examples, load_tokenizer(source), runs=set_runs,
-                           baseline=baseline, candidate=candidate, max_len=max_len)
+                           baseline=baseline, candidate=candidate, max_len=max_len, base=table.base)
     result = analysis.compute(samples=samples)
     inputs = table.inputs() | {"tokenizer": source, "samples": samples}
     return result, save_result(Path(runs_dir), "qualitative", result_name(set_runs, baseline, candidate) + table.label, result, inputs)

@@ -43,7 +43,8 @@ def qualitative(
 ) -> None:
     """Easy / hard examples (gold ranked first by all runs / by none), and for a baseline-candidate
     pair the fixed, regressed, both-correct and both-wrong ones: counts, token statistics of query
-    and code (length, unique and repeated tokens), Mann-Whitney tests between sets, samples."""
+    and code (length, unique and repeated tokens), Mann-Whitney U tests between sets (stochastic
+    dominance, not a difference of means), samples."""
     from interp.analyses.qualitative import ATTRIBUTES, run_qualitative
 
     result, path = run_qualitative(runs_dir=runs_dir, runs=_names(runs), baseline=baseline, candidate=candidate,
@@ -55,7 +56,8 @@ def qualitative(
     for s in result.sets:
         cells = "  ".join(f"{_num(s.stats[a].mean, '.1f'):>7}/{_num(s.stats[a].median, '.0f'):<7}" for a in ATTRIBUTES)
         typer.echo(f"{s.name:<13} {s.count:>6}  {cells}")
-    typer.echo("Mann-Whitney p (Holm-adjusted p and effect sizes in the JSON):")
+    typer.echo("Mann-Whitney U p, unadjusted: do one set's values tend to exceed the other's (null: P(a > b) + P(a = b) / 2 = 1/2)?")
+    typer.echo("Not a test of the means or medians above. Holm-adjusted p, that probability and the rank-biserial effect in the JSON:")
     pairs = dict.fromkeys((t.a, t.b) for t in result.tests)
     for a, b in pairs:
         cells = ", ".join(f"{t.attribute} {_p(t.test.p)}" for t in result.tests if (t.a, t.b) == (a, b))
@@ -69,22 +71,39 @@ def compare(
     data: DataFile = None,
     limit: Limit = None,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the 95% interval of the MRR difference.")] = 10_000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+    permutations: Annotated[int, typer.Option(
+        "--permutations", help="Random sign patterns (or relabellings of pooled seeds) of the randomisation test; "
+                               "enumerated exactly when there are at most this many.")] = 10_000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap and of a Monte Carlo randomisation test.")] = 0,
     runs_dir: options.RunsDir = Path("runs"),
     progress: options.Progress = True,
 ) -> None:
     """MRR of each run (mean and std over seeds of one preset), and for each pair the MRR difference
-    (second minus first) with a paired bootstrap 95% interval and a Wilcoxon signed-rank p-value."""
+    (second minus first) with a randomisation test of that mean (paired sign flips over queries; a
+    relabelling of the runs when a side pools seeds), a 95% interval (BCa bootstrap over queries;
+    hierarchical over seeds and queries when a side pools seeds) and, secondary, a Wilcoxon
+    signed-rank p (a median shift, not the mean)."""
     from interp.analyses.compare import run_compare
 
     result, path = run_compare(runs_dir=runs_dir, names=runs, split=split, data_file=data, limit=limit,
-                               bootstrap=bootstrap, seed=seed, progress=progress)
+                               bootstrap=bootstrap, permutations=permutations, seed=seed, progress=progress)
     typer.echo(f"{result.examples} queries")
     for g in result.groups:
         spread = f" ± {g.mrr_std:.4f} over {len(g.runs)} seeds" if g.mrr_std is not None else ""
         typer.echo(f"  {g.name}: MRR {g.mrr:.4f}{spread}, top-1 {100 * g.top1:.1f}%")
     for p in result.pairs:
-        verdict = "identical" if p.wilcoxon.identical else f"p = {_p(p.wilcoxon.p)} (Holm {_p(p.p_holm)})"
-        typer.echo(f"  {p.b} - {p.a}: {p.difference:+.4f} [{p.ci_low:+.4f}, {p.ci_high:+.4f}], {verdict}; "
+        t, ci = p.test, p.ci
+        kind = "sign-flip over queries" if t.test == "sign-flip" else "relabelling of seeds"
+        drawn = f"exact, {t.resamples} {'patterns' if t.test == 'sign-flip' else 'splits'}" if t.exact else f"{t.resamples} random, seed {t.seed}"
+        floor = f", p >= {_p(t.min_p)} possible" if t.min_p >= 0.05 else ""
+        interval = "BCa over queries" if ci.method == "bca" else ("seeds and queries" if ci.method == "hierarchical-percentile" else ci.method)
+        typer.echo(f"  {p.b} - {p.a}: MRR {p.difference:+.4f}, {100 * ci.level:.0f}% CI [{ci.low:+.4f}, {ci.high:+.4f}] ({interval}); "
+                   f"p = {_p(t.p)} ({kind}, {drawn}{floor}; Holm {_p(p.p_holm)})")
+        if p.query_ci is not None:
+            typer.echo(f"      queries only (seeds fixed): CI [{p.query_ci.low:+.4f}, {p.query_ci.high:+.4f}]")
+        median = "identical" if p.wilcoxon.identical else f"p = {_p(p.wilcoxon.p)}"
+        typer.echo(f"      median shift (Wilcoxon signed-rank, not the mean): {median}; "
                    f"better on {p.b_better} / {p.a_better} queries, same on {p.same}")
+    if result.base is not None:
+        typer.echo(f"  base scored at max_len {result.base.max_len}, {result.base.pooling} pooling (as the runs)")
     typer.echo(f"-> {path}")
