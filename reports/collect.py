@@ -130,7 +130,7 @@ def _modules(path: Path, problems: list[str]) -> list[dict]:
         return []
     counts: dict[tuple[str, int | None], int] = {}
     for name, info in header.items():
-        if name == "__metadata__":
+        if name == "__metadata__" or ".kv_prefix_init_" in name:  # a prefix's initial values, kept beside it, not trained
             continue
         module, layer = module_of(name)
         numel = 1

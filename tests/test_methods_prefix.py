@@ -11,7 +11,8 @@ import torch
 
 import trainers  # noqa: F401
 from trainers.encoders import load_encoder
-from trainers.methods import PrefixConfig, UnionConfig, LoraConfig, apply_method, disabled_layers
+from trainers.methods import PrefixConfig, UnionConfig, LoraConfig, apply_method, count_parameters, disabled_layers, load_delta, save_delta
+from trainers.methods.apply import delta_parameters
 from trainers.methods.prefix.layer import PrefixLayer
 from trainers.methods.prefix.model import init_from_vocabulary, random_token_ids
 
@@ -129,6 +130,64 @@ def test_vocab_init_sets_the_base_keys_and_values_of_real_tokens(tiny_roberta_di
             torch.testing.assert_close(attention.prefix.kv_prefix_key["default"], attention.key(hidden[layer][0]))
             torch.testing.assert_close(attention.prefix.kv_prefix_value["default"], attention.value(hidden[layer][0]))
     assert not hasattr(encoder.module(1, "self_attention"), "prefix")
+
+
+def _prefix_layers(model) -> list[PrefixLayer]:
+    return [m for m in model.modules() if isinstance(m, PrefixLayer)]
+
+
+@pytest.mark.parametrize("config", [PrefixConfig(length=3), PrefixConfig(length=2, init="normal", layers="2-3"),
+                                    UnionConfig(parts=(PrefixConfig(length=2), LoraConfig(r=2)))], ids=lambda c: c.describe())
+def test_initial_values_are_kept_saved_and_loaded(config, tiny_roberta_dir, tmp_path):
+    """P_k0, P_v0 are the values training starts from, are never trained, and come back from the delta file
+    through load_delta and through peft's own loader."""
+    import peft
+    from transformers import AutoModel
+
+    encoder = load_encoder(tiny_roberta_dir)
+    model = apply_method(encoder, config)
+    layers = _prefix_layers(model)
+    start = [tuple(store["default"].detach().clone() for store in (m.kv_prefix_key, m.kv_prefix_value)) for m in layers]
+    for m, (k0, v0) in zip(layers, start):
+        assert [torch.equal(a, b) for a, b in zip(m.initial("default"), (k0, v0))] == [True, True]
+    assert not any("kv_prefix_init" in name for name in delta_parameters(model))  # buffers: not trained, not counted
+    assert count_parameters(encoder, config).trainable == sum(p.numel() for p in delta_parameters(model).values())
+    with torch.no_grad():  # "training"
+        for i, m in enumerate(layers):
+            m.kv_prefix_key["default"].add_(0.5 * (i + 1))
+            m.kv_prefix_value["default"].mul_(-2.0)
+    save_delta(model, config, tmp_path / "run")
+    for loaded in (load_delta(load_encoder(tiny_roberta_dir), tmp_path / "run"),
+                   peft.PeftModel.from_pretrained(AutoModel.from_pretrained(tiny_roberta_dir), tmp_path / "run")):
+        again = _prefix_layers(loaded)
+        assert len(again) == len(layers)
+        for m, trained, (k0, v0) in zip(again, layers, start):
+            torch.testing.assert_close(m.initial("default")[0], k0, rtol=0, atol=0)
+            torch.testing.assert_close(m.initial("default")[1], v0, rtol=0, atol=0)
+            torch.testing.assert_close(m.kv_prefix_key["default"], trained.kv_prefix_key["default"], rtol=0, atol=0)
+
+
+@pytest.mark.filterwarnings("ignore:Found missing adapter keys:UserWarning")
+def test_a_checkpoint_without_initial_values_loads_and_says_they_are_unknown(tiny_roberta_dir, tmp_path):
+    """Saved before the initial values were kept: both loaders still load it; `initial()` is None, never a guess."""
+    import peft
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModel
+
+    encoder = load_encoder(tiny_roberta_dir)
+    config = PrefixConfig(length=2)
+    save_delta(apply_method(encoder, config), config, tmp_path / "run")
+    weights = tmp_path / "run" / "adapter_model.safetensors"
+    state = load_file(weights)
+    old = {k: v for k, v in state.items() if "kv_prefix_init" not in k}
+    assert len(old) == len(state) // 2
+    save_file(old, weights, metadata={"format": "pt"})
+    for loaded in (load_delta(load_encoder(tiny_roberta_dir), tmp_path / "run"),
+                   peft.PeftModel.from_pretrained(AutoModel.from_pretrained(tiny_roberta_dir), tmp_path / "run")):
+        layers = _prefix_layers(loaded)
+        assert len(layers) == 4 and all(m.initial("default") is None for m in layers)
+        key = next(k for k in old if k.endswith("layer.0.attention.self.prefix.kv_prefix_key"))
+        torch.testing.assert_close(layers[0].kv_prefix_key["default"], old[key], rtol=0, atol=0)
 
 
 def test_random_token_ids_avoid_special_tokens(tiny_roberta_dir):

@@ -109,7 +109,8 @@ def load_delta(encoder: Encoder, run_dir: str | os.PathLike, *, trainable: bool 
     else:
         from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-        _check_keys(run_dir / PEFT_WEIGHTS, expected=set(get_peft_model_state_dict(model)), found=set(state))
+        expected = set(get_peft_model_state_dict(model))
+        _check_keys(run_dir / PEFT_WEIGHTS, expected=expected, found=set(state), allow_missing=_optional_state(model, expected))
         set_peft_model_state_dict(model, state)
     if not trainable:
         model.requires_grad_(False)
@@ -119,6 +120,13 @@ def load_delta(encoder: Encoder, run_dir: str | os.PathLike, *, trainable: bool 
 
 def _buffers(model: nn.Module) -> set[str]:
     return {name for name, _ in model.named_buffers()}
+
+
+def _optional_state(model: nn.Module, keys: set[str]) -> set[str]:
+    """Those of `keys` a delta file may lack: state a method began saving later (a prefix's initial
+    values), named by its tuner layers' `optional_state`; the layer marks what was not loaded."""
+    names = {n for m in model.modules() for n in getattr(m, "optional_state", ())}
+    return {k for k in keys if k.rsplit(".", 1)[-1] in names}
 
 
 def _check_keys(path: Path, expected: set[str], found: set[str], allow_missing: set[str] = frozenset()) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import sys
 
 import torch
+from peft.tuners._buffer_dict import BufferDict
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from transformers import AttentionInterface
@@ -29,18 +30,29 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 PREFIX_ATTENTION = "interp_kv_prefix"
 CHILD = "prefix"  # attribute of the self-attention module that holds the PrefixLayer
+INIT_STORES = ("kv_prefix_init_key", "kv_prefix_init_value")  # the initial P_k, P_v (buffers)
 
 
 class PrefixLayer(nn.Module, BaseTunerLayer):
-    """P_k and P_v, each (length, hidden), per adapter name; `states()` gives them per head."""
+    """P_k and P_v, each (length, hidden), per adapter name; `states()` gives them per head.
+
+    Their initial values are kept beside them as buffers (`kv_prefix_init_key`,
+    `kv_prefix_init_value`: never trained, saved in the delta file), so what training changed,
+    P - P_init, can be read from a checkpoint. A checkpoint saved before they were kept has
+    none: loading it leaves them NaN, which `initial()` reports as unknown.
+    """
 
     adapter_layer_names = ("kv_prefix_key", "kv_prefix_value")
+    other_param_names = INIT_STORES
+    optional_state = INIT_STORES  # older checkpoints lack them (delta.load_delta accepts that)
 
     def __init__(self, adapter_name: str, length: int, num_heads: int, hidden: int, *, device=None, dtype=None, inference_mode=False):
         super().__init__()
         self.num_heads, self.hidden = num_heads, hidden
         self.kv_prefix_key = nn.ParameterDict()
         self.kv_prefix_value = nn.ParameterDict()
+        self.kv_prefix_init_key = BufferDict(persistent=True)
+        self.kv_prefix_init_value = BufferDict(persistent=True)
         self._disable_adapters = False
         self.merged_adapters = []
         self._active_adapter = adapter_name
@@ -50,7 +62,28 @@ class PrefixLayer(nn.Module, BaseTunerLayer):
     def update_layer(self, adapter_name: str, length: int, *, device=None, dtype=None, inference_mode=False) -> None:
         for store in (self.kv_prefix_key, self.kv_prefix_value):
             store[adapter_name] = nn.Parameter(torch.randn(length, self.hidden, device=device, dtype=dtype) * 0.02)
+        self.record_init(adapter_name)
         self.set_adapter(self.active_adapters, inference_mode=inference_mode)
+
+    @torch.no_grad()
+    def record_init(self, adapter_name: str) -> None:
+        """Keep the current P_k, P_v of `adapter_name` as its initial values."""
+        self.kv_prefix_init_key[adapter_name] = self.kv_prefix_key[adapter_name].detach().clone()
+        self.kv_prefix_init_value[adapter_name] = self.kv_prefix_value[adapter_name].detach().clone()
+
+    def initial(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(P_k, P_v) as they were before training, each (length, hidden); None when the checkpoint did not keep them."""
+        pair = (self.kv_prefix_init_key[adapter_name], self.kv_prefix_init_value[adapter_name])
+        return None if any(torch.isnan(p).any() for p in pair) else pair
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Runs before the buffers' own loading: what the checkpoint has overwrites the NaN.
+        for name in INIT_STORES:
+            store = getattr(self, name)
+            for adapter in list(store):
+                if f"{prefix}{name}.{adapter}" not in state_dict:
+                    store[adapter] = torch.full_like(store[adapter], float("nan"))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def states(self, batch: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(prefix keys, prefix values), each (batch, heads, length, head_dim); None when switched off."""

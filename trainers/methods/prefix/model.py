@@ -107,6 +107,7 @@ def init_from_vocabulary(model: torch.nn.Module, adapter_name: str, token_ids: t
             for store, index in ((layer.kv_prefix_key, 0), (layer.kv_prefix_value, 1)):
                 states = torch.cat([pair[index] for pair in layer.capture], dim=2)  # (1, heads, length, head_dim)
                 store[adapter_name].copy_(states[0].transpose(0, 1).reshape(length, -1))  # (length, hidden)
+            layer.record_init(adapter_name)
     finally:
         for layer in layers:
             layer.capture = None
