@@ -415,6 +415,6 @@ def test_command(tmp_path, data_file):
     out = CliRunner().invoke(app, ["a", "b", "--runs-dir", str(runs), "--bootstrap", "100", "--no-progress"])
     assert out.exit_code == 0, out.output
     # d = (0, 1/2, 2/3, 0, -1/2, 0): 8 sign patterns, |sum| >= 2/3 for 6 of them
-    assert "b - a: MRR +0.1111" in out.output and "p = 0.750 (sign-flip over queries, exact, 8 patterns" in out.output
+    assert "b - a: MRR +0.1111" in out.output and "p = 0.750 (sign-flip over queries, exact over 8 sign patterns" in out.output
     assert "BCa over queries" in out.output and "median shift (Wilcoxon signed-rank, not the mean)" in out.output
     assert "compare/a-vs-b.json" in out.output

@@ -50,6 +50,7 @@ from interp.analyses.ranks import DataRef, base_pooling, max_len_of, ranks, reso
 from interp.analyses.stats import (Interval, RandomisationTest, Wilcoxon, hierarchical_interval, holm, paired_bca_interval,
                                    relabel_test, sign_flip_test, wilcoxon_paired)
 from trainers.errors import InterpError
+from trainers.training.evaluate import DEFAULT_TIE_RULE
 
 # -- the shared input: ranks of several runs over one set of examples -----------------------
 
@@ -91,6 +92,7 @@ class RankTable:
     ranks: dict[str, np.ndarray]  # run name -> (n_examples,) int ranks
     label: str = ""  # names the data in result file names: '' for the full test split
     base: BaseScoring | None = None  # how 'base' was scored, when it is among the runs
+    ties: str = DEFAULT_TIE_RULE  # the tie rule of every rank
 
     def inputs(self) -> dict:
         return {"runs": [r.fingerprint() for r in self.refs], "data": self.data.describe()}
@@ -120,8 +122,8 @@ def data_label(split: str, data_file: Path | None, limit: int | None) -> str:
 
 
 def load_rank_table(runs_dir: Path, names: list[str], *, split: str = "test", data_file: Path | None = None,
-                    limit: int | None = None, progress: bool = True) -> RankTable:
-    """Resolve the runs, check they share the data, and read (or compute) their ranks; `base` as the runs."""
+                    limit: int | None = None, ties: str = DEFAULT_TIE_RULE, progress: bool = True) -> RankTable:
+    """Resolve the runs, check they share the data, and read (or compute) their ranks under `ties`; `base` as the runs."""
     if not names:
         raise InterpError("name at least one run")
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -136,9 +138,9 @@ def load_rank_table(runs_dir: Path, names: list[str], *, split: str = "test", da
     like = {"max_len": scoring.max_len, "pooling": scoring.pooling} if scoring is not None else {}
     table = {}
     for ref in refs:
-        by_idx = ranks(ref, data, progress=progress, **like)
+        by_idx = ranks(ref, data, ties=ties, progress=progress, **like)
         table[ref.name] = np.array([by_idx[k] for k in order], dtype=np.int64)
-    return RankTable(refs, data, table, data_label(split, data_file, limit), scoring)
+    return RankTable(refs, data, table, data_label(split, data_file, limit), scoring, ties)
 
 
 # -- grouping seeds of one preset ----------------------------------------------------------
@@ -187,12 +189,13 @@ def group_runs(refs: list[RunRef]) -> tuple[list[GroupSpec], list[str]]:
 # -- the analysis ----------------------------------------------------------------------------
 
 DEFINITIONS = {
+    "ties": "the tie rule of every rank: 'codexglue' counts every other code scoring >= the gold one (CodeXGLUE's run.py)",
     "difference": "MRR(b) - MRR(a): the mean over queries of the per-query reciprocal-rank difference, each side's RR averaged over its seeds",
     "test": ("headline test of the mean difference, two-sided. One run a side: paired sign-flip randomisation test over "
              "queries (null: each query's two RRs exchangeable; scipy.stats.permutation_test, permutation_type='samples'). "
              "A side pooling seeds: relabelling test over runs (null: all runs of both sides are seeds of one configuration; "
-             "the statistic recomputed for every split of the runs into groups of the sides' sizes; "
-             "scipy.stats.permutation_test, permutation_type='independent'), conditional on the test queries. "
+             "the statistic recomputed for every split of the runs into groups of the sides' sizes; p as "
+             "scipy.stats.permutation_test with permutation_type='independent' defines it), conditional on the test queries. "
              "Exact when every sign pattern or split is enumerated, else `resamples` random ones drawn with seed `seed`; "
              "p = twice the smaller one-sided share, Monte Carlo counts + 1; min_p: the smallest p the test can give"),
     "ci": ("interval of the difference at `level`. One run a side: BCa bootstrap over queries, paired (scipy.stats.bootstrap). "
@@ -243,6 +246,7 @@ class CompareResult:
     groups: list[GroupResult]
     pairs: list[PairResult]
     base: BaseScoring | None = None
+    ties: str = DEFAULT_TIE_RULE
     definitions: dict[str, str] = field(default_factory=lambda: dict(DEFINITIONS))
     notes: list[str] = field(default_factory=list)
 
@@ -251,7 +255,7 @@ class Compare:
     """Bound to the per-query ranks of some runs (over the same examples) and their grouping."""
 
     def __init__(self, ranks: Mapping[str, np.ndarray], groups: list[GroupSpec], notes: list[str] | None = None,
-                 base: BaseScoring | None = None):
+                 base: BaseScoring | None = None, ties: str = DEFAULT_TIE_RULE):
         lengths = {len(r) for r in ranks.values()}
         if len(lengths) != 1:
             raise ValueError(f"`ranks` should cover the same examples for every run, got lengths {sorted(lengths)}.")
@@ -262,6 +266,7 @@ class Compare:
         self.groups = groups
         self.notes = list(notes or [])
         self.base = base
+        self.ties = ties
 
     def compute(self, *, bootstrap: int = 10_000, permutations: int = 10_000, seed: int = 0, level: float = 0.95) -> CompareResult:
         if bootstrap < 1:
@@ -282,7 +287,7 @@ class Compare:
         adjusted = holm([p["test"].p for p in pairs])
         n = len(next(iter(self.ranks.values())))
         return CompareResult(n, bootstrap, permutations, seed, level, groups, [PairResult(**p, p_holm=q) for p, q in zip(pairs, adjusted)],
-                             self.base, dict(DEFINITIONS), self.notes)
+                             self.base, self.ties, dict(DEFINITIONS), self.notes)
 
     @staticmethod
     def _pair(a: str, b: str, rr_a: np.ndarray, rr_b: np.ndarray, *, bootstrap: int, permutations: int, seed: int, level: float) -> dict:
@@ -313,7 +318,7 @@ def run_compare(*, runs_dir: Path, names: list[str], split: str = "test", data_f
         groups = [GroupSpec(r.name, [r.name], s) for r, s in zip(table.refs, [[x] for x in groups[0].seeds])]
     if table.base is not None:
         notes.append(f"base scored at max_len {table.base.max_len} with {table.base.pooling} pooling, as the runs were trained")
-    result = Compare(table.ranks, groups, notes, table.base).compute(bootstrap=bootstrap, permutations=permutations, seed=seed)
+    result = Compare(table.ranks, groups, notes, table.base, table.ties).compute(bootstrap=bootstrap, permutations=permutations, seed=seed)
     name = "-vs-".join(g.name.replace(" (pooled)", "") for g in groups) + table.label
     inputs = table.inputs() | {"bootstrap": bootstrap, "permutations": permutations, "seed": seed}
     return result, save_result(Path(runs_dir), "compare", name, result, inputs)

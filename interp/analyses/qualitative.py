@@ -60,6 +60,7 @@ from interp.analyses.compare import BaseScoring, load_rank_table
 from interp.analyses.ranks import max_len_of
 from interp.analyses.stats import MannWhitney, Summary, holm, mann_whitney, summary
 from trainers.errors import InterpError
+from trainers.training.evaluate import DEFAULT_TIE_RULE
 
 ATTRIBUTES = ("query_len", "code_len", "code_len_full", "unique_tokens", "repeated_tokens")
 SETS = ("easy", "hard", "fixed", "regressed", "both_correct", "both_wrong")
@@ -132,13 +133,15 @@ class QualitativeResult:
     sets: list[SetResult]  # the study's Table 7.5, with statistics and samples
     tests: list[SetTest]  # Mann-Whitney U: stochastic dominance, not a difference of the means in `sets`
     base: BaseScoring | None = None  # how 'base' was scored, when it is among the runs
+    ties: str = DEFAULT_TIE_RULE  # the tie rule of the ranks: what "ranked first" means under ties
 
 
 class Qualitative:
     """Bound to the ranks of some runs over `examples` (same order) and the base's tokenizer."""
 
     def __init__(self, ranks: Mapping[str, Sequence[int]], examples: Sequence, tokenizer, *, runs: Sequence[str],
-                 baseline: str | None = None, candidate: str | None = None, max_len: int = 256, base: BaseScoring | None = None):
+                 baseline: str | None = None, candidate: str | None = None, max_len: int = 256, base: BaseScoring | None = None,
+                 ties: str = DEFAULT_TIE_RULE):
         if (baseline is None) != (candidate is None):
             raise InterpError("give both --baseline and --candidate, or neither")
         if baseline is not None and baseline == candidate:
@@ -155,7 +158,7 @@ class Qualitative:
         self.examples = list(examples)
         self.tokenizer = tokenizer
         self.runs, self.baseline, self.candidate, self.max_len = list(runs), baseline, candidate, max_len
-        self.base = base
+        self.base, self.ties = base, ties
 
     def sets(self) -> dict[str, tuple[np.ndarray, str]]:
         """Set name -> (boolean mask over the examples, definition)."""
@@ -188,7 +191,7 @@ class Qualitative:
         return QualitativeResult(
             examples=len(self.examples), runs=self.runs, baseline=self.baseline, candidate=self.candidate,
             max_len=self.max_len, per_run=per_run, sets=sets,
-            tests=[SetTest(a, b, attr, t, q) for (a, b, attr, t), q in zip(pairs, adjusted)], base=self.base,
+            tests=[SetTest(a, b, attr, t, q) for (a, b, attr, t), q in zip(pairs, adjusted)], base=self.base, ties=self.ties,
         )
 
     def _set(self, name: str, mask: np.ndarray, definition: str, attrs: dict[str, np.ndarray], k: int, seed: int) -> SetResult:
@@ -234,7 +237,7 @@ def run_qualitative(*, runs_dir: Path, runs: Sequence[str] | None = None, baseli
     trained = [max_len_of(r) for r in table.refs if not r.is_base]  # 'base' is scored at the runs' length
     max_len = max(trained) if trained else table.base.max_len
     analysis = Qualitative(table.ranks, table.data.examples, load_tokenizer(source), runs=set_runs,
-                           baseline=baseline, candidate=candidate, max_len=max_len, base=table.base)
+                           baseline=baseline, candidate=candidate, max_len=max_len, base=table.base, ties=table.ties)
     result = analysis.compute(samples=samples)
     inputs = table.inputs() | {"tokenizer": source, "samples": samples}
     return result, save_result(Path(runs_dir), "qualitative", result_name(set_runs, baseline, candidate) + table.label, result, inputs)

@@ -49,7 +49,7 @@ def qualitative(
 
     result, path = run_qualitative(runs_dir=runs_dir, runs=_names(runs), baseline=baseline, candidate=candidate,
                                    split=split, data_file=data, limit=limit, samples=samples, progress=progress)
-    typer.echo(f"{result.examples} examples; correct = gold code ranked first")
+    typer.echo(f"{result.examples} examples; correct = gold code ranked first (ranks under the {result.ties!r} tie rule)")
     for name, c in result.per_run.items():
         typer.echo(f"  {name}: {c.correct} correct, {c.wrong} wrong, MRR {c.mrr:.4f}")
     typer.echo("set            count  " + "  ".join(f"{a:>15}" for a in ATTRIBUTES) + "   (mean / median)")
@@ -87,15 +87,15 @@ def compare(
 
     result, path = run_compare(runs_dir=runs_dir, names=runs, split=split, data_file=data, limit=limit,
                                bootstrap=bootstrap, permutations=permutations, seed=seed, progress=progress)
-    typer.echo(f"{result.examples} queries")
+    typer.echo(f"{result.examples} queries; ranks under the {result.ties!r} tie rule")
     for g in result.groups:
         spread = f" ± {g.mrr_std:.4f} over {len(g.runs)} seeds" if g.mrr_std is not None else ""
         typer.echo(f"  {g.name}: MRR {g.mrr:.4f}{spread}, top-1 {100 * g.top1:.1f}%")
     for p in result.pairs:
         t, ci = p.test, p.ci
-        kind = "sign-flip over queries" if t.test == "sign-flip" else "relabelling of seeds"
-        drawn = f"exact, {t.resamples} {'patterns' if t.test == 'sign-flip' else 'splits'}" if t.exact else f"{t.resamples} random, seed {t.seed}"
-        floor = f", p >= {_p(t.min_p)} possible" if t.min_p >= 0.05 else ""
+        kind, units = ("sign-flip over queries", "sign patterns") if t.test == "sign-flip" else ("relabelling of seeds", "splits of the runs")
+        drawn = f"exact over {t.resamples:,} {units}" if t.exact else f"{t.resamples:,} random {units}, seed {t.seed}"
+        floor = f", smallest possible p {_p(t.min_p)}" if t.min_p >= 0.05 else ""
         interval = "BCa over queries" if ci.method == "bca" else ("seeds and queries" if ci.method == "hierarchical-percentile" else ci.method)
         typer.echo(f"  {p.b} - {p.a}: MRR {p.difference:+.4f}, {100 * ci.level:.0f}% CI [{ci.low:+.4f}, {ci.high:+.4f}] ({interval}); "
                    f"p = {_p(t.p)} ({kind}, {drawn}{floor}; Holm {_p(p.p_holm)})")
