@@ -15,8 +15,8 @@ from interp.cli import app
 from interp.study import Grid, Scale, Table, get_grid, load_grid_file, parse_seeds, render_markdown, run_study, summarize, table_row
 from trainers.errors import InterpError
 
-TINY = Scale("tiny", (("epochs", 1), ("batch_size", 4), ("max_len", 32), ("evals_per_epoch", 2), ("max_steps", 4), ("lr", 1e-3)),
-             train_limit=40, eval_limit=16)
+TINY = Scale("tiny", (("epochs", 1), ("batch_size", 4), ("max_len", 32), ("evals_per_epoch", 2), ("max_steps", 4), ("pooling", "pooler"),
+                      ("lr", 1e-3)), train_limit=40, eval_limit=16)  # a scale may state its pooling; lr last (replaced below)
 GRID = Grid("tiny", "two presets", (Table("t1", "LoRA and Adapter-FFN", ("lora32", "adapter-ffn64")),))
 SEEDS = (1, 2)
 RUNS = ["lora32-s1", "lora32-s2", "adapter-ffn64-s1", "adapter-ffn64-s2"]
@@ -156,9 +156,11 @@ def test_tables_follow_the_schema_and_the_manifests(finished):
     assert set(doc) == {"kind", "grid", "scale", "seeds", "base", "data", "train", "tables", "code_version", "versions"}
     assert (doc["kind"], doc["grid"], doc["scale"], doc["seeds"]) == ("study", "tiny", "tiny", [1, 2])
     assert "seed" not in doc["train"] and doc["train"]["lr"] == 1e-3 and doc["train"]["max_steps"] == 4
+    assert {k: doc["train"][k] for k in ("pooling", "batching", "ties")} == {"pooling": "pooler", "batching": "random", "ties": "codexglue"}
     assert set(doc["data"]) == {"dir", "fingerprint"} and len(doc["data"]["fingerprint"]) == 64
     manifests = {name: json.loads((runs / name / "manifest.json").read_text()) for name in RUNS}
     assert doc["base"] == manifests["lora32-s1"]["base"]
+    assert all(m["train"]["pooling"] == "pooler" for m in manifests.values())
     [table] = doc["tables"]
     assert (table["table"], [r["preset"] for r in table["rows"]]) == ("t1", ["lora32", "adapter-ffn64"])
     for row in table["rows"]:
@@ -198,6 +200,36 @@ def test_a_run_made_otherwise_is_refused_and_left_intact(finished, mined_data, t
     message = str(err.value)
     assert "4 run(s)" in message and all(f"{name}:" in message for name in RUNS)
     assert all(w in message for w in words)
+    assert snapshot(runs, RUNS) == before
+
+
+def _as_before(manifest: dict) -> dict:
+    """A manifest as the toolkit wrote it before pooling, batching, ties and the LoRA scaling rule were recorded."""
+    train = {k: v for k, v in manifest["train"].items() if k not in ("pooling", "batching", "ties")} | {"bucket": True}
+    method = manifest["method"]
+    if method["method"] == "lora":  # the numeric scale under the name `scaling`
+        method = {k: v for k, v in method.items() if k != "scale"} | {"scaling": method["scale"]}
+    return manifest | {"train": train, "method": method}
+
+
+def test_old_manifests_are_read_as_they_were_trained(finished, tmp_path, mined_data, tiny_roberta_dir):
+    """No `bucket` or missing-field noise: an old run differs in exactly the choices it was trained with."""
+    runs = tmp_path / "runs"
+    shutil.copytree(finished["runs"], runs)
+    for name in RUNS:
+        path = runs / name / "manifest.json"
+        path.write_text(json.dumps(_as_before(json.loads(path.read_text()))))
+    with pytest.raises(InterpError) as err:
+        study(runs, mined_data, tiny_roberta_dir)
+    message = str(err.value)
+    for name in RUNS:
+        [phrase] = [part for part in message.split(" | ") if part.startswith(f"{name}:") or f" {name}:" in part]
+        assert phrase.endswith("training settings: pooling 'cls' there, 'pooler' here, batching 'bucketed' there, 'random' here, "
+                               "ties 'optimistic' there, 'codexglue' here"), phrase
+    as_trained = Scale("tiny", tuple((k, "cls" if k == "pooling" else v) for k, v in TINY.train) + (("batching", "bucketed"), ("ties", "optimistic")),
+                       TINY.train_limit, TINY.eval_limit)
+    before = snapshot(runs, RUNS)
+    assert set(statuses(study(runs, mined_data, tiny_roberta_dir, scale=as_trained)).values()) == {"skipped"}
     assert snapshot(runs, RUNS) == before
 
 

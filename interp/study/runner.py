@@ -8,10 +8,13 @@ Before anything trains, every run of the grid is planned against what is on disk
     any settings differ               -> refused: one InterpError naming each run and what differs
     the preset does not fit the base  -> failed (reported; the others still run)
 
-"Same settings" means the same method config, the same training settings, the same data
-(the fingerprints of the splits and samples used) and the same base weights (sha256). So a
+"Same settings" means the same method config, the same training settings (pooling, batching
+and tie rule included; an older manifest that does not record them is read with the values it
+was trained with, `TrainConfig.from_dict`), the same data (the fingerprints of the splits and
+samples used) and the same base weights (sha256). A scale may state any training setting, its
+pooling among them (`pooling = "pooler"` in grids.toml). So a
 study can be killed and started again: nothing finished is redone and nothing is overwritten.
-A run that fails while training (a non-finite loss, say) is reported and the study goes on;
+A run that fails while training (a non-finite loss or evaluation, say) is reported and the study goes on;
 the tables are rewritten after every run.
 """
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from trainers.errors import InterpError
@@ -96,7 +99,6 @@ def measure(*, presets: tuple[str, ...], data_dir: Path, base: str | None, scale
 
 def plan_runs(*, grid: Grid, seeds: tuple[int, ...], scale: Scale, runs_dir: Path, expected: Expected) -> list[PlannedRun]:
     """Every run of the grid with what to do about it; InterpError listing every run that conflicts."""
-    from trainers import methods
     from trainers.training.runs import check_run_name, read_manifest
 
     plan, conflicts = [], []
@@ -113,7 +115,7 @@ def plan_runs(*, grid: Grid, seeds: tuple[int, ...], scale: Scale, runs_dir: Pat
             except InterpError as exc:
                 conflicts.append(f"{name}: {exc}")
                 continue
-            differences = settings_differences(manifest, method=methods.get_preset(preset).to_dict(), train=asdict(scale.config(seed)), expected=expected)
+            differences = settings_differences(manifest, method=grid.method(preset).to_dict(), train=scale.config(seed), expected=expected)
             if differences:
                 conflicts.append(f"{name}: {'; '.join(differences)}")
             elif manifest.get("status") == "finished":
@@ -128,22 +130,26 @@ def plan_runs(*, grid: Grid, seeds: tuple[int, ...], scale: Scale, runs_dir: Pat
     return plan
 
 
-def settings_differences(manifest: dict, *, method: dict, train: dict, expected: Expected) -> list[str]:
-    """What differs between an existing run's manifest and this study's settings, one phrase each ('' = nothing)."""
+def settings_differences(manifest: dict, *, method: dict, train, expected: Expected) -> list[str]:
+    """What differs between an existing run's manifest and this study's settings (`train`: a TrainConfig), one phrase each."""
     from trainers.training.loop import TrainConfig
+    from trainers.training.train import config_differences
+
+    from trainers.training.train import recorded_method
 
     out = []
     old_hash, new_hash = manifest.get("base", {}).get("weights_sha256"), expected.base["weights_sha256"]
     if old_hash != new_hash:
         out.append(f"base weights {str(old_hash)[:12]} there, {new_hash[:12]} here ({expected.base['name']})")
-    if manifest.get("method") != method:
-        keys = sorted(set(manifest.get("method") or {}) | set(method))
-        diff = [f"{k} {(manifest.get('method') or {}).get(k)!r} there, {method.get(k)!r} here" for k in keys
-                if (manifest.get("method") or {}).get(k) != method.get(k)]
+    old_method = recorded_method(manifest.get("method"))  # an older manifest, as it was trained
+    if old_method != method:
+        keys = sorted(set(old_method) | set(method))
+        diff = [f"{k} {old_method.get(k)!r} there, {method.get(k)!r} here" for k in keys if old_method.get(k) != method.get(k)]
         out.append("method: " + ", ".join(diff))
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
-    old_train = manifest.get("train", {})
-    diff = [f"{k} {old_train.get(k, defaults.get(k))!r} there, {v!r} here" for k, v in train.items() if old_train.get(k, defaults.get(k)) != v]
+    try:
+        diff = [f"{k} {before!r} there, {now!r} here" for k, before, now in config_differences(TrainConfig.from_dict(manifest.get("train", {})), train)]
+    except (InterpError, TypeError) as exc:  # a "train" section TrainConfig cannot read
+        diff = [f"unreadable ({exc})"]
     if diff:
         out.append("training settings: " + ", ".join(diff))
     old_data = manifest.get("data", {})
@@ -167,7 +173,6 @@ def run_study(
     log: Callable[[str], None] = print,
 ) -> StudyResult:
     """Train (or skip, or resume) every run of `grid` x `seeds` under runs_dir; write runs/study/<grid>/tables.*."""
-    from trainers import methods
     from trainers.training.train import RunSpec, train_run
 
     if not seeds:
@@ -195,7 +200,7 @@ def run_study(
             continue
         if progress:
             log(f"{where}: {'resuming' if run.action == RESUME else 'training'} (preset {run.preset}, seed {run.seed})")
-        spec = RunSpec(name=run.name, method=methods.get_preset(run.preset), data_dir=data_dir, preset=run.preset, base=base,
+        spec = RunSpec(name=run.name, method=grid.method(run.preset), data_dir=data_dir, preset=run.preset, base=base,
                        train_limit=scale.train_limit, eval_limit=scale.eval_limit)
         start = time.perf_counter()
         try:

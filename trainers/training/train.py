@@ -279,7 +279,7 @@ def _check_same_run(old: dict, spec: RunSpec, cfg: TrainConfig, encoder: Encoder
             f"--num-processes {old.get('num_processes', 1)}, not {processes} (each process keeps its own random state)"
         )
     for what, before, now in (
-        ("method", old["method"], spec.method.to_dict()),
+        ("method", recorded_method(old["method"]), spec.method.to_dict()),
         ("data", _fingerprints(old["data"]), _fingerprints(data.describe())),
     ):
         if before != now:
@@ -288,6 +288,15 @@ def _check_same_run(old: dict, spec: RunSpec, cfg: TrainConfig, encoder: Encoder
     if differences:
         raise InterpError(f"run {spec.name!r}: --resume with different training settings than the run was started with: "
                           + ", ".join(f"{name} {before!r} there, {now!r} now" for name, before, now in differences))
+
+
+def recorded_method(data) -> dict:
+    """A manifest's "method" section as today's `to_dict()` writes it (an older LoRA's numeric scaling read as
+    it was trained, "alpha"); as it is when it cannot be read."""
+    try:
+        return methods.method_from_dict(data).to_dict()
+    except (ValueError, TypeError, InterpError):
+        return data if isinstance(data, dict) else {}
 
 
 def config_differences(before: TrainConfig, now: TrainConfig) -> list[tuple[str, object, object]]:
