@@ -43,10 +43,13 @@ CASES = {
 
 # -- shared with test_anatomy and test_attribute ------------------------------------------------
 
-def train_tiny(runs_dir: Path, data_dir: Path, base: Path, name: str, config: methods.MethodConfig) -> Path:
-    """A run of `config` on the tiny base: two steps at a high learning rate, so the delta is far from zero."""
+def train_tiny(runs_dir: Path, data_dir: Path, base: Path, name: str, config: methods.MethodConfig, **settings) -> Path:
+    """A run of `config` on the tiny base: two steps at a high learning rate, so the delta is far from zero.
+
+    `settings`: other TrainConfig fields (pooling, ties, ...).
+    """
     spec = RunSpec(name=name, method=config, data_dir=data_dir, base=str(base), train_limit=16, eval_limit=EXAMPLES)
-    cfg = TrainConfig(epochs=1, batch_size=4, max_len=MAX_LEN, evals_per_epoch=1, max_steps=2, lr=5e-2, seed=3)
+    cfg = TrainConfig(**{"epochs": 1, "batch_size": 4, "max_len": MAX_LEN, "evals_per_epoch": 1, "max_steps": 2, "lr": 5e-2, "seed": 3} | settings)
     train_run(spec, cfg, runs_dir=runs_dir, progress=False)
     return runs_dir / name
 
@@ -179,6 +182,16 @@ def test_sweep_curve_has_one_point_per_layer_and_consistent_blocks(runs_dir):
     assert result.evaluations == 12
     assert path.name == "lora.sweep.n12.json"
     check_golden(path, GOLDEN / "ablate.json")
+
+
+@pytest.mark.parametrize("pooling, ties", [("mean", "optimistic"), ("pooler", "codexglue")])
+def test_ablation_scores_with_the_runs_pooling_and_tie_rule(tmp_path, mined_data, tiny_roberta_dir, pooling, ties):
+    train_tiny(tmp_path, mined_data, tiny_roberta_dir, "r", LoraConfig(r=4), pooling=pooling, ties=ties)
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    result, path = run_ablate(runs_dir=tmp_path, name="r", layers="4", limit=EXAMPLES, progress=False)
+    assert (result.pooling, result.ties) == (pooling, ties)
+    assert json.loads(path.read_text())["result"]["pooling"] == pooling
+    assert result.intact_mrr == pytest.approx(manifest["metrics"]["test_mrr"], abs=1e-9)  # the run's own MRR, as trained
 
 
 def test_a_layer_without_delta_changes_nothing(bound):

@@ -23,6 +23,8 @@ the top-k blocks kept (layers D-k+1..D, k = 1..D) and the bottom-k blocks kept (
 layer-importance `curve` has one point per layer: the MRR lost when only that layer's delta is
 dropped, and the MRR gained over the base when only that layer's delta is kept. Settings that
 switch off the same layers are scored once. Layers are 1-based in the result, as in the study.
+Every setting embeds with the run's pooling and ranks under the run's tie rule (both recorded
+in the result), so `intact` is the run's own MRR on these examples.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ from interp.analyses.base import resolve_runs, save_result
 from interp.analyses.compare import data_label
 from interp.analyses.ranks import load_model, max_len_of, resolve_data
 from trainers import methods
+from trainers.encoders import DEFAULT_POOLING, check_pooling
 from trainers.errors import InterpError
+from trainers.training.evaluate import DEFAULT_TIE_RULE, check_tie_rule
 
 MODES = ("drop", "keep")
 
@@ -91,13 +95,15 @@ class AblateResult:
     settings: list[Setting]
     curve: list[LayerPoint] = field(default_factory=list)  # one point per layer with --sweep, else empty
     evaluations: int = 0  # distinct settings scored (intact and base included)
+    pooling: str = DEFAULT_POOLING  # how every setting embeds (the run's pooling)
+    ties: str = DEFAULT_TIE_RULE  # the tie rule of every MRR (the run's)
 
 
 class Ablation:
     """Bound to a run's model and a set of examples, tokenised once; one `compute(...)`."""
 
     def __init__(self, encoder, model, examples: list, *, name: str, config: methods.MethodConfig, max_len: int,
-                 batch_size: int = 64, device: str = "auto", progress: bool = False):
+                 pooling: str = DEFAULT_POOLING, ties: str = DEFAULT_TIE_RULE, batch_size: int = 64, device: str = "auto", progress: bool = False):
         import torch
 
         from trainers.training.splits import tokenize_examples
@@ -105,6 +111,7 @@ class Ablation:
         if not examples:
             raise InterpError("no examples to score")
         self.encoder, self.model, self.name, self.config = encoder, model, name, config
+        self.pooling, self.ties = check_pooling(pooling), check_tie_rule(ties)
         self.depth = encoder.num_layers
         self.tok = tokenize_examples(encoder, examples, max_len)
         self.batch_size, self.progress = batch_size, progress
@@ -118,8 +125,8 @@ class Ablation:
 
             self.model.to(self.device).eval()
             with methods.disabled_layers(self.model, off):
-                embed = lambda ids, mask: self.encoder.embed(ids, mask, model=self.model)  # noqa: E731
-                result = evaluate(embed, self.tok, batch_size=self.batch_size, device=self.device, progress=self.progress)
+                embed = lambda ids, mask: self.encoder.embed(ids, mask, model=self.model, pooling=self.pooling)  # noqa: E731
+                result = evaluate(embed, self.tok, batch_size=self.batch_size, device=self.device, progress=self.progress, ties=self.ties)
             self._scores[off] = result.mrr
         return self._scores[off]
 
@@ -159,6 +166,7 @@ class Ablation:
             run=self.name, method=self.config.describe(), depth=self.depth,
             delta_layers=[i + 1 for i in self.config.layer_indices(self.depth)], examples=len(self.tok),
             intact_mrr=intact, base_mrr=base, settings=settings, curve=curve, evaluations=len(self._scores),
+            pooling=self.pooling, ties=self.ties,
         )
 
 
@@ -179,8 +187,9 @@ def run_ablate(*, runs_dir: Path, name: str, layers: str | None = None, mode: st
     encoder, model = load_model(ref)
     if chosen is None:
         chosen = _parse(layers, encoder.num_layers)
+    trained = ref.run.train_config
     ablation = Ablation(encoder, model, data.examples, name=name, config=config, max_len=max_len_of(ref),
-                        device=device, progress=progress)
+                        pooling=trained.pooling, ties=trained.ties, device=device, progress=progress)
     result = ablation.compute(layers=chosen, mode=mode, sweep=sweep)
     what = ".".join(([f"{mode}{layers_text(chosen)}"] if chosen else []) + (["sweep"] if sweep else []))
     inputs = {"run": ref.fingerprint(), "data": data.describe(), "layers": layers, "mode": mode, "sweep": sweep}
