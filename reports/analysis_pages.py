@@ -135,9 +135,20 @@ def anatomy_page(saved: dict) -> Page:
     ctx = _base(saved, "anatomy", f"anatomy: {saved['name']}")
     ctx["run_plots"] = [anatomy_run_plot(entry, f"anatomy-{i}") for i, entry in enumerate(r.get("runs", []))]
     overlaps = r.get("overlaps", [])
+    ctx["stale"] = any("output" not in o for o in overlaps)  # before the sides were named: adapters' left / right swapped
+    sides = ("left", "right") if ctx["stale"] else ("output", "input")
     x = [f"L{o['layer']} {o['module']}" for o in overlaps]
-    ctx["overlap_plot"] = figures.grouped_bars(
-        x, {"left": [o.get("left") for o in overlaps], "left, random": [o.get("left_random") for o in overlaps],
-            "right": [o.get("right") for o in overlaps], "right, random": [o.get("right_random") for o in overlaps]},
-        title=f"top-{r.get('k')} subspace overlap, mean cos²", yaxis="overlap", div_id="overlaps") if overlaps else ""
+    bars = {}
+    for side in sides:
+        bars[side] = [o.get(side) for o in overlaps]
+        bars[f"{side}, random"] = [o.get(f"{side}_random") for o in overlaps]
+    ctx["overlap_plot"] = figures.grouped_bars(x, bars, title=f"top-{r.get('k')} subspace overlap, mean cos²", yaxis="overlap",
+                                               div_id="overlaps") if overlaps else ""
+    null = r.get("seed_null")
+    rows = [o for o in overlaps if o.get("seed_null")]
+    ctx["null"], ctx["null_rows"] = null, rows
+    ctx["null_plot"] = figures.grouped_bars(
+        [f"L{o['layer']} {o['module']}" for o in rows],
+        {f"{side} {which}": [o["seed_null"][side][which] for o in rows] for side in ("output", "input") for which in ("between", "within")},
+        title="overlap between the configurations against seed to seed (mean cos²)", yaxis="overlap", div_id="seed-null") if rows else ""
     return f"anatomy/{file_name(saved['name'])}.html", "anatomy.html", ctx

@@ -1,10 +1,13 @@
 """`interp anatomy`: norms, spectra, effective ranks and subspace overlaps of deltas, from weights.
 
-Hand-checkable cases: the helpers on tiny matrices; a trained loFF-style union (LoRA r=2 +
-Adapter-FFN r=2) checked against scaling * B @ A and W_down, W_up computed from its saved file;
-and two copies of that run with hand-set weights, whose every number follows from the
-construction (the golden case). Full fine-tuning and prefixes are bound directly, with a known
-change written into the weights.
+Hand-checkable cases: the helpers on tiny matrices; the permutation null on constructed
+overlap matrices; rank-1 deltas with known input and output vectors for each linear method,
+whose reported input-side vector must be the one the module's own forward reads along; a
+trained loFF-style union (LoRA r=2 + Adapter-FFN r=2) checked against scale * B @ A and
+W_down, W_up computed from its saved file; two copies of that run with hand-set weights, whose
+every number follows from the construction (the golden case); a trained prefix, whose update
+is its change from the initial values saved with it; and tiny LoRA runs with two seeds each,
+for the seed null.
 """
 
 from __future__ import annotations
@@ -21,15 +24,18 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from interp.analyses.anatomy import Anatomy, DeltaModel, effective_rank, run_anatomy, subspace_overlap
+from interp.analyses.anatomy_null import p_floor, side_null
 from test_ablate import GOLDEN, check_golden, command_app, single_thread, train_tiny  # noqa: F401 (single_thread: autouse)
 from trainers.encoders import load_encoder
 from trainers.errors import InterpError
 from trainers.methods import AdapterConfig, FullConfig, LoraConfig, PrefixConfig, UnionConfig, apply_method
+from trainers.training.loop import TrainConfig
+from trainers.training.train import RunSpec, train_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
 UNION = UnionConfig(parts=(LoraConfig(r=2), AdapterConfig(r=2, placement="ffn")))
-SCALING = 4.0  # LoraConfig's default alpha, which peft applies as lora_alpha / r
+SCALE = 4.0  # LoraConfig's default alpha, the factor applied to B @ A
 HIDDEN = 32
 E = torch.eye(HIDDEN)
 
@@ -71,12 +77,117 @@ def test_random_subspaces_overlap_about_k_over_d():
     assert np.mean(draws) == pytest.approx(k / d, rel=0.15)
 
 
+# -- the permutation null, on constructed overlaps ---------------------------------------------------
+
+def _similarity(sizes, within: float, between: float) -> np.ndarray:
+    group = [0] * sizes[0] + [1] * sizes[1]
+    sim = np.array([[within if gi == gj else between for gj in group] for gi in group])
+    np.fill_diagonal(sim, 1.0)
+    return sim
+
+
+@pytest.mark.parametrize("sizes, within, between, p", [
+    ((2, 2), 0.9, 0.3, 1 / 3),    # configurations far apart; 2 seeds a side cannot give less than 1/3
+    ((3, 3), 0.9, 0.3, 0.1),      # 2 of the 20 splits (the observed and its mirror)
+    ((2, 1), 0.9, 0.3, 1 / 3),    # seeds on one side only
+    ((3, 2), 0.9, 0.3, 0.1),      # 1 of 10
+    ((2, 2), 0.5, 0.5, 1.0),      # no difference at all
+    ((2, 2), 0.3, 0.9, 1.0),      # configurations closer than seeds: nothing beyond seed noise
+])
+def test_side_null(sizes, within, between, p):
+    null = side_null(_similarity(sizes, within, between), sizes)
+    m, n = sizes
+    assert (null.between, null.within, null.p) == pytest.approx((between, within, p))
+    assert len(null.between_pairs) == m * n and len(null.within_pairs) == math.comb(m, 2) + math.comb(n, 2)
+    assert p >= p_floor(sizes) - 1e-12
+
+
+def test_side_null_counts_each_pair_once():
+    sim = _similarity((2, 2), 0.9, 0.3)
+    sim[0, 2] = sim[2, 0] = 0.7  # one cross pair closer
+    null = side_null(sim, (2, 2))
+    assert null.between_pairs == pytest.approx([0.7, 0.3, 0.3, 0.3]) and null.between == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("sizes, floor", [((2, 2), 1 / 3), ((3, 3), 0.1), ((2, 1), 1 / 3), ((4, 2), 1 / 15)])
+def test_p_floor(sizes, floor):
+    assert p_floor(sizes) == pytest.approx(floor)
+
+
+def test_a_null_needs_two_seeds_of_one_configuration():
+    with pytest.raises(ValueError, match="two seeds"):
+        side_null(np.eye(2), (1, 1))
+
+
+# -- which side is the input: rank-1 deltas with known vectors --------------------------------------
+
+def _unit(x: torch.Tensor) -> np.ndarray:
+    return (x / x.norm()).double().numpy()
+
+
+def _lora(encoder, a, b):
+    """A rank-1 LoRA in layer 2's query, reading along a and writing along b; the module's own delta."""
+    m = encoder.module(1, "query")
+    lora_a, lora_b = m.lora_A["default"], m.lora_B["default"]
+    lora_a.weight.zero_(), lora_b.weight.zero_()
+    lora_a.weight[0], lora_b.weight[:, 0] = a, b  # (r, d_in) row, (d_out, r) column
+    return (2, "attention.self.query"), lambda x: lora_b(lora_a(x)) * m.scaling["default"]
+
+
+def _adapter(encoder, a, b):
+    """A rank-1 bottleneck after layer 2's FFN: W_down's column a, W_up's row b, no biases."""
+    m = encoder.module(1, "ffn_output")
+    down, up = m.bottleneck_down["default"], m.bottleneck_up["default"]
+    for t in (down.weight, down.bias, up.weight, up.bias):
+        t.zero_()
+    down.weight[0], up.weight[:, 0] = a, b  # bottleneck_down.weight = W_down^T (r, d), bottleneck_up.weight = W_up^T (d, r)
+    return (2, "output.dense"), lambda h: up(torch.relu(down(h)))
+
+
+def _embedding(encoder, a, b):
+    """Full fine-tuning that moved token 5's embedding by b: its input side is token 5's one-hot, a is ignored."""
+    table = encoder.model.embeddings.word_embeddings.weight  # (vocab, d)
+    before = table.detach().clone()
+    table[5] += b
+    return (None, "embeddings.word_embeddings"), lambda one_hot: one_hot @ (table - before)
+
+
+@pytest.mark.parametrize("config, build", [(LoraConfig(r=2), _lora), (AdapterConfig(r=2, placement="ffn"), _adapter),
+                                           (FullConfig(), _embedding)], ids=["lora", "adapter", "full-embedding"])
+def test_the_input_side_is_what_the_module_reads(config, build, tiny_roberta_dir):
+    """The reported input-side vector is the direction the delta responds to; the output side is what it adds."""
+    encoder = load_encoder(tiny_roberta_dir)
+    model = apply_method(encoder, config)
+    a, b = torch.linspace(0.2, 1.0, HIDDEN) * torch.tensor([1.0, -1.0] * (HIDDEN // 2)), torch.cos(torch.arange(HIDDEN) * 0.7)
+    a[-1] = 3.0  # its largest entry positive: the sign the report gives
+    with torch.no_grad():
+        place, delta = build(encoder, a, b)
+    (run,) = Anatomy([DeltaModel("hand", "hand", encoder, model)]).compute(vectors=1).runs
+    (m,) = [m for m in run.matrices if (m.layer, m.module) == place]
+    assert m.sides == {"left": "output", "right": "input"} and m.effective_rank == pytest.approx(1.0, abs=1e-6)
+    reads, writes = np.array(m.vectors["input"][0]), np.array(m.vectors["output"][0])
+    if config.method == "full":
+        a = torch.zeros(encoder.config.vocab_size)
+        a[5] = 1.0
+        assert m.matrix == "(W_run-W_base)^T" and m.shape == [HIDDEN, encoder.config.vocab_size]
+    np.testing.assert_allclose(reads, _unit(a), atol=1e-6)
+    np.testing.assert_allclose(np.abs(writes), np.abs(_unit(b)), atol=1e-6)
+    with torch.no_grad():  # the module's own computation: along `reads` it writes along `writes`; across it, nothing
+        out = delta(torch.tensor(reads, dtype=torch.float32))
+        across = torch.randn(len(reads))
+        across -= (across @ torch.tensor(reads, dtype=torch.float32)) * torch.tensor(reads, dtype=torch.float32)
+        silent = delta(across)
+    assert abs(float(_unit(out) @ writes)) == pytest.approx(1.0, abs=1e-5)
+    assert float(silent.norm()) < 1e-4 * float(out.norm())
+
+
 # -- a trained run, checked by hand against its saved file ------------------------------------------
 
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory, mined_data, tiny_roberta_dir) -> Path:
     out = tmp_path_factory.mktemp("anatomy-runs")
     train_tiny(out, mined_data, tiny_roberta_dir, "union", UNION)
+    train_tiny(out, mined_data, tiny_roberta_dir, "prefix", PrefixConfig(length=2))
     return out
 
 
@@ -93,39 +204,42 @@ def test_union_matrices_equal_the_saved_factors(runs_dir):
         prefix = f"base_model.model.encoder.layer.{layer}."
         for target in ("attention.self.query", "attention.self.value"):
             a, b = saved[prefix + target + ".lora_A.weight"].double(), saved[prefix + target + ".lora_B.weight"].double()
-            update = SCALING * b @ a  # (out, in), what merging adds to the weight
+            update = SCALE * b @ a  # (out, in), what merging adds to the weight
             s = np.linalg.svd(update.numpy(), compute_uv=False)
             m = found[(layer + 1, target, "lora")]
-            assert m.shape == [HIDDEN, HIDDEN] and m.rank_bound == 2 and m.matrix == "scaling*B@A"
+            assert m.shape == [HIDDEN, HIDDEN] and m.rank_bound == 2 and m.matrix == "scale*B@A"
             assert m.frobenius == pytest.approx(float(np.linalg.norm(update.numpy())))
             assert m.spectral_norm == pytest.approx(s[0]) and m.spectrum == pytest.approx(list(s / s[0]), abs=1e-12)
-            assert m.factors == pytest.approx({"A": float(a.norm()), "B": float(b.norm()), "scaling": SCALING})
-        down = saved[prefix + "output.dense.bottleneck_down.weight"].double().T  # W_down (d, r)
-        up = saved[prefix + "output.dense.bottleneck_up.weight"].double().T  # W_up (r, d)
+            assert m.factors == pytest.approx({"A": float(a.norm()), "B": float(b.norm()), "scale": SCALE})
+        down = saved[prefix + "output.dense.bottleneck_down.weight"].double()  # W_down^T (r, d)
+        up = saved[prefix + "output.dense.bottleneck_up.weight"].double()  # W_up^T (d, r)
         m = found[(layer + 1, "output.dense", "adapter")]
-        assert m.frobenius == pytest.approx(float((down @ up).norm()))
+        assert m.matrix == "(W_down@W_up)^T" and m.sides == {"left": "output", "right": "input"}
+        assert m.frobenius == pytest.approx(float((down.T @ up.T).norm()))
         assert m.factors == pytest.approx({"W_down": float(down.norm()), "W_up": float(up.norm())})
 
 
 def test_a_run_overlaps_itself_fully(runs_dir):
     result, path = run_anatomy(runs_dir=runs_dir, names=["union", "union"])
     assert path.name == "union-vs-union.json" and len(result.overlaps) == 12
+    assert result.seed_null is None and "no seed null: union is compared with itself" in result.notes
     for o in result.overlaps:
-        assert (o.left, o.right) == pytest.approx((1.0, 1.0))
+        assert (o.output, o.input) == pytest.approx((1.0, 1.0))
         # r = 2; an adapter unit that ReLU kept silent in training has an all-zero W_up row: rank 1
         assert o.k == 2 if o.kinds == ["lora", "lora"] else o.k in (1, 2)
-        assert (o.left_random, o.right_random) == (o.k / HIDDEN, o.k / HIDDEN)
-        assert max(o.left_angles + o.right_angles) < 1e-3  # degrees
+        assert (o.output_random, o.input_random) == (o.k / HIDDEN, o.k / HIDDEN)
+        assert max(o.output_angles + o.input_angles) < 1e-3  # degrees
 
 
 # -- hand-set weights: the golden case ----------------------------------------------------------------
 
-def _hand_set(runs_dir: Path, name: str, second_input: int) -> None:
+def _hand_set(runs_dir: Path, name: str, second_input: int, adapter_input: int) -> None:
     """Copy the union run and write known factors into it.
 
     LoRA in layer l: A's rows e_0, e_{second_input}; B's columns 2l e_0 and l e_1, so
-    dW = scaling * (2l e_0 e_0^T + l e_1 e_{second_input}^T): singular values 8l and 4l.
-    Adapter: W_down's columns e_0, e_1 and W_up's rows 3 e_5, 0, so W_down W_up = 3 e_0 e_5^T.
+    dW = scale * (2l e_0 e_0^T + l e_1 e_{second_input}^T): singular values 8l and 4l.
+    Adapter: W_down's columns e_{adapter_input}, e_1 and W_up's rows 3 e_5, 0, so
+    h W_down W_up = 3 h_{adapter_input} e_5^T: it reads e_{adapter_input} and writes e_5.
     """
     shutil.copytree(runs_dir / "union", runs_dir / name)
     path = runs_dir / name / "adapter_model.safetensors"
@@ -138,7 +252,7 @@ def _hand_set(runs_dir: Path, name: str, second_input: int) -> None:
         elif key.endswith("lora_B.weight"):
             new[0, 0], new[1, 1] = 2.0 * layer, 1.0 * layer
         elif key.endswith("bottleneck_down.weight"):  # (r, d) = W_down^T
-            new[0, 0], new[1, 1] = 1.0, 1.0
+            new[0, adapter_input], new[1, 1] = 1.0, 1.0
         elif key.endswith("bottleneck_up.weight"):  # (d, r) = W_up^T
             new[5, 0] = 3.0
         state[key] = new
@@ -146,17 +260,18 @@ def _hand_set(runs_dir: Path, name: str, second_input: int) -> None:
 
 
 def test_hand_set_runs_golden(runs_dir):
-    _hand_set(runs_dir, "hand-a", second_input=1)
-    _hand_set(runs_dir, "hand-b", second_input=2)
+    _hand_set(runs_dir, "hand-a", second_input=1, adapter_input=0)
+    _hand_set(runs_dir, "hand-b", second_input=2, adapter_input=2)
     out = CliRunner().invoke(command_app(), ["anatomy", "hand-a", "hand-b", "--runs-dir", str(runs_dir)])
     assert out.exit_code == 0, out.output
-    assert "overlap of top singular subspaces" in out.output and "hand-a-vs-hand-b.json" in out.output
+    assert "overlap of the top-k singular subspaces" in out.output and "hand-a-vs-hand-b.json" in out.output
+    assert "no seed null: no other seed of hand-a's or hand-b's configuration" in out.output
     saved = json.loads((runs_dir / "analyses" / "anatomy" / "hand-a-vs-hand-b.json").read_text())["result"]
     for m in saved["runs"][0]["matrices"]:
         if m["kind"] == "lora":
             layer = m["layer"]
-            assert m["frobenius"] == pytest.approx(SCALING * layer * math.sqrt(5))
-            assert m["spectral_norm"] == pytest.approx(SCALING * 2 * layer)
+            assert m["frobenius"] == pytest.approx(SCALE * layer * math.sqrt(5))
+            assert m["spectral_norm"] == pytest.approx(SCALE * 2 * layer)
             assert m["spectrum"][:2] == pytest.approx([1.0, 0.5]) and m["spectrum"][2:] == pytest.approx([0.0] * 30, abs=1e-12)
             assert m["effective_rank"] == pytest.approx(1.8899, abs=1e-4)
         else:
@@ -164,14 +279,50 @@ def test_hand_set_runs_golden(runs_dir):
             assert m["factors"] == pytest.approx({"W_down": math.sqrt(2), "W_up": 3.0})
     for o in saved["overlaps"]:
         if o["kinds"] == ["lora", "lora"]:  # same output directions; inputs share e_0 but not e_1 / e_2
-            assert (o["k"], o["left"], o["right"]) == (2, pytest.approx(1.0), pytest.approx(0.5))
-            assert o["right_angles"] == pytest.approx([0.0, 90.0], abs=1e-6)
-        else:  # a rank-1 product: only its one direction is compared
-            assert (o["k"], o["left"], o["right"]) == (1, pytest.approx(1.0), pytest.approx(1.0))
+            assert (o["k"], o["output"], o["input"]) == (2, pytest.approx(1.0), pytest.approx(0.5))
+            assert o["input_angles"] == pytest.approx([0.0, 90.0], abs=1e-6)
+        else:  # a rank-1 product writing e_5 in both, reading e_0 in one and e_2 in the other
+            assert (o["k"], o["output"], o["input"]) == (1, pytest.approx(1.0), pytest.approx(0.0, abs=1e-12))
+        assert o["seed_null"] is None
     check_golden(runs_dir / "analyses" / "anatomy" / "hand-a-vs-hand-b.json", GOLDEN / "anatomy.json")
+    # the top singular vectors: the LoRA reads e_0 and writes e_0 (its larger value); hand-b's adapter reads e_2, writes e_5
+    for m in run_anatomy(runs_dir=runs_dir, names=["hand-b"], top=2, vectors=1)[0].runs[0].matrices:
+        reads, writes = (E[0], E[0]) if m.kind == "lora" else (E[2], E[5])
+        assert m.vectors == {"input": [pytest.approx(reads.tolist())], "output": [pytest.approx(writes.tolist())]}
 
 
-# -- full fine-tuning and prefixes, bound directly ---------------------------------------------------
+# -- prefixes: the change from the saved initial values ----------------------------------------------
+
+def test_a_trained_prefix_is_read_as_its_change_from_initialisation(runs_dir):
+    saved = load_file(runs_dir / "prefix" / "adapter_model.safetensors")
+    result, _ = run_anatomy(runs_dir=runs_dir, names=["prefix"])
+    found = _by_place(result)
+    assert len(found) == 4 * 2 and not result.notes
+    for layer in range(4):
+        key = f"base_model.model.encoder.layer.{layer}.attention.self.prefix.kv_prefix_"
+        for kind, side, label in (("prefix_key", "key", "P_k-P_k0"), ("prefix_value", "value", "P_v-P_v0")):
+            trained, initial = saved[key + side].double(), saved[key + "init_" + side].double()
+            assert not torch.equal(trained, initial)  # two steps at a high learning rate moved it
+            m = found[(layer + 1, "attention.self", kind)]
+            assert m.matrix == label and m.shape == [2, HIDDEN] and m.sides == {"left": "position", "right": side}
+            assert m.frobenius == pytest.approx(float((trained - initial).norm()))
+            assert m.factors == pytest.approx({"P": float(trained.norm()), "P_init": float(initial.norm())})
+
+
+def test_a_prefix_saved_without_initial_values_is_read_raw_and_says_so(runs_dir):
+    shutil.copytree(runs_dir / "prefix", runs_dir / "prefix-old")
+    path = runs_dir / "prefix-old" / "adapter_model.safetensors"
+    saved = load_file(path)
+    save_file({k: v for k, v in saved.items() if "kv_prefix_init_" not in k}, path, metadata={"format": "pt"})
+    result, _ = run_anatomy(runs_dir=runs_dir, names=["prefix-old"])
+    (note,) = result.notes
+    assert "holds no initial prefix values" in note and "analysed raw" in note
+    m = _by_place(result)[(1, "attention.self", "prefix_key")]
+    assert m.matrix == "P_k (raw: no initial values stored)" and m.factors == pytest.approx({"P": m.frobenius})
+    assert m.frobenius == pytest.approx(float(saved["base_model.model.encoder.layer.0.attention.self.prefix.kv_prefix_key"].double().norm()))
+
+
+# -- full fine-tuning, bound directly ----------------------------------------------------------------
 
 def test_full_reports_exactly_the_weights_that_changed(tiny_roberta_dir):
     encoder = load_encoder(tiny_roberta_dir)
@@ -189,15 +340,80 @@ def test_full_reports_exactly_the_weights_that_changed(tiny_roberta_dir):
     assert m.factors["bias"] == pytest.approx(0.5 * math.sqrt(HIDDEN), rel=1e-5)
 
 
-def test_prefix_reports_keys_and_values_per_layer(tiny_roberta_dir):
-    encoder = load_encoder(tiny_roberta_dir)
-    model = apply_method(encoder, PrefixConfig(length=3, init="normal", layers="2-3"))
-    (run,) = Anatomy([DeltaModel("prefix", "prefix", encoder, model)]).compute(top=2).runs
-    assert [(m.layer, m.kind) for m in run.matrices] == [(2, "prefix_key"), (2, "prefix_value"), (3, "prefix_key"), (3, "prefix_value")]
-    layer = encoder.module(1, "self_attention").prefix
-    assert run.matrices[0].module == "attention.self" and run.matrices[0].shape == [3, HIDDEN]
-    assert run.matrices[0].frobenius == pytest.approx(float(layer.kv_prefix_key["default"].detach().double().norm()))
-    assert len(run.matrices[0].spectrum) == 2 and run.matrices[0].rank_bound == 3
+# -- the seed null on tiny runs with two seeds each ---------------------------------------------------
+
+SEED_RUNS = {"lo2": LoraConfig(r=2), "lo4": LoraConfig(r=4)}
+
+
+def train_seed(runs_dir: Path, data_dir: Path, base: Path, preset: str, seed: int, lr: float = 5e-2) -> str:
+    name = f"{preset}-s{seed}" + ("" if lr == 5e-2 else "-lr")
+    spec = RunSpec(name=name, method=SEED_RUNS[preset], data_dir=data_dir, base=str(base), preset=preset, train_limit=16, eval_limit=12)
+    train_run(spec, TrainConfig(epochs=1, batch_size=4, max_len=32, evals_per_epoch=1, max_steps=2, lr=lr, seed=seed),
+              runs_dir=runs_dir, progress=False)
+    return name
+
+
+@pytest.fixture(scope="module")
+def seed_runs(tmp_path_factory, mined_data, tiny_roberta_dir) -> Path:
+    out = tmp_path_factory.mktemp("anatomy-seeds")
+    for preset in SEED_RUNS:
+        for seed in (1, 2):
+            train_seed(out, mined_data, tiny_roberta_dir, preset, seed)
+    train_seed(out, mined_data, tiny_roberta_dir, "lo2", 3, lr=1e-2)  # same preset, another lr: not a seed
+    return out
+
+
+def _update(run: Path, place: str) -> np.ndarray:
+    saved = load_file(run / "adapter_model.safetensors")
+    return (SCALE * saved[f"base_model.model.{place}.lora_B.weight"].double() @ saved[f"base_model.model.{place}.lora_A.weight"].double()).numpy()
+
+
+def test_the_seed_null_sets_the_overlap_against_seed_to_seed_overlap(seed_runs):
+    out = CliRunner().invoke(command_app(), ["anatomy", "lo2-s1", "lo4-s1", "--runs-dir", str(seed_runs)])
+    assert out.exit_code == 0, out.output
+    assert "seed null from lo2-s1 with lo2-s2; lo4-s1 with lo4-s2" in out.output and "smallest possible p: 0.333" in out.output
+    assert "lo2-s3-lr shares preset 'lo2' with lo2-s1 but differs in train.lr, not only in train.seed; not used as a seed" in out.output
+    result = json.loads((seed_runs / "analyses" / "anatomy" / "lo2-s1-vs-lo4-s1.json").read_text())["result"]
+    null = result["seed_null"]
+    assert null["groups"] == [["lo2-s1", "lo2-s2"], ["lo4-s1", "lo4-s2"]] and null["seeds"] == [[1, 2], [1, 2]]
+    assert null["between_pairs"] == [["lo2-s1", "lo4-s1"], ["lo2-s1", "lo4-s2"], ["lo2-s2", "lo4-s1"], ["lo2-s2", "lo4-s2"]]
+    assert null["within_pairs"] == [["lo2-s1", "lo2-s2"], ["lo4-s1", "lo4-s2"]]
+    assert (null["splits"], null["p_floor"]) == (6, pytest.approx(1 / 3))
+    assert len(result["overlaps"]) == 8
+    for o in result["overlaps"]:
+        n = o["seed_null"]
+        assert n["k"] == o["k"] == 2  # r = 2 caps both
+        assert n["output"]["between_pairs"][0] == pytest.approx(o["output"]) and n["input"]["between_pairs"][0] == pytest.approx(o["input"])
+        assert n["output"]["p"] in (pytest.approx(1 / 3), pytest.approx(2 / 3), 1.0)
+    # one seed-to-seed value recomputed from the saved factors
+    place = "encoder.layer.2.attention.self.value"
+    svd = [np.linalg.svd(_update(seed_runs / name, place)) for name in ("lo4-s1", "lo4-s2")]
+    expected = subspace_overlap(svd[0][2][:2].T, svd[1][2][:2].T)[0]  # input side: right singular vectors
+    (o,) = [o for o in result["overlaps"] if (o["layer"], o["module"]) == (3, "attention.self.value")]
+    assert o["seed_null"]["input"]["within_pairs"][1] == pytest.approx(expected)
+
+
+def test_the_report_shows_the_seed_null_and_its_floor(seed_runs, tmp_path):
+    from reports.site import build_report
+
+    run_anatomy(runs_dir=seed_runs, names=["lo2-s1", "lo4-s1"])
+    build_report(runs_dir=seed_runs, out=tmp_path / "site")
+    page = (tmp_path / "site" / "anatomy" / "lo2-s1-vs-lo4-s1.html").read_text()
+    assert "Seed-noise null" in page and "the smallest possible p is 0.333: no module can be marked" in page
+    assert page.count("<td>attention.self.") == 8 and 'class="significant"' not in page  # p >= 1/3 everywhere
+
+
+@pytest.mark.parametrize("names, options, says", [
+    (["lo2-s1", "lo2-s2"], [], "lo2-s1 and lo2-s2 are seeds of one configuration"),
+    (["lo2-s1", "lo4-s1"], ["--no-seed-null"], "no seed null: not asked for (--no-seed-null)"),
+    (["lo2-s3-lr", "lo4-s1"], [], "seed null from lo2-s3-lr with no other seed; lo4-s1 with lo4-s2"),
+])
+def test_when_there_is_a_null_and_when_not(seed_runs, names, options, says):
+    out = CliRunner().invoke(command_app(), ["anatomy", *names, *options, "--runs-dir", str(seed_runs)])
+    assert out.exit_code == 0, out.output
+    assert says in " ".join(out.output.split())
+    result = json.loads((seed_runs / "analyses" / "anatomy" / f"{names[0]}-vs-{names[1]}.json").read_text())["result"]
+    assert (result["seed_null"] is not None) == says.startswith("seed null from")
 
 
 # -- refusals -------------------------------------------------------------------------------------------

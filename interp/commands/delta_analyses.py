@@ -78,29 +78,45 @@ def anatomy(
     runs: Annotated[list[str], typer.Argument(help="One run, or two to compare (the same run twice compares it with itself).")],
     top: Annotated[int, typer.Option("--top", help="Singular values kept per matrix in the JSON.")] = 32,
     k: Annotated[int, typer.Option("--k", help="Most dimensions of the compared singular subspaces (also capped by each rank).")] = 8,
+    vectors: Annotated[int, typer.Option("--vectors", help="Also keep each matrix's top singular vectors in the JSON, by side (input / output).")] = 0,
+    seed_null: Annotated[bool, typer.Option("--seed-null/--no-seed-null", help="With two runs: set their overlap against the overlap "
+                                            "of two seeds of one configuration, from the other seeds of each run found under RUNS_DIR "
+                                            "(same preset, manifest differing only in train.seed, e.g. lora64-s1, lora64-s2).")] = True,
     runs_dir: options.RunsDir = Path("runs"),
 ) -> None:
     """Per layer and module: norm, singular-value spectrum and effective rank of the delta's update
-    (LoRA scaling*B@A, adapter W_down@W_up, prefix P_k/P_v, full W_run - W_base), from the saved
-    weights; for two runs, the overlap of their top singular subspaces (1 = same directions)."""
+    (LoRA scale*B@A, adapter (W_down@W_up)^T, prefix P - P_init, full W_run - W_base; every linear map
+    as (d_out, d_in), so left singular vectors are its output side and right ones its input side), from
+    the saved weights. For two runs, the overlap of their top singular subspaces (1 = same directions)
+    against two references: random subspaces (k/d) and, when other seeds are found, seed-to-seed overlap."""
     from interp.analyses.anatomy import run_anatomy
 
-    result, path = run_anatomy(runs_dir=runs_dir, names=runs, top=top, k=k)
+    result, path = run_anatomy(runs_dir=runs_dir, names=runs, top=top, k=k, vectors=vectors, seed_null=seed_null)
     for r in result.runs:
         typer.echo(f"{r.name} ({r.method}): {len(r.matrices)} matrices")
-        typer.echo(f"  {'layer':>5}  {'module':<28} {'matrix':<13} {'||.||_F':>9} {'erank':>7}")
+        typer.echo(f"  {'layer':>5}  {'module':<28} {'matrix':<17} {'||.||_F':>9} {'erank':>7}")
         for m in r.matrices:
             layer = "-" if m.layer is None else str(m.layer)
-            typer.echo(f"  {layer:>5}  {m.module:<28} {m.matrix:<13} {m.frobenius:>9.4f} {m.effective_rank:>7.2f}")
+            typer.echo(f"  {layer:>5}  {m.module:<28} {m.matrix:<17} {m.frobenius:>9.4f} {m.effective_rank:>7.2f}")
     if result.overlaps:
-        typer.echo("overlap of top singular subspaces (mean cos^2; random subspaces give k/d):")
+        typer.echo("overlap of the top-k singular subspaces, output and input side: mean cos^2 of the principal angles "
+                   "(1 = same directions; two random k-dim subspaces of R^d give k/d)")
+        null = result.seed_null
+        head = f"  {'layer':>5}  {'module':<28} {'k':>2}  {'output':>6} {'random':>6}  {'input':>6} {'random':>6}"
+        typer.echo(head + ("   seed null (k): between / within, p   output | input" if null else ""))
         for o in result.overlaps:
-            left = "-" if o.left is None else f"{o.left:.3f}"
-            right = "-" if o.right is None else f"{o.right:.3f}"
-            typer.echo(f"  {o.layer!s:>5}  {o.module:<28} k={o.k}  left {left} (random {o.left_random:.3f})  right {right} (random {o.right_random:.3f})")
+            row = f"  {o.layer!s:>5}  {o.module:<28} {o.k:>2}  {_share(o.output):>6} {o.output_random:>6.3f}  {_share(o.input):>6} {o.input_random:>6.3f}"
+            n = o.seed_null
+            if n is not None:
+                row += f"   ({n.k}) " + " | ".join(f"{s.between:.3f} / {s.within:.3f}, p {s.p:.2f}" for s in (n.output, n.input))
+            typer.echo(row)
     for note in result.notes:
         typer.echo(f"note: {note}")
     typer.echo(f"-> {path}")
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def attribute(
