@@ -37,19 +37,23 @@ def test_epoch_order_is_a_deterministic_partition(n, batch):
     assert all(len(b) == batch for b in order)
 
 
-def test_bucketing_pads_less_than_random_batches():
+@pytest.mark.parametrize("batching", ["random", "bucketed"])
+def test_random_and_bucketed_pad_less_than_codexglue(batching):
     tok = tokenized(400)
-    width = lambda order: sum(make_batch(tok, b).code[0].shape[1] for b in order)  # noqa: E731
-    assert width(epoch_order(tok, 8, 0, 0, bucket=True)) < width(epoch_order(tok, 8, 0, 0, bucket=False))
+    padded = lambda batching: sum(make_batch(tok, b, batching, max_len=16).code.padded_tokens  # noqa: E731
+                                  for b in epoch_order(tok, 8, 0, 0, batching))
+    assert padded(batching) < padded("codexglue")
 
 
-def test_gold_ranks_by_hand():
+@pytest.mark.parametrize("ties, expected", [("codexglue", [2, 3, 1]), ("optimistic", [2, 2, 1])])
+def test_gold_ranks_by_hand(ties, expected):
     q = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     c = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0]])
-    # scores: q0 -> [1, 2, 0] gold 1 -> rank 2; q1 -> [0, 0, 3] gold 0 -> rank 2; q2 -> [1, 2, 3] gold 3 -> rank 1
-    ranks = gold_ranks(q, c, chunk=2)
-    assert ranks.tolist() == [2, 2, 1]
-    assert mrr(ranks) == pytest.approx((0.5 + 0.5 + 1) / 3)
+    # scores: q0 -> [1, 2, 0] gold 1 -> rank 2; q2 -> [1, 2, 3] gold 3 -> rank 1;
+    # q1 -> [0, 0, 3] gold 0, tied with code 1: rank 3 counting ties against the query (CodeXGLUE), 2 for it
+    ranks = gold_ranks(q, c, chunk=2, ties=ties)
+    assert ranks.tolist() == expected
+    assert mrr(ranks) == pytest.approx(sum(1 / r for r in expected) / 3)
     best = top_k(q, c, 2)
     assert best[:, 0].tolist() == [1, 2, 2]  # q1's second place is a tie
     assert best[0, 1] == 0 and best[2, 1] == 1

@@ -25,16 +25,12 @@ from tqdm.auto import tqdm
 from trainers.encoders import DEFAULT_POOLING, check_pooling
 from trainers.errors import InterpError
 from trainers.training.evaluate import DEFAULT_TIE_RULE, NonFiniteError, check_tie_rule
-from trainers.training.batching import Batch, Tokenized, epoch_order, iterate_batches
+from trainers.training.batching import BATCHINGS, Batch, Tokenized, embed_side, epoch_order, iterate_batches
 from trainers.training.distributed import check_batch_split, gather_codes
 
-
-# How training batches are made (recorded as `batching`):
-#   random     the pairs that share a loss (the in-batch negatives of Eq. 4.1) are drawn at random,
-#              as CodeXGLUE does; each batch is encoded in length-sorted micro-batches (little padding)
-#   bucketed   batches cut from length-sorted windows: faster, but the negatives are length-matched
-#   codexglue  random batches padded to max_len in one pass (CodeXGLUE's loop; benchmarks)
-BATCHINGS = ("random", "bucketed", "codexglue")
+# How training batches are made (recorded as `batching`; see `batching`): random (the default,
+# CodeXGLUE's random in-batch negatives, encoded in length-sorted micro-batches), bucketed
+# (length-matched negatives) or codexglue (random, padded to max_len in one pass).
 
 
 @dataclass(frozen=True)
@@ -187,9 +183,8 @@ def fit(
     bar = tqdm(total=total, initial=state.step, desc="train", disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
     while state.step < total:
         epoch, position = divmod(state.step, per_epoch)
-        batches = epoch_order(train, cfg.batch_size, cfg.seed, epoch, bucket=cfg.batching == "bucketed")
-        pad_to = cfg.max_len if cfg.batching == "codexglue" else None
-        for batch in iterate_batches(train, batches, start=position, pad_to=pad_to, rank=rank, world=world):
+        batches = epoch_order(train, cfg.batch_size, cfg.seed, epoch, cfg.batching)
+        for batch in iterate_batches(train, batches, start=position, batching=cfg.batching, max_len=cfg.max_len, rank=rank, world=world):
             model.train()
             loss = _step(embed, batch.to(device), accelerator)
             batch_loss = accelerator.reduce(loss.detach(), reduction="mean").item()  # the global batch's loss
@@ -228,9 +223,13 @@ def fit(
 
 
 def _step(embed, batch: Batch, accelerator) -> torch.Tensor:
-    """This process's share of the loss: its b queries against all B = N * b codes of the global batch."""
+    """This process's share of the loss: its b queries against all B = N * b codes of the global batch.
+
+    Each side may come in several micro-batches (random batching): they are embedded one call
+    each and put back into batch order, so the loss, and its gradient, are those of one pass.
+    """
     with accelerator.autocast():
-        query = embed(*batch.query)  # (b, H)
-        code = embed(*batch.code)  # (b, H)
+        query = embed_side(embed, batch.query)  # (b, H)
+        code = embed_side(embed, batch.code)  # (b, H)
     codes = gather_codes(code)  # (B, H), process 0's codes first
     return contrastive_loss(query, codes, offset=accelerator.process_index * len(query))
