@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -12,6 +16,8 @@ from trainers.data import (
     FILTERS, SPLITS, assign_splits, build_corpus, fingerprint, load_split, read_manifest,
 )
 from trainers.data.check import looks_normalised
+from trainers.data.filters import ACROSS_SPLIT_FILTERS
+from trainers.data.neardup import CODE_JACCARD, CODE_NGRAM, QUERY_JACCARD
 from trainers.errors import InterpError
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
@@ -85,6 +91,37 @@ def test_two_builds_are_byte_identical_whatever_the_workers(built, tmp_path):
     build_corpus(out=tmp_path / "again", sources=[str(CORPUS)], progress=False, workers=2)
     for name in FILES:
         assert (tmp_path / "again" / name).read_bytes() == (built / name).read_bytes(), name
+
+
+def test_build_is_the_same_whatever_the_hash_seed(built, tmp_path):
+    # sets of strings iterate in an order that PYTHONHASHSEED decides; the files must not depend on it
+    script = (f"from trainers.data import build_corpus; "
+              f"build_corpus(out={str(tmp_path / 'hashed')!r}, sources=[{str(CORPUS)!r}], progress=False)")
+    for seed in ("1", "2"):
+        shutil.rmtree(tmp_path / "hashed", ignore_errors=True)
+        subprocess.run([sys.executable, "-c", script], check=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        for name in FILES:
+            assert (tmp_path / "hashed" / name).read_bytes() == (built / name).read_bytes(), (seed, name)
+
+
+def test_manifest_records_the_near_duplicate_thresholds(built):
+    near = read_manifest(built).near_duplicates
+    assert near["reference"] == "train"
+    assert near["thresholds"] == {"code_ngram": CODE_NGRAM, "code_jaccard": CODE_JACCARD, "query_jaccard": QUERY_JACCARD}
+    assert set(near["removed"]) == {"valid", "test"}
+    assert all(list(counts) == list(ACROSS_SPLIT_FILTERS) for counts in near["removed"].values())
+    assert set(near["compared"]) == {"code", "query"}
+
+
+def test_manifest_of_an_older_build_still_reads(built, tmp_path):
+    data = json.loads((built / "manifest.json").read_text())
+    del data["near_duplicates"]
+    for name in ACROSS_SPLIT_FILTERS:
+        del data["removed"][name]
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    manifest = read_manifest(tmp_path)
+    assert manifest.near_duplicates == {} and "near duplicates of train" not in manifest.summary()
+    assert manifest.pairs == read_manifest(built).pairs
 
 
 def test_seed_changes_the_split_not_the_pairs(built, tmp_path):

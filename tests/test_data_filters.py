@@ -8,7 +8,7 @@ import pytest
 
 from trainers.data import text
 from trainers.data.extract import mine_file
-from trainers.data.filters import FILTERS, Deduplicator, is_english, query_filter
+from trainers.data.filters import ACROSS_SPLIT_FILTERS, FILTERS, Deduplicator, is_english, query_filter
 
 CASES_DIR = Path(__file__).parent / "data" / "filter_cases"
 
@@ -55,7 +55,8 @@ def test_filter_removes_what_it_should(outcomes, case, reason):
 
 
 def test_every_filter_has_a_case(outcomes):
-    assert set(EXPECTED.values()) - {None} == set(FILTERS)
+    # the filters across splits run after the split: their cases are in test_data_neardup.py
+    assert set(EXPECTED.values()) - {None} == set(FILTERS) - set(ACROSS_SPLIT_FILTERS)
     assert set(outcomes) == set(EXPECTED)
 
 

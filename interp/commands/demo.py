@@ -107,6 +107,7 @@ def _analyses(runs_dir: Path, progress: bool) -> None:
 def _data_is_current(data_dir: Path) -> bool:
     """True when data_dir holds a build of the default sources, at their installed versions, with seed 0."""
     from trainers.data import read_manifest
+    from trainers.data.neardup import thresholds
     from trainers.data.sources import resolve_sources
     from trainers.errors import InterpError
 
@@ -114,7 +115,7 @@ def _data_is_current(data_dir: Path) -> bool:
         manifest = read_manifest(data_dir)
     except InterpError:
         return False
-    if manifest is None or manifest.seed != 0:
-        return False
+    if manifest is None or manifest.seed != 0 or manifest.near_duplicates.get("thresholds") != thresholds():
+        return False  # an older build (no near-duplicate filter) or other settings: build again
     wanted = [(s.name, s.version) for s in resolve_sources(None)]
     return [(s["name"], s["version"]) for s in manifest.sources] == wanted

@@ -10,7 +10,10 @@ The steps, in order:
    sha256(seed, repo, path); the first files (at least one) go to test until it holds about
    AdvTest's share of pairs, the next ones to valid the same way, and the rest to train.
    AdvTest's shares are 251,820 / 9,604 / 19,210, that is 89.7% / 3.4% / 6.8%.
-5. Write `train.jsonl`, `valid.jsonl`, `test.jsonl` (valid and test with normalised code), then
+5. Drop the valid and test pairs that near-duplicate a train pair (`neardup.py`: code 5-gram
+   Jaccard >= 0.7 or query word Jaccard >= 0.8), counted per split and reason. The split is not
+   redone: valid and test end a little under their shares.
+6. Write `train.jsonl`, `valid.jsonl`, `test.jsonl` (valid and test with normalised code), then
    `manifest.json`, into a temporary directory beside `out`, and move them into `out` with the
    manifest last. Other files in `out` are left alone; if anything fails before the move, `out`
    is untouched.
@@ -32,13 +35,14 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from trainers.data.extract import FileResult, Pair, mine_file
-from trainers.data.filters import FILTERS, Deduplicator
+from trainers.data.filters import ACROSS_SPLIT_FILTERS, FILTERS, Deduplicator
+from trainers.data.neardup import drop_across_splits
 from trainers.data.schema import SPLITS, fingerprint
 from trainers.data.sources import DEFAULT_SOURCES, resolve_sources
 from trainers.errors import DataError, InterpError
@@ -61,10 +65,11 @@ class Manifest:
     functions: int  # functions with a docstring: the candidates
     removed: dict[str, int]  # per filter, every name in FILTERS
     splits: dict[str, int]  # pairs per split
-    split_files: dict[str, int]  # source files per split
+    split_files: dict[str, int]  # source files per split that kept a pair
     fingerprint: str  # `schema.fingerprint` of the directory
     missing_sources: tuple[str, ...] = ()  # default sources that were not installed
     format: str = "codexglue-advtest-jsonl"
+    near_duplicates: dict = field(default_factory=dict)  # `NearDuplicates.to_json()`; {} in older builds
 
     @property
     def pairs(self) -> int:
@@ -87,6 +92,12 @@ class Manifest:
             lines += [f"  not installed, skipped: {', '.join(self.missing_sources)}"]
         lines += [f"  removed {name:<{width}}  {self.removed.get(name, 0):>7}" for name in FILTERS]
         lines += [f"  kept    {'':<{width}}  {self.pairs:>7}"]
+        if self.near_duplicates:
+            t = self.near_duplicates["thresholds"]
+            lines += [f"near duplicates of train: code {t['code_ngram']}-gram Jaccard >= {t['code_jaccard']}, "
+                      f"query word Jaccard >= {t['query_jaccard']}"]
+            lines += [f"  {split:>5}: " + ", ".join(f"{counts[name]} {name.rsplit('_', 1)[-1]}" for name in ACROSS_SPLIT_FILTERS)
+                      for split, counts in self.near_duplicates["removed"].items()]
         lines += [f"{split:>5}: {self.splits[split]:>6} pairs from {self.split_files[split]:>5} files" for split in SPLITS]
         lines += [f"fingerprint {self.fingerprint}"]
         return "\n".join(lines)
@@ -108,7 +119,7 @@ class _Mined:
     """Everything mined, after the duplicate filters: pairs by file in mining order, and counts."""
 
     by_file: dict[tuple[str, str], list[Pair]]
-    tallies: list[dict[str, int]]  # per source: files, functions, pairs
+    tallies: list[dict[str, int]]  # per source: files, functions
     removed: Counter
     unparsable: int
 
@@ -136,19 +147,23 @@ def build_corpus(*, out: str | Path, sources: Sequence[str] | None = None, seed:
     splits: dict[str, list[Pair]] = {split: [] for split in SPLITS}
     for key, pairs in mined.by_file.items():
         splits[assignment[key]].extend(pairs)
+    splits, near = drop_across_splits(splits)
+    kept = Counter(pair.repo for pairs in splits.values() for pair in pairs)  # per source, after every filter
     names = {source.name for source in resolved}
 
     def manifest(fingerprint: str) -> Manifest:
         return Manifest(
             seed=seed, python=platform.python_version(),
-            sources=tuple(source.describe() | tally for source, tally in zip(resolved, mined.tallies)),
+            sources=tuple(source.describe() | tally | {"pairs": kept[source.name]}
+                          for source, tally in zip(resolved, mined.tallies)),
             files_scanned=len(jobs), files_unparsable=mined.unparsable,
             functions=sum(tally["functions"] for tally in mined.tallies),
-            removed={name: mined.removed.get(name, 0) for name in FILTERS},
+            removed={name: mined.removed.get(name, 0) + near.total(name) for name in FILTERS},
             splits={split: len(splits[split]) for split in SPLITS},
-            split_files={split: sum(1 for s in assignment.values() if s == split) for split in SPLITS},
+            split_files={split: len({(pair.repo, pair.path) for pair in splits[split]}) for split in SPLITS},
             fingerprint=fingerprint,
             missing_sources=tuple(n for n in DEFAULT_SOURCES if n not in names) if sources is None else (),
+            near_duplicates=near.to_json(),
         )
 
     return _write(out, splits, manifest)
@@ -156,7 +171,7 @@ def build_corpus(*, out: str | Path, sources: Sequence[str] | None = None, seed:
 
 def _collect(jobs: list, n_sources: int, *, progress: bool, workers: int | None) -> _Mined:
     """Mine every job in order and apply the duplicate filters as the results arrive."""
-    mined = _Mined({}, [{"files": 0, "functions": 0, "pairs": 0} for _ in range(n_sources)], Counter(), 0)
+    mined = _Mined({}, [{"files": 0, "functions": 0} for _ in range(n_sources)], Counter(), 0)
     dedup = Deduplicator()
     for (index, *_), result in zip(jobs, _mine(jobs, progress=progress, workers=workers)):
         tally = mined.tallies[index]
@@ -168,7 +183,6 @@ def _collect(jobs: list, n_sources: int, *, progress: bool, workers: int | None)
             reason = dedup.offer(pair)
             if reason is None:
                 mined.by_file.setdefault((pair.repo, pair.path), []).append(pair)
-                tally["pairs"] += 1
             else:
                 mined.removed[reason] += 1
     return mined

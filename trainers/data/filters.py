@@ -28,6 +28,9 @@ of `FILTERS`:
   string literals are masked too: template-generated functions (plotly's thousands of
   properties returning `self["color"]`, `self["size"]`, ...) keep a few representatives, while
   a small family such as `Decimal.is_qnan` / `is_snan` / `is_infinite` stays whole.
+- `near_duplicate_of_train_code` / `near_duplicate_of_train_query`: after the split, a valid or
+  test pair whose code has a token 5-gram Jaccard >= 0.7 with a train code, or whose query has a
+  word Jaccard >= 0.8 with a train query (`neardup.py`, which holds the thresholds).
 
 "Earlier" is the build's fixed order: sources as listed, files sorted by path, functions by line.
 """
@@ -61,7 +64,10 @@ FILTERS = (
     "duplicate_query",
     "near_duplicate_code",
     "over_template_cap",
+    "near_duplicate_of_train_code",
+    "near_duplicate_of_train_query",
 )
+ACROSS_SPLIT_FILTERS = FILTERS[-2:]  # applied after the split, by `neardup.py`
 
 _URL = re.compile(r"(?i)\b(?:https?|ftp|file)://|\bwww\.\w")
 _TAG = re.compile(r"</?[A-Za-z][\w:.-]*(?:\s[^<>]*)?/?>|<!--")
