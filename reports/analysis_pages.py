@@ -11,7 +11,12 @@ from reports import figures
 from reports.bertviz_views import attention_data, views
 from reports.pages import Page, ablation_plot, anatomy_run_plot, file_name
 
-SIGNED = ("mean_abs_difference", "signed_content_difference", "js_divergence")
+GRIDS = (("total_variation", "total variation"), ("js_divergence", "Jensen-Shannon"),
+         ("signed_content_difference", "signed content difference"),
+         ("mean_abs_difference", "mean |difference| per token (length-dependent, older result)"))
+NULL_GRIDS = (("between", "TV between configurations"), ("within", "TV seed to seed"), ("excess", "between − within"))
+MARKED = "changed beyond seed noise"
+NO_NULL = "no seed-noise null: each side is one run"
 RUN_LETTERS = ("a", "b")
 
 
@@ -23,22 +28,24 @@ def _base(saved: dict, kind: str, title: str) -> dict:
 def attn_diff_pages(saved: dict) -> list[Page]:
     r, name = saved["result"], saved["name"]
     ctx = _base(saved, "attn-diff", f"attn-diff {r['a']} vs {r['b']}")
+    null = r.get("seed_null")
+    ctx["null"] = null
+    ctx["null_note"] = r.get("null_note") or (None if null else NO_NULL)
     sides = []
     for side in r.get("sides", []):
         stats = r["stats"][side]
-        grids = {key.replace("_", " "): stats[key] for key in SIGNED}
+        null_side = (null or {}).get("sides", {}).get(side)
+        marked = [(h["layer"] - 1, h["head"] - 1) for h in (null_side or {}).get("marked", [])]
+        grids = {title: stats[key] for key, title in GRIDS if key in stats}
         entropy = {f"entropy of {r['a']} (bits)": stats["entropy_a"], f"entropy of {r['b']} (bits)": stats["entropy_b"],
                    "entropy change B − A": stats["entropy_change"]}
-        tokens = r.get("tokens", {}).get(side, [])
         sides.append({
-            "name": side,
-            "heatmaps": figures.heatmaps(grids, diverging={"signed content difference"}, div_id=f"{side}-grids"),
+            "name": side, "mean_tv": stats.get("mean_total_variation"), "mean_js": stats.get("mean_js_divergence"),
+            "heatmaps": figures.heatmaps(grids, diverging={"signed content difference"}, div_id=f"{side}-grids",
+                                         marks={"total variation": marked}, mark_text=MARKED),
             "entropy": figures.heatmaps(entropy, diverging={"entropy change B − A"}, div_id=f"{side}-entropy"),
-            "tokens": figures.grouped_bars([t["token"] for t in tokens],
-                                           {"mean |change|": [t["mean_abs_change"] for t in tokens],
-                                            "mean signed change": [t["mean_signed_change"] for t in tokens]},
-                                           title=f"tokens whose [CLS] attention changed most at layer {r.get('token_layer')}",
-                                           yaxis="attention", div_id=f"{side}-tokens") if tokens else "",
+            "tokens": _token_bars(r, side),
+            "null": _null_side(null_side, marked, side) if null_side else None,
         })
     ctx["sides"] = sides
     pages: list[Page] = []
@@ -49,29 +56,60 @@ def attn_diff_pages(saved: dict) -> list[Page]:
             shown = len(data["full_a"][0][0]) if data.get("full_a") else 0
             side_views = []
             for letter in RUN_LETTERS:
-                run = r[letter]
                 path = f"attn-diff/{file_name(name)}.{letter}.{side}.html"
-                side_views.append({"run": run, "which": f"run {letter.upper()}", "href": quote(path.split("/", 1)[1])})
+                side_views.append({"run": _example_run(r, letter), "which": f"side {letter.upper()}",
+                                   "href": quote(path.split("/", 1)[1])})
                 pages.append(bertviz_page(saved, side, letter, path, data, shown))
             ex_sides.append({
                 "name": side, "views": side_views, "shown": shown, "full_tokens": data.get("full_tokens", shown),
-                "cropped": data.get("full_tokens", shown) > shown,
+                "cropped": data.get("full_tokens", shown) > shown, "tv": data.get("mean_total_variation"),
                 "plot": figures.token_heatmap(data["difference"], data["tokens"],
                                               title=f"[CLS] attention B − A at layer {example['layer']}, heads x tokens (Fig. 7.1 / 7.2)",
                                               div_id=f"example-{side}"),
             })
-        ctx["example"] = dict(example, sides=ex_sides)
+        ctx["example"] = dict(example, sides=ex_sides, runs=[_example_run(r, letter) for letter in RUN_LETTERS])
     pages.insert(0, (f"attn-diff/{file_name(name)}.html", "attn_diff.html", ctx))
     return pages
+
+
+def _example_run(r: dict, letter: str) -> str:
+    """The run whose attention the example shows for side `letter` (the first of a seed group)."""
+    runs = r.get("example", {}).get("runs")
+    return runs[RUN_LETTERS.index(letter)] if runs else r[letter]
+
+
+def _token_bars(r: dict, side: str) -> str:
+    tokens = r.get("tokens", {}).get(side, [])
+    if not tokens:
+        return ""
+    if "mean_relative_change" in tokens[0]:
+        bars = {"mean |change| x length": [t["mean_relative_change"] for t in tokens],
+                "mean signed change x length": [t["mean_relative_signed_change"] for t in tokens]}
+        yaxis = "change in units of uniform attention 1/length"
+    else:  # an older result: raw changes, which favour short sequences
+        bars = {"mean |change|": [t["mean_abs_change"] for t in tokens], "mean signed change": [t["mean_signed_change"] for t in tokens]}
+        yaxis = "attention"
+    return figures.grouped_bars([t["token"] for t in tokens], bars, yaxis=yaxis, div_id=f"{side}-tokens",
+                                title=f"tokens whose [CLS] attention changed most at layer {r.get('token_layer')}")
+
+
+def _null_side(null_side: dict, marked: list[tuple[int, int]], side: str) -> dict:
+    grids = {title: null_side[key] for key, title in NULL_GRIDS}
+    return {
+        "plot": figures.heatmaps(grids, diverging={"between − within"}, div_id=f"{side}-null",
+                                 marks={title: marked for title in grids}, mark_text=MARKED),
+        "marked": null_side["marked"],
+    }
 
 
 def bertviz_page(saved: dict, side: str, letter: str, path: str, data: dict, shown: int) -> Page:
     r = saved["result"]
     full = data[f"full_{letter}"]
     data_id = f"attention-{letter}-{side}"
+    run = _example_run(r, letter)
     return path, "bertviz.html", {
-        "title": f"bertviz: {r[letter]} on example {r['example']['idx']} ({side})", "root": "../", "plots": False,
-        "crumbs": ["attn-diff", saved["name"], f"{r[letter]} {side}"], "run": r[letter], "idx": r["example"]["idx"],
+        "title": f"bertviz: {run} on example {r['example']['idx']} ({side})", "root": "../", "plots": False,
+        "crumbs": ["attn-diff", saved["name"], f"{run} {side}"], "run": run, "idx": r["example"]["idx"],
         "side": side, "cropped": data.get("full_tokens", shown) > shown, "shown": shown, "full_tokens": data.get("full_tokens", shown),
         "data_id": data_id, "data_json": attention_data(full, data["tokens"][:shown]),
         "views": views(data_id, layers=len(full), heads=len(full[0]), prefix=f"bertviz-{letter}-{side}"),

@@ -102,8 +102,11 @@ def grouped_bars(x: Sequence[object], groups: dict[str, list[float | None]], *, 
 
 def heatmaps(grids: dict[str, list[list[float]]], *, diverging: set[str], div_id: str, x_title: str = "head",
              y_title: str = "layer", x_labels: Sequence[object] | None = None, y_labels: Sequence[object] | None = None,
-             height: int = 360) -> str:
-    """One heatmap per named grid side by side; rows [y][x], 1-based axes unless labels are given."""
+             height: int = 360, marks: dict[str, list[tuple[int, int]]] | None = None, mark_text: str = "marked") -> str:
+    """One heatmap per named grid side by side; rows [y][x], 1-based axes unless labels are given.
+
+    marks: grid name -> 0-based (y, x) cells drawn with an "x" over the heatmap (hover: `mark_text`).
+    """
     names = list(grids)
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=labels(names), horizontal_spacing=0.12)
     for col, name in enumerate(names, start=1):
@@ -117,6 +120,11 @@ def heatmaps(grids: dict[str, list[list[float]]], *, diverging: set[str], div_id
                            **(dict(colorscale="RdBu", zmid=0, zmin=-bound, zmax=bound, reversescale=True) if name in diverging
                               else dict(colorscale="Viridis")))
         fig.add_trace(trace, 1, col)
+        cells = (marks or {}).get(name, [])
+        if cells:
+            fig.add_trace(go.Scatter(x=[xs[x] for _, x in cells], y=[ys[y] for y, _ in cells], mode="markers", showlegend=False,
+                                     marker=dict(symbol="x-thin-open", size=12, color="#000", line=dict(width=2)),
+                                     hovertemplate=f"{y_title} %{{y}}, {x_title} %{{x}}: {label(mark_text)}<extra></extra>"), 1, col)
         fig.update_xaxes(title_text=x_title, type="category", row=1, col=col)
         fig.update_yaxes(title_text=y_title, type="category", autorange="reversed" if y_labels is not None else True, row=1, col=col)
     return fragment(fig, div_id, height=height)

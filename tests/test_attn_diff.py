@@ -1,8 +1,10 @@
-"""`interp attn-diff`: [CLS] attention of two runs, over real tiny runs trained a few steps.
+"""`interp attn-diff`: [CLS] attention of two runs or two seed groups, over real tiny runs trained a few steps.
 
 The runs are a tiny random RoBERTa (CodeBERT's family, 4 layers x 4 heads) with LoRA on layer 2
-only and with a prefix, trained on real mined pairs; the capture is also checked on the real
-MiniLM (BERT family).
+only and with a prefix, trained on real mined pairs, and seed groups of LoRA on layer 2 (4
+seeds) and on layer 4 (2 seeds); the capture is also checked on the real MiniLM (BERT family).
+The distances (total variation, Jensen-Shannon) and the permutation test are checked on
+hand-made rows and distances.
 """
 
 from __future__ import annotations
@@ -10,15 +12,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+from itertools import combinations
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats as scipy_stats
 from typer.testing import CliRunner
 
 from helpers import json_close
-from interp.analyses.attention import attention_implementation, capture_attention
+from interp.analyses.attention import attention_implementation, capture_attention, jensen_shannon, total_variation
 from interp.analyses.attn_diff import STATS, result_name, run_attn_diff
+from interp.analyses.seeds import benjamini_hochberg, permutation_test, run_pairs
 from interp.analyses.base import resolve_runs
 from interp.analyses.ranks import load_model
 from interp.cli import app
@@ -119,35 +126,49 @@ def test_a_run_against_itself_is_exactly_zero(runs):
     result, _ = diff(runs, "prefix", "prefix")
     for side in ("query", "code"):
         s = result.stats[side]
-        for stat in ("mean_abs_difference", "max_abs_difference", "signed_content_difference", "entropy_change", "js_divergence"):
+        for stat in ("total_variation", "max_abs_difference", "signed_content_difference", "entropy_change", "js_divergence"):
             assert set(_all(getattr(s, stat))) == {0.0}, stat
-        assert s.content_mass_a == s.content_mass_b and s.entropy_a == s.entropy_b
-        assert all(t.mean_abs_change == 0 and t.mean_signed_change == 0 for t in result.tokens[side])
-        assert set(_all(result.example.sides[side].difference)) == {0.0}
+        assert s.mean_total_variation == 0 and s.content_mass_a == s.content_mass_b and s.entropy_a == s.entropy_b
+        assert all(t.mean_relative_change == 0 and t.mean_abs_change == 0 and t.mean_signed_change == 0 for t in result.tokens[side])
+        assert set(_all(result.example.sides[side].difference)) == {0.0} and result.example.sides[side].mean_total_variation == 0
 
 
 def test_lora_on_one_layer_changes_attention_only_from_that_layer_up(lora_diff):
     result, _ = lora_diff
     for side in ("query", "code"):
         s = result.stats[side]
-        assert set(s.max_abs_difference[0]) == {0.0} and set(s.js_divergence[0]) == {0.0}  # layer 1: below the delta
-        assert set(s.signed_content_difference[0]) == {0.0} and set(s.entropy_change[0]) == {0.0}
+        assert set(s.max_abs_difference[0]) == {0.0} and set(s.total_variation[0]) == {0.0}  # layer 1: below the delta
+        assert set(s.signed_content_difference[0]) == {0.0} and set(s.entropy_change[0]) == {0.0} and set(s.js_divergence[0]) == {0.0}
         for layer in range(1, 4):  # layers 2-4: the delta's layer and those above it
             assert all(v > 0 for v in s.max_abs_difference[layer]), layer
-            assert all(v > 0 for v in s.js_divergence[layer]) and all(v > 0 for v in s.mean_abs_difference[layer])
-        assert all(0 <= v <= 1 for v in _all(s.js_divergence))
+            assert all(v > 0 for v in s.js_divergence[layer]) and all(v > 0 for v in s.total_variation[layer])
+        assert all(0 <= js <= tv <= 1 for js, tv in zip(_all(s.js_divergence), _all(s.total_variation)))
+        assert s.mean_total_variation == pytest.approx(float(np.mean(s.total_variation)))
         assert max(_all(s.outside_mass_a) + _all(s.outside_mass_b)) < 1e-5  # no prefix on either side
         ex = result.example.sides[side]
         assert max(map(abs, ex.difference[0])) > 0  # the example's layer 2 moved too
-        assert len(ex.difference) == 4 and len(ex.difference[0]) == len(ex.tokens)
+        assert len(ex.difference) == 4 and len(ex.difference[0]) == len(ex.tokens) and len(ex.total_variation) == 4
         assert len(ex.full_a) == 4 and len(ex.full_a[0]) == 4 and len(ex.full_a[0][0]) == len(ex.tokens)
 
 
-def test_prefix_mass_is_reported_outside_the_real_tokens(runs):
+def test_prefix_mass_is_reported_outside_the_real_tokens_and_counts_in_the_total_variation(runs):
     result, _ = diff(runs, "base", "prefix", side="query")
     s = result.stats["query"]
     assert max(_all(s.outside_mass_a)) < 1e-5 and min(_all(s.outside_mass_b)) > 1e-4
+    # per example TV >= 1/2 |prefix mass of B - that of A|, so the means too
+    assert all(tv >= out / 2 - 1e-9 for tv, out in zip(_all(s.total_variation), _all(s.outside_mass_b)))
     assert result.sides == ["query"] and list(result.stats) == ["query"]
+
+
+def test_tokens_are_ranked_by_their_change_relative_to_uniform_attention(lora_diff):
+    result, _ = lora_diff
+    for side in ("query", "code"):
+        tokens = result.tokens[side]
+        assert tokens and all(t.count >= result.min_token_count for t in tokens)
+        ranked = [t.mean_relative_change for t in tokens]
+        assert ranked == sorted(ranked, reverse=True)
+        # x L (at least 3 real tokens, at most max_len): relative = L x raw for every occurrence
+        assert all(3 * t.mean_abs_change <= t.mean_relative_change + 1e-12 <= 32 * t.mean_abs_change + 1e-9 for t in tokens)
 
 
 def test_json_is_written_with_fingerprints_and_the_example(runs, lora_diff):
@@ -159,10 +180,14 @@ def test_json_is_written_with_fingerprints_and_the_example(runs, lora_diff):
     assert len(inputs["runs"][1]["delta_sha256"]) == 64 and inputs["runs"][0]["base_sha256"] == inputs["runs"][1]["base_sha256"]
     assert len(inputs["data"]["fingerprint"]) == 64 and inputs["data"]["examples"] == 12
     assert (inputs["side"], inputs["limit"], inputs["layer"]) == ("both", 12, 2)
+    assert inputs["pooling"] == {"base": "cls", "lora2": "cls"} and (inputs["runs_a"], inputs["runs_b"]) == (["base"], ["lora2"])
     r = saved["result"]
-    assert set(r["stats"]["code"]) == {"examples", "tokens", *STATS}
+    assert set(r["stats"]["code"]) == {"examples", "tokens", "pairs", "mean_total_variation", "mean_js_divergence", *STATS}
+    assert "mean_abs_difference" not in r["stats"]["code"]  # length-dependent: dropped
     assert r["example"]["layer"] == 2 and r["token_layer"] == 2 and r["example"]["idx"] == result.example.idx
-    assert set(r["example"]["sides"]["query"]) >= {"tokens", "cls_a", "cls_b", "difference", "full_a", "full_b", "full_tokens"}
+    assert r["example"]["runs"] == ["base", "lora2"]
+    assert set(r["example"]["sides"]["query"]) >= {"tokens", "cls_a", "cls_b", "difference", "total_variation", "full_a", "full_b", "full_tokens"}
+    assert r["seed_null"] is None and r["null_note"].startswith("no seed-noise null: each side is one run")
     assert r["examples_per_second"] > 0
 
 
@@ -172,6 +197,7 @@ def test_json_is_written_with_fingerprints_and_the_example(runs, lora_diff):
     ({"split": "valid"}, "a-vs-b.valid"),
     ({"side": "code"}, "a-vs-b.code"),
     ({"data_file": Path("/x/mine.jsonl"), "limit": 3, "side": "query"}, "a-vs-b.mine.n3.query"),
+    ({"seeds": True, "limit": 3, "side": "code"}, "a-vs-b.seeds.n3.code"),
 ])
 def test_result_names(kw, expected):
     assert result_name("a", "b", **kw) == expected
@@ -234,12 +260,264 @@ def test_command_prints_top_heads_tokens_speed_and_path(runs):
     out = CliRunner().invoke(app, ["attn-diff", "base", "lora2", "--limit", "12", "--runs-dir", str(runs), "--no-progress",
                                    "--side", "code", "--layer", "4"])
     assert out.exit_code == 0, out.output
-    assert "top heads by mean |B - A|: L" in out.output and "top heads by JS divergence: L" in out.output
+    assert "top heads by total variation: L" in out.output and "top heads by JS divergence: L" in out.output
+    assert "total variation (share of attention mass moved, in [0, 1]), mean over heads" in out.output
     assert out.output.count("L1H") == 0  # layer 1 is untouched by a delta on layer 2
     assert "tokens changed most at layer 4" in out.output
+    assert "no seed-noise null: each side is one run" in out.output
     assert "examples/s" in out.output and "base-vs-lora2.n12.code.json" in out.output
 
 
 def test_command_reports_a_misspelt_run_in_one_line(runs):
     out = CliRunner().invoke(app, ["attn-diff", "lora3", "prefix", "--runs-dir", str(runs), "--no-progress"])
     assert out.exit_code == 2 and "did you mean 'lora2'" in out.output and "Traceback" not in out.output
+
+
+# -- distances between [CLS] rows (hand-made) ------------------------------------------------------
+
+ROWS = [  # name, row A, row B (a row summing to less than 1 leaves the rest on a prefix), TV, JS (bits)
+    ("identical", [0.5, 0.5], [0.5, 0.5], 0.0, 0.0),
+    ("disjoint", [1.0, 0.0], [0.0, 1.0], 1.0, 1.0),
+    ("half the mass moved", [0.5, 0.5], [1.0, 0.0], 0.5, 1.5 - 0.75 * math.log2(3)),  # = 0.311278
+    ("a prefix takes half", [0.5, 0.5], [0.25, 0.25], 0.5, 1.5 - 0.75 * math.log2(3)),
+    ("0.1 moved among three", [0.2, 0.3, 0.5], [0.3, 0.3, 0.4], 0.1, None),
+    ("both with prefixes", [0.3, 0.3], [0.1, 0.2], 0.3, None),  # 1/2 (0.2 + 0.1 + |0.4 - 0.7|)
+]
+
+
+@pytest.mark.parametrize("name, a, b, tv, js", ROWS, ids=[r[0] for r in ROWS])
+@pytest.mark.parametrize("zeros", [0, 1, 7, 250])
+def test_total_variation_and_js_are_hand_computable_and_ignore_appended_zero_attention_tokens(name, a, b, tv, js, zeros):
+    pa, pb = (torch.tensor(r + [0.0] * zeros, dtype=torch.float64) for r in (a, b))
+    assert float(total_variation(pa, pb)) == pytest.approx(tv, abs=1e-12)
+    assert float(total_variation(pb, pa)) == pytest.approx(tv, abs=1e-12)
+    if js is not None:
+        assert float(jensen_shannon(pa, pb)) == pytest.approx(js, abs=1e-12)
+    # the statistic TV replaces, the mean over tokens of |B - A|, falls as zero-attention tokens are appended
+    mean_abs = float((pb - pa).abs().mean())
+    assert mean_abs == pytest.approx(float((torch.tensor(b) - torch.tensor(a)).abs().sum()) / (len(a) + zeros))
+
+
+@pytest.mark.parametrize("length", [4, 16, 64, 256])
+def test_the_same_move_gives_the_same_total_variation_at_every_length(length):
+    """0.2 of the mass moves from token 0 to token 1 of a row of `length`: TV 0.2 each time, mean |d| 0.4 / length."""
+    a = torch.full((length,), 0.5 / (length - 1), dtype=torch.float64)
+    a[0] = 0.5
+    b = a.clone()
+    b[0] -= 0.2
+    b[1] += 0.2
+    assert float(total_variation(a, b)) == pytest.approx(0.2, abs=1e-12)
+    assert float((b - a).abs().mean()) == pytest.approx(0.4 / length, abs=1e-12)
+
+
+def test_distances_stay_within_their_bounds_on_random_rows():
+    torch.manual_seed(0)
+    rows = torch.distributions.Dirichlet(torch.full((20,), 0.3)).sample((2, 2000))  # (2, rows, tokens)
+    keep = torch.rand(2, 2000, 1)  # a random share kept on the tokens, the rest on a prefix
+    a, b = (rows * keep).double().unbind(0)
+    tv, js = total_variation(a, b), jensen_shannon(a, b)
+    assert ((tv >= 0) & (tv <= 1)).all() and ((js >= 0) & (js <= 1)).all()
+    assert (js <= tv + 1e-12).all()  # JS (bits) <= TV
+    assert torch.equal(total_variation(a, a), torch.zeros(2000, dtype=torch.float64))
+
+
+# -- the permutation test (hand-made distances) ----------------------------------------------------
+
+def _distances(m: int, n: int, between: float, within: float) -> np.ndarray:
+    """(pairs,) D over run_pairs(m + n): `between` across the sides, `within` inside a side."""
+    side = [0] * m + [1] * n
+    return np.array([between if side[i] != side[j] else within for i, j in run_pairs(m + n)])
+
+
+@pytest.mark.parametrize("m, n, between, within, p, floor, labellings", [
+    (2, 2, 0.5, 0.1, 1 / 3, 1 / 3, 6),  # the observed split and its mirror are the most extreme of 6
+    (2, 2, 0.3, 0.3, 1.0, 1 / 3, 6),  # nothing between that is not within: every split ties
+    (2, 2, 0.1, 0.5, 1.0, 1 / 3, 6),  # closer across than within: not beyond seed noise
+    (3, 3, 0.5, 0.1, 0.1, 0.1, 20),
+    (4, 4, 0.5, 0.1, 2 / 70, 2 / 70, 70),
+    (2, 3, 0.5, 0.1, 0.1, 0.1, 10),  # unequal sides: no mirror
+])
+def test_permutation_p_values_are_hand_computable(m, n, between, within, p, floor, labellings):
+    test = permutation_test(_distances(m, n, between, within), m, n)
+    assert float(test.p) == pytest.approx(p) and test.floor == pytest.approx(floor) and test.labellings == labellings
+    assert test.exact and float(test.between) == pytest.approx(between) and float(test.within) == pytest.approx(within)
+
+
+def test_beyond_the_exact_limit_the_p_value_is_monte_carlo_and_never_zero():
+    test = permutation_test(_distances(8, 8, 0.5, 0.1), 8, 8)  # C(16, 8) = 12,870 splits
+    assert not test.exact and test.labellings == 10_000 and test.floor == 1e-4
+    assert 1e-4 <= float(test.p) < 1e-3
+
+
+def test_benjamini_hochberg_matches_scipy():
+    p = np.random.default_rng(1).uniform(size=(2, 4, 4)) ** 3
+    assert np.allclose(benjamini_hochberg(p), scipy_stats.false_discovery_control(p.ravel(), method="bh").reshape(p.shape))
+
+
+def test_on_exchangeable_runs_the_permutation_test_holds_its_level_and_a_per_example_test_does_not():
+    """Why the unit is the run. 8 runs of one configuration (4 + 4), 60 heads, 80 examples: each run has
+    its own fixed offset (its seed) and examples vary the rows. Under this null the run-label
+    permutation test rejects at most its level (2/70 = 0.029 here); a paired t-test over examples
+    of between - within TV, which treats examples as the unit, rejects in most heads."""
+    rng = np.random.default_rng(0)
+    runs, heads, examples, tokens = 8, 60, 80, 12
+    logits = rng.normal(size=(1, heads, examples, tokens)) + 0.3 * rng.normal(size=(runs, heads, 1, tokens))
+    logits += 0.1 * rng.normal(size=(runs, heads, examples, tokens))
+    rows = torch.softmax(torch.tensor(logits), -1)  # (runs, heads, examples, tokens)
+    pairs = run_pairs(runs)
+    per_example = torch.stack([total_variation(rows[i], rows[j]) for i, j in pairs]).numpy()  # (pairs, heads, examples)
+    permutation = permutation_test(per_example.mean(-1), 4, 4)
+    cross = np.array([(i < 4) != (j < 4) for i, j in pairs])
+    delta = per_example[cross].mean(0) - per_example[~cross].mean(0)  # (heads, examples)
+    paired = scipy_stats.ttest_1samp(delta, 0.0, axis=-1).pvalue
+    assert (permutation.p <= 0.05).mean() <= 0.1
+    assert (paired <= 0.05).mean() >= 0.5
+
+
+# -- seed groups on tiny real runs -------------------------------------------------------------------
+
+SEED_GROUPS = {"l2": ("2", (1, 2, 3, 4)), "l4": ("4", (1, 2))}  # preset -> (LoRA layers, seeds)
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory, mined_data, tiny_roberta_dir) -> Path:
+    """Runs <preset>-s<seed> as `interp study` names them: LoRA r=8 on layer 2 (4 seeds) and on layer 4 (2 seeds)."""
+    runs_dir = tmp_path_factory.mktemp("seeded-runs")
+    for preset, (layers, seeds) in SEED_GROUPS.items():
+        for seed in seeds:
+            cfg = TrainConfig(epochs=1, batch_size=4, max_len=32, evals_per_epoch=1, max_steps=4, lr=1e-2, seed=seed)
+            method = methods.method_from_dict({"method": "lora", "r": 8, "alpha": 4, "layers": layers})
+            spec = RunSpec(name=f"{preset}-s{seed}", method=method, data_dir=mined_data, preset=preset, base=str(tiny_roberta_dir),
+                           train_limit=16, eval_limit=8)
+            train_run(spec, cfg, runs_dir=runs_dir, progress=False)
+    return runs_dir
+
+
+@pytest.fixture(scope="module")
+def across(seeded):
+    """l2 (seeds 1, 2) against l4 (seeds 1, 2), both sides, 12 examples."""
+    return diff(seeded, "l2-s1,l2-s2", "l4-s1,l4-s2")
+
+
+def test_two_seeds_a_side_give_a_null_that_cannot_mark_a_head_and_says_so(across):
+    result, path = across
+    null = result.seed_null
+    assert path.name == "l2-vs-l4.seeds.n12.json" and result.null_note is None
+    assert (result.a, result.b, result.runs_a, result.runs_b) == ("l2", "l4", ["l2-s1", "l2-s2"], ["l4-s1", "l4-s2"])
+    assert (null.runs_a, null.runs_b, null.labellings, null.exact, null.tested) == (2, 2, 6, True, 32)
+    assert null.floor == pytest.approx(1 / 3) and "no head can be marked" in null.note
+    for side in ("query", "code"):
+        s = null.sides[side]
+        assert s.marked == [] and min(_all(s.q)) >= 1 / 3 - 1e-12
+        assert s.between[0] == [0.0] * 4 and s.within[0] == [0.0] * 4 and s.p[0] == [1.0] * 4  # layer 1: no delta below it
+        # layers 2-3: only l2 acts (l4 runs are the base there), so by the triangle inequality the observed split is the
+        # most extreme of the three: p = 1/3, the floor
+        assert all(p == pytest.approx(1 / 3) for layer in (1, 2) for p in s.p[layer])
+        assert all(r >= 1 for layer in (1, 2) for r in s.ratio[layer])
+
+
+def test_the_headline_is_the_nulls_between_and_both_come_from_the_pair_distances(across):
+    result, _ = across
+    for side in ("query", "code"):
+        s, stats = result.seed_null.sides[side], result.stats[side]
+        assert stats.pairs == 4 and np.allclose(stats.total_variation, s.between, rtol=1e-9, atol=1e-15)
+        d = s.pair_total_variation
+        assert list(d) == [f"{x} | {y}" for x, y in combinations(["l2-s1", "l2-s2", "l4-s1", "l4-s2"], 2)]
+        cross = np.mean([d[k] for k in ("l2-s1 | l4-s1", "l2-s1 | l4-s2", "l2-s2 | l4-s1", "l2-s2 | l4-s2")], axis=0)
+        inside = np.mean([d["l2-s1 | l2-s2"], d["l4-s1 | l4-s2"]], axis=0)
+        assert np.allclose(cross, s.between) and np.allclose(inside, s.within)
+        assert np.allclose(s.excess, cross - inside) and np.allclose(d["l4-s1 | l4-s2"][:3], 0)  # l4: layers 1-3 untouched
+    assert result.example.runs == ["l2-s1", "l4-s1"]
+
+
+def test_identical_configurations_give_no_head_beyond_seed_noise(seeded):
+    result, _ = diff(seeded, "l2-s1,l2-s2", "l2-s3,l2-s4")
+    for side in ("query", "code"):
+        s = result.seed_null.sides[side]
+        assert s.marked == [] and s.p[0] == [1.0] * 4
+        changed = [p for layer in s.p[1:] for p in layer]
+        assert max(changed) > 1 / 3 + 1e-9  # unlike l2 vs l4, the observed split is not the most extreme everywhere
+
+
+def test_seeds_option_takes_every_run_of_each_preset(seeded):
+    result, path = diff(seeded, "l2", "l4", seeds=True, side="query", limit=6)
+    assert result.runs_a == ["l2-s1", "l2-s2", "l2-s3", "l2-s4"] and result.runs_b == ["l4-s1", "l4-s2"]
+    null = result.seed_null
+    assert (null.labellings, null.floor, null.tested) == (15, pytest.approx(1 / 15), 16)
+    assert path.name == "l2-vs-l4.seeds.n6.query.json"
+    assert json.loads(path.read_text())["inputs"]["seeds_a"] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("a, b, note", [
+    ("l2-s1", "l4-s1", "no seed-noise null: each side is one run (a null needs two or more seeds of one configuration on each side)"),
+    ("base", "l2-s1,l2-s2", "no seed-noise null: side A (base) is one run"),
+    ("l2-s1,l2-s2", "l4-s1", "no seed-noise null: side B (l4-s1) is one run"),
+])
+def test_without_seeds_on_both_sides_the_result_says_there_is_no_null(seeded, a, b, note):
+    result, _ = diff(seeded, a, b, side="query", limit=4)
+    assert result.seed_null is None and result.null_note.startswith(note)
+
+
+def test_command_prints_the_null_and_the_heads_beyond_it(seeded):
+    out = CliRunner().invoke(app, ["attn-diff", "l2", "l4", "--seeds", "--limit", "6", "--side", "code", "--runs-dir", str(seeded),
+                                   "--no-progress"])
+    assert out.exit_code == 0, out.output
+    assert "A = l2: 4 runs (l2-s1, l2-s2, l2-s3, l2-s4)" in out.output and "B = l4: 2 runs" in out.output
+    assert "seed-noise null: per head, between-side TV against seed-to-seed TV; p over 15 relabellings" in out.output
+    assert "smallest possible p 0.0667" in out.output and "Benjamini-Hochberg across 16" in out.output
+    assert "heads whose change exceeds seed noise (TV between vs within): none of 16" in out.output
+    assert "no seed-noise null" not in out.output
+
+
+@pytest.fixture
+def not_a_seed(seeded):
+    """l2-s9: a copy of l2-s2 whose manifest says seed 9 and lr 0.02: preset l2, but not only the seed differs."""
+    path = seeded / "l2-s9"
+    shutil.copytree(seeded / "l2-s2", path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["name"], manifest["train"]["seed"], manifest["train"]["lr"] = "l2-s9", 9, 0.02
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.mark.parametrize("a, b, kw, message", [
+    ("l2-s1,l4-s1", "l4-s2", {}, "side A: runs l2-s1, l4-s1 are not seeds of one preset"),
+    ("l2-s1,l2-s2", "l2-s2,l2-s3", {}, "run 'l2-s2' is on both sides"),
+    ("l2-s1,l2-s1", "l4-s1", {}, "run 'l2-s1' is named twice on side A"),
+    ("base,l2-s1", "l4-s1,l4-s2", {}, "'base' cannot be in a seed group"),
+    ("l2-s1,", "l4-s1", {}, "an empty name in the comma list"),
+    ("l3", "l4", {"seeds": True}, "unknown preset 'l3'; did you mean 'l[24]'"),
+    ("l2-s1,l2-s5", "l4-s1", {}, "unknown run 'l2-s5'"),
+])
+def test_bad_seed_groups_are_refused_naming_them(seeded, a, b, kw, message):
+    with pytest.raises(InterpError, match=message):
+        diff(seeded, a, b, **kw)
+
+
+def test_a_run_that_differs_in_more_than_the_seed_is_refused(seeded, not_a_seed):
+    with pytest.raises(InterpError, match=r"runs 'l2-s1' and 'l2-s9' differ in more than the seed \(training settings: lr 0.01 vs 0.02\)"):
+        diff(seeded, "l2-s1,l2-s9", "l4-s1,l4-s2")
+
+
+def test_the_report_marks_heads_beyond_seed_noise_or_says_there_is_no_null(seeded, across, tmp_path):
+    from reports import build_report
+
+    _, path = across
+    saved = json.loads(path.read_text())
+    marked = {"layer": 3, "head": 2, "between": 0.02, "within": 0.01, "p": 0.01, "q": 0.03}
+    saved["result"]["seed_null"]["sides"]["query"]["marked"] = [marked]  # as a design with more seeds could give
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(seeded, runs_dir, ignore=shutil.ignore_patterns("analyses"))
+    (runs_dir / "analyses" / "attn-diff").mkdir(parents=True)
+    (runs_dir / "analyses" / "attn-diff" / path.name).write_text(json.dumps(saved))
+    single, _ = diff(runs_dir, "l2-s1", "l4-s1", side="code", limit=4)
+    report = build_report(runs_dir=runs_dir, out=tmp_path / "report")
+    assert report.problems == []
+    page = (tmp_path / "report" / "attn-diff" / path.with_suffix(".html").name).read_text()
+    assert "smallest possible p 0.3333" in page and "no head can be marked" in page
+    assert '<tr class="significant"><td class="num">3</td><td class="num">2</td>' in page  # the query side's marked head
+    assert "No head of the code side changed beyond seed noise" in page and "changed beyond seed noise" in page
+    assert "l4-s1</a> (side B)" in page  # the example shows the first run of each group
+    page = (tmp_path / "report" / "attn-diff" / "l2-s1-vs-l4-s1.n4.code.html").read_text()
+    assert "no seed-noise null: each side is one run" in page and "Against seed noise" not in page

@@ -14,6 +14,17 @@ keys, so eager weights are (batch, heads, q_len, l + k_len) and the real tokens 
 k_len = q_len columns (this is self-attention: keys are the same tokens as queries). A prefix
 run's [CLS] row therefore sums to 1 minus the mass it puts on the prefix; for every other
 method it sums to 1 over the real tokens (padding columns get exactly 0 from the mask).
+
+Distances between two such rows p and q (..., k_len), for attn-diff. Each row is read as a
+distribution over its k_len token columns plus one "outside" cell holding 1 - sum(row), the
+mass on a prefix (0 without one; padding columns hold 0 and count for nothing):
+
+    total_variation(p, q)  TV = 1/2 sum |p - q| over tokens and the outside cell, in [0, 1]:
+                           the attention mass that moved. It does not depend on the length
+                           (appending zero-attention tokens leaves it unchanged), unlike the
+                           mean over tokens of |p - q| (= 2 TV / k_len for rows without a prefix).
+    jensen_shannon(p, q)   JS divergence in bits, in [0, 1], on the same distributions.
+    entropy(p)             Shannon entropy in bits of the row renormalised over its tokens.
 """
 
 from __future__ import annotations
@@ -25,6 +36,8 @@ from dataclasses import dataclass, field
 import torch
 
 from trainers.encoders import Encoder
+
+DISTANCES = ("total_variation", "jensen_shannon")
 
 
 @dataclass
@@ -96,3 +109,33 @@ def capture_attention(encoder: Encoder, *, full: bool = False) -> Iterator[Captu
         for handle in handles:
             handle.remove()
         encoder.set_attention(previous)
+
+
+# -- distances between [CLS] rows --------------------------------------------------------------
+
+def with_outside(rows: torch.Tensor) -> torch.Tensor:
+    """(..., k_len) -> (..., k_len + 1): the row and its outside cell, 1 - sum (the prefix mass), clamped to [0, 1]."""
+    outside = (1 - rows.sum(-1, keepdim=True)).clamp(0, 1)
+    return torch.cat([rows, outside], -1)
+
+
+def total_variation(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """(..., k_len) rows -> (...): half the L1 distance over the tokens and the outside cell, in [0, 1]."""
+    return 0.5 * (with_outside(p) - with_outside(q)).abs().sum(-1)
+
+
+def jensen_shannon(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """(..., k_len) rows -> (...): Jensen-Shannon divergence, base 2, over the tokens and the outside cell."""
+    p, q = with_outside(p), with_outside(q)
+    m = (p + q) / 2
+    return ((_kl(p, m) + _kl(q, m)) / 2).clamp(0, 1)
+
+
+def entropy(rows: torch.Tensor) -> torch.Tensor:
+    """(..., k_len) -> (...): entropy in bits of the row renormalised over its tokens."""
+    p = rows / rows.sum(-1, keepdim=True)
+    return -torch.where(p > 0, p * torch.log2(p), torch.zeros_like(p)).sum(-1)
+
+
+def _kl(p: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    return torch.where(p > 0, p * (torch.log2(p) - torch.log2(m)), torch.zeros_like(p)).sum(-1)

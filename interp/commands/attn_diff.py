@@ -2,6 +2,12 @@
 
 Thin: parse, call `interp.analyses.attn_diff.run_attn_diff`, print a summary. Mounted by the CLI
 as `app.command("attn-diff")(attn_diff.attn_diff)`.
+
+A side is one run, or a seed group, which gives the seed-noise null:
+
+    interp attn-diff base lora64                          # two runs: no null, and it says so
+    interp attn-diff lora64 lora256 --seeds               # every run of preset lora64 vs of lora256
+    interp attn-diff lora64-s1,lora64-s2 lora256-s1,lora256-s2   # the same, named run by run
 """
 
 from __future__ import annotations
@@ -23,8 +29,12 @@ class Side(str, Enum):
 
 
 def attn_diff(
-    a: Annotated[str, typer.Argument(help="Run A (or 'base'); differences are B - A.")],
-    b: Annotated[str, typer.Argument(help="Run B (or 'base'), on the same base model as A.")],
+    a: Annotated[str, typer.Argument(help="Side A: a run, 'base', or a comma list of one configuration's seeds "
+                                          "(lora64-s1,lora64-s2); differences are B - A.")],
+    b: Annotated[str, typer.Argument(help="Side B, as side A, on the same base model.")],
+    seeds: Annotated[bool, typer.Option("--seeds", help="A and B name presets: each side is every run of that preset in "
+                                                        "--runs-dir (`interp study` names them <preset>-s<seed>). Two or more "
+                                                        "seeds a side test each head's change against seed-to-seed change.")] = False,
     split: Annotated[str, typer.Option("--split", help="train, valid or test of the runs' data.")] = "test",
     data: Annotated[Path | None, typer.Option("--data", exists=True, dir_okay=False, help="Any AdvTest-format jsonl instead of --split.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Only this many examples: the same fixed sample as a run's --eval-limit.")] = None,
@@ -36,27 +46,52 @@ def attn_diff(
     runs_dir: options.RunsDir = Path("runs"),
     progress: options.Progress = True,
 ) -> None:
-    """Compare the [CLS] attention of two runs over a whole split, per layer and head: mean and max
-    |B - A|, the change of mass on content tokens, entropy change, Jensen-Shannon divergence, the
-    tokens that changed most, and one example's full tokens x heads matrices."""
+    """Compare the [CLS] attention of two runs (or two seed groups) over a whole split, per layer and
+    head: total variation (the share of attention mass moved, length-invariant), Jensen-Shannon,
+    the change of mass on content tokens, entropy change, the tokens that changed most, one
+    example's tokens x heads matrices, and with seeds on both sides, which heads changed more
+    than a new seed changes them."""
     from interp.analyses.attn_diff import run_attn_diff
 
-    result, path = run_attn_diff(runs_dir=runs_dir, a=a, b=b, split=split, data_file=data, limit=limit, example=example,
-                                 layer=layer, side=side.value, batch_size=batch_size, device=device.value, progress=progress)
-    typer.echo(f"{result.examples} examples, {result.layers} layers x {result.heads} heads; differences are {b} - {a}")
+    result, path = run_attn_diff(runs_dir=runs_dir, a=a, b=b, seeds=seeds, split=split, data_file=data, limit=limit,
+                                 example=example, layer=layer, side=side.value, batch_size=batch_size, device=device.value,
+                                 progress=progress)
+    typer.echo(f"{result.examples} examples, {result.layers} layers x {result.heads} heads; differences are B - A")
+    for letter, label, runs in (("A", result.a, result.runs_a), ("B", result.b, result.runs_b)):
+        typer.echo(f"  {letter} = {label}" + (f": {len(runs)} runs ({', '.join(runs)})" if len(runs) > 1 else ""))
+    if result.null_note:
+        typer.echo(result.null_note)
+    null = result.seed_null
+    if null is not None:
+        how = "exact" if null.exact else f"{null.labellings - 1:,} random"
+        typer.echo(f"seed-noise null: per head, between-side TV against seed-to-seed TV; p over {null.labellings:,} "
+                   f"relabellings of the {null.runs_a + null.runs_b} runs ({how}; smallest possible p {null.floor:.3g}); "
+                   f"Benjamini-Hochberg across {null.tested} side x layer x head cells, marked at q <= {null.alpha}")
+        if null.note:
+            typer.echo(f"  {null.note}")
     for s in result.sides:
+        stats = result.stats[s]
         typer.echo(f"== {s}")
-        for stat, label, fmt in (("mean_abs_difference", "mean |B - A|", ".2e"), ("js_divergence", "JS divergence", ".2e")):
-            cells = ", ".join(f"L{h.layer}H{h.head} {h.value:{fmt}}" for h in result.top_heads(s, stat))
+        typer.echo(f"  total variation (share of attention mass moved, in [0, 1]), mean over heads {stats.mean_total_variation:.3g}; "
+                   f"Jensen-Shannon {stats.mean_js_divergence:.3g}")
+        for stat, label in (("total_variation", "total variation"), ("js_divergence", "JS divergence")):
+            cells = ", ".join(f"L{h.layer}H{h.head} {h.value:.3g}" for h in result.top_heads(s, stat))
             typer.echo(f"  top heads by {label}: {cells}")
+        if null is not None:
+            marked = null.sides[s].marked
+            cells = ", ".join(f"L{h.layer}H{h.head} {h.between:.3g} vs {h.within:.3g} (q {h.q:.2g})" for h in marked[:8])
+            cells += f", ... {len(marked) - 8} more" if len(marked) > 8 else ""
+            typer.echo(f"  heads whose change exceeds seed noise (TV between vs within): "
+                       f"{cells or f'none of {result.layers * result.heads}'}")
         tokens = result.tokens[s][:10]
         if tokens:
-            cells = ", ".join(f"{t.token!r} {t.mean_signed_change:+.2e} (n={t.count})" for t in tokens)
-            typer.echo(f"  tokens changed most at layer {result.token_layer} (mean signed change): {cells}")
+            cells = ", ".join(f"{t.token!r} {t.mean_relative_signed_change:+.3g} (n={t.count})" for t in tokens)
+            typer.echo(f"  tokens changed most at layer {result.token_layer} (signed change x length, i.e. in units of "
+                       f"uniform attention): {cells}")
         else:
             typer.echo(f"  no token occurs {result.min_token_count} times or more; none ranked")
         ex = result.example.sides[s]
-        typer.echo(f"  example {result.example.idx}, layer {result.example.layer}: max |B - A| {ex.max_abs_difference:.3g}, "
-                   f"mean {ex.mean_abs_difference:.3g} over {len(ex.tokens)} tokens")
+        typer.echo(f"  example {result.example.idx}, layer {result.example.layer} ({' vs '.join(result.example.runs)}): "
+                   f"TV {ex.mean_total_variation:.3g} (mean over heads), max |B - A| {ex.max_abs_difference:.3g}, {len(ex.tokens)} tokens")
     typer.echo(f"{result.examples_per_second:.1f} examples/s ({result.seconds:.1f} s)")
     typer.echo(f"-> {path}")
