@@ -6,6 +6,8 @@ same global batches must give the loss and the gradient norm of 1 process at eve
 (the gradient norm catches a wrong scaling, which AdamW would hide from the loss), within
 float32 reduction-order noise: rtol 1e-4 (measured: about 1e-6 on the loss, 1e-5 on the norm).
 Two launches of 2 processes (killed, resumed), about 10 s each on 2 cores, mostly importing torch.
+Random batches are encoded in micro-batches: one more pair of processes (spawned, gloo, float64)
+checks that slices cut differently still make equal numbers of DDP calls and give one pass's gradient.
 """
 
 from __future__ import annotations
@@ -25,8 +27,12 @@ from typer.testing import CliRunner
 
 from trainers import methods
 from trainers.errors import InterpError
-from trainers.training.batching import Tokenized, epoch_order, iterate_batches
-from trainers.training.loop import TrainConfig
+from trainers.data import load_split
+from trainers.encoders import load_encoder
+from trainers.training.batching import Tokenized, embed_side, epoch_order, iterate_batches, make_batch, micro_batches, shard
+from trainers.training.distributed import gather_codes
+from trainers.training.loop import TrainConfig, contrastive_loss
+from trainers.training.splits import tokenize_examples
 from trainers.training.runs import find_run
 from trainers.training.scoring import evaluate_run
 from trainers.training.train import RunSpec, train_run
@@ -130,6 +136,75 @@ def test_two_process_metrics_count_every_example_once(one_and_two, mined_data, t
     assert read(two, "manifest.json")["metrics"]["test_mrr"] == pytest.approx(again.evaluation.mrr, abs=1e-9)
     best = max(read(two, "curves.json")["valid"], key=lambda v: v["mrr"])
     assert read(two, "manifest.json")["metrics"]["valid_mrr"] == best["mrr"]
+
+
+def _micro_batch_worker(rank: int, world: int, port: int, base: str, tok: Tokenized, index: list[int], out: str) -> None:
+    """One of `world` gloo processes: its slice of the random batch `index`, micro-batched, under DDP."""
+    import os
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    encoder, model = float64_model(base)
+    ddp = DistributedDataParallel(model, find_unused_parameters=True)
+    batch = make_batch(tok, index, "random", rank=rank, world=world, call_cost=MICRO_CALL_COST)
+    embed = lambda ids, mask: encoder.embed(ids, mask, model=ddp)  # noqa: E731
+    query, code = embed_side(embed, batch.query), embed_side(embed, batch.code)  # (b, H) each
+    loss = contrastive_loss(query, gather_codes(code), offset=rank * len(query))
+    loss.backward()  # DDP averages the gradients over the processes
+    if rank == 0:
+        torch.save({n: p.grad for n, p in model.named_parameters() if p.grad is not None}, out)
+    dist.destroy_process_group()
+
+
+MICRO_CALL_COST = 8  # small: the slices are cut into several micro-batches
+
+
+def float64_model(base: str):
+    """The dropout-free tiny RoBERTa, every weight trained, in float64 (exact enough to compare sums in another order)."""
+    encoder = load_encoder(base)
+    model = methods.apply_method(encoder, methods.FullConfig()).double()
+    model.eval()  # dropout is off in the config already; eval() keeps it so
+    return encoder, model
+
+
+def test_micro_batches_on_two_processes_give_the_gradient_of_one_pass(base, mined_data, tmp_path):
+    """Two gloo processes whose slices would be cut into different numbers of micro-batches make the same
+    number of forward calls (DDP hangs otherwise: every call is a collective) and together give the
+    gradient of one process encoding the whole batch in one padded pass."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    tok = tokenize_examples(load_encoder(str(base)), load_split(mined_data, "train"), 128)
+    natural = lambda index: [len(micro_batches([len(tok.code_ids[i]) for i in shard(index, r, 2)], MICRO_CALL_COST)) for r in range(2)]  # noqa: E731
+    index = next(b for b in epoch_order(tok, 8, seed=0, epoch=0) if len(set(natural(b))) > 1)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "grads.pt"
+    context = mp.start_processes(_micro_batch_worker, args=(2, port, str(base), tok, index, str(out)), nprocs=2, join=False,
+                                 start_method="spawn")
+    deadline = time.time() + 180
+    while not context.join(timeout=1):
+        if time.time() > deadline:
+            for p in context.processes:
+                p.kill()
+            pytest.fail("the two processes did not finish: unequal numbers of forward calls under DDP?")
+    two = torch.load(out, weights_only=True)
+
+    encoder, model = float64_model(str(base))
+    batch = make_batch(tok, index, "bucketed")  # the same pairs, one pass per side
+    assert len(batch.code.parts) == 1
+    embed = lambda ids, mask: encoder.embed(ids, mask, model=model)  # noqa: E731
+    contrastive_loss(embed_side(embed, batch.query), embed_side(embed, batch.code)).backward()
+    one = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert one.keys() == two.keys() and len(one) > 20
+    scale = max(g.abs().max().item() for g in one.values())
+    for name, grad in one.items():
+        torch.testing.assert_close(two[name], grad, rtol=0, atol=1e-9 * scale, msg=name)
 
 
 def test_each_process_takes_its_slice_of_the_same_global_batches():

@@ -6,6 +6,9 @@ of the whole batch (with autograd), so every query is scored against every code 
 batch, as the study's objective (Eq. 4.1) needs. The backward of the gather sums, for each
 process's codes, the gradients of every process's loss; DDP then averages over the N
 processes, so the gradient is that of the mean loss over the global batch: one process's.
+Under DDP every forward call is a collective (it broadcasts the buffers), so all processes
+must make the same number of calls per step: a random batch's slices are cut into the same
+number of micro-batches on every process (`batching.shard_groups`).
 
 `launch` starts N copies of this module through `accelerate launch --multi_gpu` (torchrun
 underneath: NCCL between GPUs, gloo between CPU processes) and waits for them. Only the main
