@@ -78,7 +78,7 @@ def main() -> None:
     top = result.top_heads("code", "js_divergence", 1)[0]
     print(f"{len(examples)} pairs of {args.data / (args.split + '.jsonl')}, both sides, {labels[0]} vs untrained {labels[1]}, "
           f"batch {args.batch_size}, max_len {args.max_len}, {analysis.device}")
-    print(f"wall {wall:.1f} s, {len(examples) / wall:.1f} examples/s (each: query and code, two models)")
+    print(f"wall {wall:.1f} s, {len(examples) / wall:.1f} examples/s (each: query and code, {len(side_a) + len(side_b)} models)")
     print(f"peak RSS {peak_rss_mb():.0f} MiB (after loading the models: {before:.0f} MiB)")
     size = len(json.dumps(asdict(result))) / 2**20
     print(f"sanity: largest code-side JS divergence L{top.layer}H{top.head} = {top.value:.3g}; result JSON {size:.1f} MiB")

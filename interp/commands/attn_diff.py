@@ -50,7 +50,8 @@ def attn_diff(
     head: total variation (the share of attention mass moved, length-invariant), Jensen-Shannon,
     the change of mass on content tokens, entropy change, the tokens that changed most, one
     example's tokens x heads matrices, and with seeds on both sides, which heads changed more
-    than a new seed changes them."""
+    than a new seed changes them. Seed groups: `interp attn-diff lora64 lora256 --seeds`, or
+    name the runs: `interp attn-diff lora64-s1,lora64-s2 lora256-s1,lora256-s2`."""
     from interp.analyses.attn_diff import run_attn_diff
 
     result, path = run_attn_diff(runs_dir=runs_dir, a=a, b=b, seeds=seeds, split=split, data_file=data, limit=limit,
