@@ -133,6 +133,19 @@ def attribute_page(saved: dict) -> Page:
         largest = max((abs(t["attribution"]) for t in tokens if not t.get("special")), default=0.0)
         sides.append({"name": title, "tokens": [dict(t, color=_shade(t["attribution"], largest)) for t in tokens]})
     ctx["sides"] = sides
+    reference = r.get("reference", "pad")  # results written before the reference was a choice used pad
+    ctx["reference"] = reference
+    ctx["reference_text"] = {
+        "pad": "every non-special token replaced by the pad token (not neutral: a pad-only pair often scores above the real one)",
+        "others": {"joint": "unrelated pairs of the split (the query of one other example, the code of another); the "
+                            "attributions are averaged over one path from each",
+                   "sides": "for the query side, other queries with this code; for the code side, other codes with this "
+                            "query (the competitors a rank counts); averaged over one path from each"}.get(r.get("mode"), ""),
+    }.get(reference, reference)
+    ctx["paths"] = [dict(p, change=p["score"] - p["reference_score"], uncut_score=p.get("uncut_score"),
+                         count=len(p.get("reference_scores") or [None]),
+                         low=min(p.get("reference_scores") or [p["reference_score"]]),
+                         high=max(p.get("reference_scores") or [p["reference_score"]])) for p in r.get("paths", [])]
     return f"attribute/{file_name(saved['name'])}.html", "attribute.html", ctx
 
 

@@ -1,35 +1,49 @@
 """Which query and code tokens make a run score a pair high? Integrated gradients on the embeddings.
 
-The score of a pair is the inner product of the two [CLS] vectors, as in training and in the
-MRR. Captum's `LayerIntegratedGradients` attributes it to the output of the word-embedding
-layer (the Encoder spec's `embeddings`, e.g. `embeddings.word_embeddings`), and each token's
+The score of a pair is the inner product of the two sequence embeddings, pooled the way the run
+was trained (cls, pooler or mean; `interp.analyses.ranks.pooling_of`), as in training and in the
+MRR. Captum's `LayerIntegratedGradients` attributes it to the output of the word-embedding layer
+(the Encoder spec's `embeddings`, e.g. `embeddings.word_embeddings`), and each token's
 attribution is summed over the hidden dimension.
 
-Reference input: the same sequence with every non-special token replaced by the tokenizer's
-pad token ([CLS]/<s> and [SEP]/</s> kept), with the same length, the same attention mask (all
-ones: the pad tokens are read, not masked) and the same position ids. Only the word embeddings
-differ between input and reference, so special tokens get exactly zero attribution, and
-position and token-type embeddings are held fixed. (The word embedding is looked up from the
-ids and handed to the model as `inputs_embeds`; RoBERTa would otherwise give pad tokens the
-padding position.)
+Integrated gradients explains f(input) - f(reference): the attributions sum to that difference
+(completeness), so the reference decides which question is answered (`attribute_references`):
 
-Query and code go through the same embedding layer in two forward passes. Each pass gets its
-own hook point, a thin wrapper around the shared embedding (`_Lookup`), so Captum sees a pair
-of independent layers. Two modes:
+    others (default)  K other examples of the split (8 unless --others), one path from each, the
+                      attributions averaged: they sum to score - the mean score of the K references
+    pad               every non-special token the pad token (not neutral: a pad-only pair scores
+                      above the gold pair in most examples)
 
-    joint  (default) one path from (reference query, reference code) to (query, code); the
-           attributions of all tokens of both sides sum to score - score(reference query,
-           reference code), up to Captum's convergence delta
-    sides  two paths, each side varied while the other is held at its real tokens: query tokens
-           sum to score - score(reference query, code), code tokens to score - score(query,
-           reference code); interactions between the sides are not split between them
+Two modes:
+
+    joint  (default) one path per reference from (reference query, reference code) to (query,
+           code); for 'others' an unrelated pair, the query of one other example with the code of
+           another. All tokens of both sides sum to score - reference score.
+    sides  each side varied with the other held at its real tokens: query tokens sum to score -
+           score(reference query, code), for 'others' the mean score of this code for other
+           queries; code tokens to score - score(query, reference code), for 'others' the mean
+           score of this query against other codes (the competitors among which the MRR ranks the
+           gold code). Interactions between the sides are not split between them.
+
+The result records the reference, the examples used, each reference's score, and the mean score of
+the same pairs read whole at their own lengths (`uncut_score`), so the effect of cutting them to
+the input's length is visible.
+
+All sequences are unpadded and fully attended (attention mask all ones: the pad tokens of a
+reference are read, not masked), with the same position ids for input and reference: only the
+word embeddings differ, and position and token-type embeddings are held fixed. (The word
+embedding is looked up from the ids and handed to the model as `inputs_embeds`; RoBERTa would
+otherwise give pad tokens the padding position.) Query and code go through the same embedding
+layer in two forward passes; each pass gets its own hook point, a thin wrapper around the shared
+embedding (`_Lookup`), so Captum sees a pair of independent layers.
 
 With a baseline run the function attributed is score_RUN - score_BASELINE on the same pair,
-each model with its own hook points (their word embeddings are the base's, unless one of them
-is full fine-tuning); a token's attribution is the sum over both models.
+each model with its own hook points and its own pooling (their word embeddings are the base's,
+unless one of them is full fine-tuning); a token's attribution is the sum over both models.
 
 Captum's convergence delta is the sum of the attributions minus the change of the function
-between reference and input (the completeness axiom); it shrinks as `steps` grows.
+between reference and input (the completeness axiom), averaged here over the K paths; it shrinks
+as `steps` grows.
 """
 
 from __future__ import annotations
@@ -43,8 +57,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from interp.analyses.attribute_references import (DEFAULT_OTHERS, DEFAULT_REFERENCE, REFERENCES, OtherPair, Side, read_side,
+                                                  references)
 from interp.analyses.base import resolve_runs, save_result
-from interp.analyses.ranks import load_model, max_len_of, resolve_data
+from interp.analyses.ranks import base_pooling, load_model, max_len_of, pooling_of, resolve_data
+from trainers.encoders import DEFAULT_POOLING, check_pooling
 from trainers.errors import InterpError
 
 MODES = ("joint", "sides")
@@ -61,13 +78,15 @@ class TokenAttribution:
 
 @dataclass(frozen=True)
 class PathResult:
-    """One integrated-gradients path and its completeness check."""
+    """One side's integrated-gradients paths (one per reference) and their completeness check."""
 
     varies: str  # 'both', 'query' or 'code': which side goes from its reference to its tokens
-    reference_score: float  # the function at the path's start
+    reference_score: float  # the function at the paths' start, averaged over the references
     score: float  # the function at the input
     attribution_sum: float  # sum of the attributions of the tokens that vary
-    convergence_delta: float  # attribution_sum - (score - reference_score), from Captum
+    convergence_delta: float  # attribution_sum - (score - reference_score), from Captum (mean over paths)
+    reference_scores: list[float] = field(default_factory=list)  # the function at each reference
+    uncut_score: float | None = None  # others: the mean function on the same pairs read whole, at their own lengths
 
 
 @dataclass(frozen=True)
@@ -86,6 +105,10 @@ class AttributeResult:
     query_tokens: list[TokenAttribution]
     code_tokens: list[TokenAttribution]
     paths: list[PathResult]
+    reference: str  # 'others' or 'pad' (a result written before it was recorded used 'pad')
+    others: list[OtherPair]  # the examples of the 'others' references, path after path
+    pooling: str  # the run's pooling (interp.analyses.ranks.pooling_of)
+    baseline_pooling: str | None  # the baseline's; 'base' takes the run's
     notes: list[str] = field(default_factory=list)
 
 
@@ -101,32 +124,38 @@ class _Lookup(nn.Module):
 
 
 class _Scorer:
-    """One model's query and code hook points, and its [CLS]-to-[CLS] score."""
+    """One model's query and code hook points, and its score with the pooling it was trained with."""
 
-    def __init__(self, encoder, model: nn.Module):
+    def __init__(self, encoder, model: nn.Module, pooling: str = DEFAULT_POOLING):
         from trainers.methods.apply import transformers_model
 
-        self.model = model.eval()
+        self.encoder, self.model, self.pooling = encoder, model.eval(), check_pooling(pooling)
         embedding = transformers_model(model).get_submodule(encoder.spec.embeddings)
         self.query, self.code = _Lookup(embedding), _Lookup(embedding)
 
-    def cls(self, lookup: _Lookup, ids: torch.Tensor) -> torch.Tensor:
-        mask = torch.ones_like(ids)  # unpadded: one sequence, repeated along the batch
-        out = self.model(inputs_embeds=lookup(ids), attention_mask=mask)
-        return out.last_hidden_state[:, 0]  # (batch, hidden)
+    def embed(self, lookup: _Lookup, ids: torch.Tensor) -> torch.Tensor:
+        mask = torch.ones_like(ids)  # unpadded: every position is read
+
+        def from_embeddings(input_ids, attention_mask):  # Encoder.embed pools; the model reads embeddings
+            return self.model(inputs_embeds=input_ids, attention_mask=attention_mask)
+
+        return self.encoder.embed(lookup(ids), mask, model=from_embeddings, pooling=self.pooling)  # (batch, hidden)
 
     def score(self, query_ids: torch.Tensor, code_ids: torch.Tensor) -> torch.Tensor:
-        return (self.cls(self.query, query_ids) * self.cls(self.code, code_ids)).sum(-1)  # (batch,)
+        return (self.embed(self.query, query_ids) * self.embed(self.code, code_ids)).sum(-1)  # (batch,)
 
 
 class Attribution:
     """Bound to a run's model (and optionally a baseline run's); one `compute(...)`."""
 
-    def __init__(self, encoder, model: nn.Module, *, baseline: tuple | None = None, max_len: int = 256):
+    def __init__(self, encoder, model: nn.Module, *, baseline: tuple | None = None, max_len: int = 256,
+                 pooling: str = DEFAULT_POOLING, baseline_pooling: str | None = None):
         if encoder.tokenizer is None:
             raise InterpError(f"the encoder at {encoder.source} has no tokenizer")
         self.encoder, self.tokenizer, self.max_len = encoder, encoder.tokenizer, max_len
-        self.scorers = [_Scorer(encoder, model)] + ([_Scorer(*baseline)] if baseline is not None else [])
+        self.scorers = [_Scorer(encoder, model, pooling)]
+        if baseline is not None:
+            self.scorers.append(_Scorer(*baseline, baseline_pooling or pooling))
         if self.tokenizer.pad_token_id is None:
             raise InterpError("the tokenizer has no pad token, which the reference input is made of")
 
@@ -135,41 +164,60 @@ class Attribution:
         run = self.scorers[0].score(query_ids, code_ids)
         return run if len(self.scorers) == 1 else run - self.scorers[1].score(query_ids, code_ids)
 
-    def _ids(self, text: str) -> tuple[torch.Tensor, torch.Tensor, list[bool]]:
-        ids = self.tokenizer(text, truncation=True, max_length=self.max_len)["input_ids"]
-        special = self.tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
-        reference = [i if s else self.tokenizer.pad_token_id for i, s in zip(ids, special)]
-        return torch.tensor([ids]), torch.tensor([reference]), [bool(s) for s in special]  # (1, seq) each
+    def _uncut(self, pairs: list[OtherPair], pool: list, q: Side, c: Side) -> float:
+        """The mean function on the reference pairs read whole, each side at its own length."""
+        by_idx = {e.idx: e for e in pool}
+
+        def ids(idx: int | None, own: Side, text) -> torch.Tensor:
+            return torch.tensor([own.ids if idx is None else read_side(self.tokenizer, text(by_idx[idx]), self.max_len).ids])  # (1, seq)
+
+        with torch.no_grad():
+            values = [float(self.forward(ids(p.query, q, lambda e: e.query), ids(p.code, c, lambda e: e.code_text))[0]) for p in pairs]
+        return sum(values) / len(values)
 
     def compute(self, *, query: str, code: str, steps: int = 50, mode: str = "joint", example: int | None = None,
+                reference: str = DEFAULT_REFERENCE, others: list | None = None, count: int = DEFAULT_OTHERS,
                 names: tuple[str, str | None] = ("run", None)) -> AttributeResult:
+        """`others`: the examples ('others' reference) to draw from, e.g. the split; `example` is left out of them."""
         from captum.attr import LayerIntegratedGradients
 
         if mode not in MODES:
             raise InterpError(f"mode should be one of {', '.join(MODES)}, got {mode!r}")
+        if reference not in REFERENCES:
+            raise InterpError(f"--reference should be one of {', '.join(REFERENCES)}, got {reference!r}")
         if steps < 2:
             raise InterpError(f"--steps should be at least 2, got {steps}")
-        (q, q_ref, q_special), (c, c_ref, c_special) = self._ids(query), self._ids(code)
-        paths = {"joint": [("both", (q_ref, c_ref))], "sides": [("query", (q_ref, c)), ("code", (q, c_ref))]}[mode]
+        if reference == "others" and count < 1:
+            raise InterpError(f"--others should be at least 1, got {count}")
+        if reference == "others" and not others:
+            raise InterpError("--reference others needs the examples to take references from (a split, or --data FILE)")
+        qs, cs = read_side(self.tokenizer, query, self.max_len), read_side(self.tokenizer, code, self.max_len)
+        q, c = torch.tensor([qs.ids]), torch.tensor([cs.ids])  # (1, seq) each
+        paths, pairs = references(self.tokenizer, reference, qs, cs, mode=mode, pool=others or [], count=count,
+                                  exclude=example, max_len=self.max_len)
         per_side: dict[str, torch.Tensor] = {}
         results = []
-        for varies, reference in paths:
+        for varies, (q_ref, c_ref) in paths.items():
+            k = max(len(q_ref), len(c_ref))
             sides = ("query", "code") if varies == "both" else (varies,)
             layers = [getattr(s, side) for side in sides for s in self.scorers]  # side-major: q of each model, then c
             with warnings.catch_warnings():  # "Multiple layers provided": ours are independent hook points
                 warnings.filterwarnings("ignore", message="Multiple layers provided")
                 lig = LayerIntegratedGradients(self.forward, layers if len(layers) > 1 else layers[0])
-                attributions, delta = lig.attribute(inputs=(q, c), baselines=reference, n_steps=steps,
-                                                    internal_batch_size=min(steps, 16), return_convergence_delta=True)
+                attributions, delta = lig.attribute(inputs=(q.expand(k, -1), c.expand(k, -1)), baselines=(q_ref, c_ref),
+                                                    n_steps=steps, internal_batch_size=max(16, k),
+                                                    return_convergence_delta=True)  # each (k, seq, hidden); delta (k,)
             attributions = attributions if isinstance(attributions, list) else [attributions]
             per_model = len(self.scorers)
             for i, side in enumerate(sides):
-                chunk = attributions[i * per_model:(i + 1) * per_model]  # each (1, seq, hidden)
-                per_side[side] = sum(a.detach().sum(-1)[0] for a in chunk)  # (seq,)
+                chunk = attributions[i * per_model:(i + 1) * per_model]
+                per_side[side] = sum(a.detach().sum(-1).mean(0) for a in chunk)  # (seq,): mean over the k paths
             with torch.no_grad():
-                at_input, at_reference = float(self.forward(q, c)[0]), float(self.forward(*reference)[0])
+                at_input, at_reference = float(self.forward(q, c)[0]), self.forward(q_ref, c_ref).tolist()  # (k,)
             total = float(sum(per_side[s].sum() for s in sides))
-            results.append(PathResult(varies, at_reference, at_input, total, float(delta[0])))
+            used = [p for p in pairs if (varies == "both") or (getattr(p, varies) is not None)]
+            results.append(PathResult(varies, sum(at_reference) / len(at_reference), at_input, total, float(delta.mean()),
+                                      at_reference, self._uncut(used, others, qs, cs) if used else None))
         with torch.no_grad():
             run_score = float(self.scorers[0].score(q, c)[0])
             baseline_score = float(self.scorers[1].score(q, c)[0]) if len(self.scorers) > 1 else None
@@ -178,17 +226,32 @@ class Attribution:
             run=run, baseline=baseline, function="score" if baseline is None else f"score_{run} - score_{baseline}",
             mode=mode, steps=steps, example=example, query=query, code=code, score=results[0].score,
             run_score=run_score, baseline_score=baseline_score,
-            query_tokens=self._tokens(q[0], q_special, per_side["query"]), code_tokens=self._tokens(c[0], c_special, per_side["code"]),
-            paths=results,
+            query_tokens=self._tokens(qs, per_side["query"]), code_tokens=self._tokens(cs, per_side["code"]),
+            paths=results, reference=reference, others=pairs, pooling=self.scorers[0].pooling,
+            baseline_pooling=self.scorers[1].pooling if len(self.scorers) > 1 else None,
+            notes=_notes(reference, results, pairs, count),
         )
 
-    def _tokens(self, ids: torch.Tensor, special: list[bool], values: torch.Tensor) -> list[TokenAttribution]:
-        ids = ids.tolist()
-        tokens = self.tokenizer.convert_ids_to_tokens(ids)
+    def _tokens(self, side: Side, values: torch.Tensor) -> list[TokenAttribution]:
+        tokens = self.tokenizer.convert_ids_to_tokens(side.ids)
         return [TokenAttribution(i, t, self.tokenizer.decode([x]), s, float(v))
-                for i, (x, t, s, v) in enumerate(zip(ids, tokens, special, values.tolist()))]
+                for i, (x, t, s, v) in enumerate(zip(side.ids, tokens, side.special, values.tolist()))]
 
 
+def _notes(reference: str, paths: list[PathResult], pairs: list[OtherPair], count: int) -> list[str]:
+    notes = []
+    for p in paths:
+        if p.reference_score > p.score:
+            notes.append(f"varying {p.varies}: the reference scores above the input ({p.reference_score:.4f} > {p.score:.4f}), "
+                         "so the attributions sum to a negative change" + (" (the pad reference is not neutral)" if reference == "pad" else ""))
+    if reference == "others":
+        per_path = len(pairs) // len(paths)
+        if per_path < count:
+            notes.append(f"only {per_path} other examples could be used as references (--others {count})")
+        padded = sum(p.padded for p in pairs)
+        if padded:
+            notes.append(f"{padded} of the {len(pairs)} references are shorter than the input and were filled with the pad token")
+    return notes
 def read_code(path: Path) -> str:
     """The text the model reads for a code file: its Python tokens joined by spaces, as in the data."""
     from trainers.data.text import code_tokens
@@ -219,8 +282,12 @@ def pick_example(examples: list, idx: int, file: Path):
 
 def run_attribute(*, runs_dir: Path, name: str, example: int | None = None, query: str | None = None,
                   code_file: Path | None = None, baseline: str | None = None, split: str = "test",
-                  data_file: Path | None = None, steps: int = 50, mode: str = "joint") -> tuple[AttributeResult, Path]:
-    """Attribute one pair's score (or score difference) to its tokens; saves runs/analyses/attribute/<name>.json."""
+                  data_file: Path | None = None, steps: int = 50, mode: str = "joint",
+                  reference: str = DEFAULT_REFERENCE, others: int = DEFAULT_OTHERS) -> tuple[AttributeResult, Path]:
+    """Attribute one pair's score (or score difference) to its tokens; saves runs/analyses/attribute/<name>.json.
+
+    The 'others' reference draws from the examples of --split (or --data), the ones --example picks from.
+    """
     from trainers.data.text import docstring_tokens
 
     if (example is None) == (query is None and code_file is None):
@@ -229,26 +296,42 @@ def run_attribute(*, runs_dir: Path, name: str, example: int | None = None, quer
         raise InterpError("--query and --code go together")
     if mode not in MODES:
         raise InterpError(f"--mode should be one of {', '.join(MODES)}, got {mode!r}")
+    if reference not in REFERENCES:
+        raise InterpError(f"--reference should be one of {', '.join(REFERENCES)}, got {reference!r}")
     if steps < 2:
         raise InterpError(f"--steps should be at least 2, got {steps}")
+    if reference == "others" and others < 1:
+        raise InterpError(f"--others should be at least 1, got {others}")
     if baseline == name:
         raise InterpError(f"--baseline {baseline} is the run itself; the score difference would be zero")
     refs = resolve_runs(Path(runs_dir), [name] + ([baseline] if baseline else []))
+    if reference == "others" and data_file is None and all(r.is_base for r in refs):
+        raise InterpError("--reference others takes its references from a split: with only 'base', give --data FILE "
+                          "(or --reference pad)")
+    data = resolve_data(refs, split=split, data_file=data_file) if example is not None or reference == "others" else None
     if example is not None:
-        data = resolve_data(refs, split=split, data_file=data_file)
         chosen = pick_example(data.examples, example, data.file)
-        query_text, code_text, label, data_inputs = chosen.query, chosen.code_text, f"example{example}", data.describe()
+        query_text, code_text, label = chosen.query, chosen.code_text, f"example{example}"
+        data_inputs = data.describe()
     else:
         query_text, code_text = " ".join(docstring_tokens(query)), read_code(code_file)
         digest = hashlib.sha256(f"{query_text}\n{code_text}".encode()).hexdigest()[:10]
         if not query_text:
             raise InterpError("--query is empty")
-        label, data_inputs = f"pair-{digest}", {"query": query, "code_file": str(Path(code_file).resolve())}
+        label = f"pair-{digest}"
+        data_inputs = {"query": query, "code_file": str(Path(code_file).resolve())} | ({"others": data.describe()} if data else {})
+    trained = [r for r in refs if not r.is_base]
+    poolings = [pooling_of(r, base_pooling(refs)) for r in refs]  # each as trained; the base as the run beside it
     encoder, model = load_model(refs[0])
     other = load_model(refs[1]) if baseline else None
-    max_len = max_len_of(refs[0])  # the run's truncation, also used for the baseline
-    result = Attribution(encoder, model, baseline=other, max_len=max_len).compute(
-        query=query_text, code=code_text, steps=steps, mode=mode, example=example, names=(name, baseline))
-    stem = name + (f"-vs-{baseline}" if baseline else "") + f".{label}" + ("" if mode == "joint" else f".{mode}")
-    inputs = {"runs": [r.fingerprint() for r in refs], "data": data_inputs, "steps": steps, "mode": mode, "max_len": max_len}
+    max_len = max_len_of(trained[0] if trained else refs[0], encoder)  # the run's truncation, also for the base
+    attribution = Attribution(encoder, model, baseline=other, max_len=max_len, pooling=poolings[0],
+                              baseline_pooling=poolings[1] if baseline else None)
+    result = attribution.compute(query=query_text, code=code_text, steps=steps, mode=mode, example=example,
+                                 reference=reference, others=data.examples if reference == "others" else None, count=others,
+                                 names=(name, baseline))
+    stem = (name + (f"-vs-{baseline}" if baseline else "") + f".{label}" + ("" if mode == "joint" else f".{mode}")
+            + ("" if reference == DEFAULT_REFERENCE else f".{reference}"))
+    inputs = {"runs": [r.fingerprint() for r in refs], "data": data_inputs, "steps": steps, "mode": mode, "max_len": max_len,
+              "reference": reference, "others": others if reference == "others" else None, "pooling": poolings}
     return result, save_result(Path(runs_dir), "attribute", stem, result, inputs)

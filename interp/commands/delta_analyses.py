@@ -32,6 +32,11 @@ class PathMode(str, Enum):
     sides = "sides"
 
 
+class Reference(str, Enum):
+    others = "others"
+    pad = "pad"
+
+
 def _mrr(value: float) -> str:
     return f"{value:.4f}"
 
@@ -127,23 +132,34 @@ def attribute(
     baseline: Annotated[str | None, typer.Option("--baseline", help="Attribute score_RUN - score_BASELINE on the same pair instead.")] = None,
     split: Split = "test",
     data: DataFile = None,
-    steps: Annotated[int, typer.Option("--steps", help="Integration steps (Gauss-Legendre); more steps, smaller convergence delta.")] = 50,
+    steps: Annotated[int, typer.Option("--steps", help="Integration steps (Gauss-Legendre) per path; more steps, smaller convergence delta.")] = 50,
     mode: Annotated[PathMode, typer.Option("--mode", help="joint: one path for both sides; sides: each side varied with the other held at its tokens.")] = PathMode.joint,
+    reference: Annotated[Reference, typer.Option("--reference", help="others: other examples of --split / --data (unrelated pairs; in sides mode other codes for this query, other queries for this code), attributions averaged over the paths; pad: every non-special token the pad token.")] = Reference.others,
+    others: Annotated[int, typer.Option("--others", help="How many other examples --reference others averages over (one path each).")] = 8,
     show: Annotated[int, typer.Option("--show", help="Tokens shown per side, by |attribution| (all of them are in the JSON).")] = 8,
     runs_dir: options.RunsDir = Path("runs"),
 ) -> None:
     """Integrated gradients (Captum) on the word embeddings: how much each query and code token adds
-    to the pair's score (the inner product of the [CLS] vectors), against a reference where every
-    non-special token is the pad token. Reports the convergence delta of the integral."""
+    to the pair's score (the inner product of the pooled embeddings, pooled as the run was trained)
+    above the score of a reference: by default other examples of the split, whose mean score is the
+    neutral level a rank is measured against. Prints the reference score and the convergence delta."""
     from interp.analyses.attribute import run_attribute
 
     result, path = run_attribute(runs_dir=runs_dir, name=run, example=example, query=query, code_file=code,
-                                 baseline=baseline, split=split, data_file=data, steps=steps, mode=mode.value)
-    typer.echo(f"{result.function} = {result.score:.4f}" + (f" ({result.run_score:.4f} - {result.baseline_score:.4f})" if result.baseline else ""))
+                                 baseline=baseline, split=split, data_file=data, steps=steps, mode=mode.value,
+                                 reference=reference.value, others=others)
+    pooling = result.pooling + (f" / {result.baseline_pooling}" if result.baseline else "")
+    typer.echo(f"{result.function} = {result.score:.4f}" + (f" ({result.run_score:.4f} - {result.baseline_score:.4f})" if result.baseline else "")
+               + f"   pooling {pooling}, reference {result.reference}")
     for p in result.paths:
-        typer.echo(f"  varying {p.varies}: reference {p.reference_score:.4f}, attributions sum {p.attribution_sum:+.4f}, "
+        spread = f" (mean of {len(p.reference_scores)}: {min(p.reference_scores):.4f} to {max(p.reference_scores):.4f})" if len(p.reference_scores) > 1 else ""
+        uncut = "" if p.uncut_score is None else f"; read whole {p.uncut_score:.4f}"
+        typer.echo(f"  varying {p.varies}: reference score {p.reference_score:.4f}{spread}{uncut}")
+        typer.echo(f"    score - reference {p.score - p.reference_score:+.4f}, attributions sum {p.attribution_sum:+.4f}, "
                    f"convergence delta {p.convergence_delta:.2e}")
     for side, tokens in (("query", result.query_tokens), ("code", result.code_tokens)):
         best = sorted((t for t in tokens if not t.special), key=lambda t: -abs(t.attribution))[:show]
         typer.echo(f"  {side}: " + ", ".join(f"{t.text.strip() or t.token!r} {t.attribution:+.3f}" for t in best))
+    for note in result.notes:
+        typer.echo(f"note: {note}")
     typer.echo(f"-> {path}")
