@@ -11,7 +11,8 @@ over the N pairs and in how many of them the row scores below the gold pair.
 
 With `--halves K`, for the first K pairs it also integrates the joint path from 16 references
 and prints the correlation of the token attributions of references 1-8 with those of 9-16 (how
-much the attributions depend on which 8 examples are drawn).
+much the attributions depend on which 8 examples are drawn). Last, the CPU time of one joint
+attribution of the first pair at the demo's 32 steps, per reference.
 
     python benchmarks/attribute_reference.py --data runs/data            # 40 pairs, MiniLM, cls
     python benchmarks/attribute_reference.py --data runs/data --pairs 40 --halves 4
@@ -81,6 +82,13 @@ def main() -> None:
         print(f"{name:<58} {statistics.median(values):>7.2f}  {sum(v < g for v, g in zip(values, gold)):>3}/{count}")
     for example in pool[:args.halves]:
         print(f"idx {example.idx}: correlation of token attributions, references 1-8 vs 9-16: {_halves(attribution, example, pool):.3f}")
+    example = pool[0]
+    for reference in REFERENCES:  # the cost of a reference: CPU time of one attribution at the demo's 32 steps
+        cpu = time.process_time()
+        result = attribution.compute(query=example.query, code=example.code_text, steps=32, reference=reference, others=pool,
+                                     example=example.idx)
+        print(f"joint, {reference:<6} 32 steps, idx {example.idx} ({len(result.query_tokens)} + {len(result.code_tokens)} tokens): "
+              f"{time.process_time() - cpu:.1f} s CPU, one thread, convergence delta {result.paths[0].convergence_delta:.1e}")
     print(f"{time.perf_counter() - start:.0f} s")
 
 

@@ -136,7 +136,8 @@ def attribute_page(saved: dict) -> Page:
     reference = r.get("reference", "pad")  # results written before the reference was a choice used pad
     ctx["reference"] = reference
     ctx["reference_text"] = {
-        "pad": "every non-special token replaced by the pad token (not neutral: a pad-only pair often scores above the real one)",
+        "pad": "every non-special token replaced by the pad token (not a neutral point: a pad-only pair usually scores above "
+               "the real one, a pad-only code far below the query's mean over other codes)",
         "others": {"joint": "unrelated pairs of the split (the query of one other example, the code of another); the "
                             "attributions are averaged over one path from each",
                    "sides": "for the query side, other queries with this code; for the code side, other codes with this "

@@ -12,7 +12,7 @@ Integrated gradients explains f(input) - f(reference): the attributions sum to t
     others (default)  K other examples of the split (8 unless --others), one path from each, the
                       attributions averaged: they sum to score - the mean score of the K references
     pad               every non-special token the pad token (not neutral: a pad-only pair scores
-                      above the gold pair in most examples)
+                      above the gold pair in most examples, a pad-only code far below the mean)
 
 Two modes:
 

@@ -7,9 +7,10 @@ Integrated gradients explains f(input) - f(reference), so the reference decides 
                       the distribution of baselines of Sturmfels, Lundberg and Lee, Distill
                       2020). Their mean score is the neutral level a rank is measured against.
     pad               every non-special token replaced by the pad token (Captum's BERT tutorial;
-                      the only reference before). A pad-only pair is no neutral point: it scores
-                      above the gold pair in most examples (README), so the attributions measure
-                      the distance from a pair that scores higher than the real one.
+                      the only reference before). No neutral point (README): a pad-only pair
+                      scores above the gold pair in most examples, so joint attributions measure
+                      the distance from a pair that scores higher than the real one; a pad-only
+                      code with the real query (sides) scores far below its mean over other codes.
 
 Which other examples, per mode: joint starts from (the query of one other example, the code of
 another), an unrelated pair; sides starts the query side from (other query, this code) and the
@@ -18,9 +19,8 @@ code side from (this query, other code), the competitors among which the MRR ran
 An embedding-level reference tuned so that its score is the mean (one blend parameter solved for)
 was not taken: such a point exists on a blend only when the target lies between the blend's ends,
 and the usual end, the pad pair, lies above the gold pair; and the tuned point is no text a model
-reads. Zero, [MASK] or UNK references have no reason to be neutral either ([MASK] scores higher
-still than pad; README). Real other examples are text the model reads, and the mean of their
-scores is the neutral level by definition.
+reads. Zero, [MASK] or UNK references have no reason to be neutral either. Real other examples
+are text the model reads, and the mean of their scores is the neutral level by definition.
 
 Making another example a reference: a path interpolates position by position under one attention
 mask, so a reference has the input's length. The input's special tokens ([CLS]/<s>, [SEP]/</s>)

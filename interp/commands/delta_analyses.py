@@ -153,7 +153,7 @@ def attribute(
                + f"   pooling {pooling}, reference {result.reference}")
     for p in result.paths:
         spread = f" (mean of {len(p.reference_scores)}: {min(p.reference_scores):.4f} to {max(p.reference_scores):.4f})" if len(p.reference_scores) > 1 else ""
-        uncut = "" if p.uncut_score is None else f"; read whole {p.uncut_score:.4f}"
+        uncut = "" if p.uncut_score is None else f"; the same pairs read whole {p.uncut_score:.4f}"
         typer.echo(f"  varying {p.varies}: reference score {p.reference_score:.4f}{spread}{uncut}")
         typer.echo(f"    score - reference {p.score - p.reference_score:+.4f}, attributions sum {p.attribution_sum:+.4f}, "
                    f"convergence delta {p.convergence_delta:.2e}")
