@@ -252,6 +252,8 @@ def _notes(reference: str, paths: list[PathResult], pairs: list[OtherPair], coun
         if padded:
             notes.append(f"{padded} of the {len(pairs)} references are shorter than the input and were filled with the pad token")
     return notes
+
+
 def read_code(path: Path) -> str:
     """The text the model reads for a code file: its Python tokens joined by spaces, as in the data."""
     from trainers.data.text import code_tokens
