@@ -10,9 +10,7 @@
 Each loop trains its own copy of the same method on the same model, data and batch size. The
 CPU may be shared with other work, so the loops are interleaved: every round runs --steps
 optimizer steps of each loop, in a rotating order, and pairs per second are summed over the
-rounds; the ratios compare loops that saw the same load. Pairs per CPU-second (the process's
-CPU time, all threads) are printed too: on a shared CPU they depend less on the other work
-(with one thread, --threads 1, they are close to an idle core's). Also printed: padded tokens and
+rounds; the ratios compare loops that saw the same load. Also printed: padded tokens and
 forward calls per step, and the batch composition (median code-length range inside a batch,
 in tokens) of random against bucketed batches.
 
@@ -37,7 +35,7 @@ from trainers import methods
 from trainers.data import load_split
 from trainers.encoders import load_encoder
 from trainers.training.batching import (
-    CALL_COST_TOKENS, Tokenized, embed_pairs, epoch_order, make_batch, median_code_length_range,
+    CALL_COST_TOKENS, Tokenized, embed_side, epoch_order, make_batch, median_code_length_range,
 )
 from trainers.training.loop import contrastive_loss
 from trainers.training.splits import tokenize_examples
@@ -67,7 +65,6 @@ class Loop:
     batches: list[list[int]]
     next_batch: int = 0
     seconds: float = 0.0
-    cpu_seconds: float = 0.0  # this process's CPU time (all its threads) during the timed steps
     pairs: int = 0
     padded: int = 0  # padded tokens, both sides
     calls: int = 0  # forward calls, both sides
@@ -77,10 +74,6 @@ class Loop:
     @property
     def pairs_per_s(self) -> float:
         return self.pairs / self.seconds
-
-    @property
-    def pairs_per_cpu_s(self) -> float:
-        return self.pairs / self.cpu_seconds
 
 
 def make_loop(name: str, batching: str, *, base, preset, tok, batch_size, steps_needed, device, call_cost=CALL_COST_TOKENS) -> Loop:
@@ -94,17 +87,18 @@ def make_loop(name: str, batching: str, *, base, preset, tok, batch_size, steps_
     return Loop(name, batching, call_cost, encoder, model, optimizer, batches)
 
 
-def step(loop: Loop, tok: Tokenized, *, device: torch.device, max_len: int) -> tuple[float, float, int]:
-    """One optimizer step of `loop`, batch making included; (wall seconds, CPU seconds, pairs)."""
+def step(loop: Loop, tok: Tokenized, *, device: torch.device, max_len: int) -> tuple[float, int]:
+    """One optimizer step of `loop`, batch making included; (seconds, pairs)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start, cpu_start = time.perf_counter(), time.process_time()
+    start = time.perf_counter()
     batch = make_batch(tok, loop.batches[loop.next_batch], loop.batching, max_len=max_len, call_cost=loop.call_cost).to(device)
     loop.next_batch += 1
     use_bf16 = device.type == "cuda" and loop.batching != "codexglue"
     embed = lambda ids, mask: loop.encoder.embed(ids, mask, model=loop.model)  # noqa: E731
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-        q, c = embed_pairs(embed, batch)  # (batch, H) each
+        q = embed_side(embed, batch.query)  # (batch, H)
+        c = embed_side(embed, batch.code)  # (batch, H)
     loss = contrastive_loss(q, c)
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for p in loop.model.parameters() if p.requires_grad], 1.0)
@@ -112,9 +106,9 @@ def step(loop: Loop, tok: Tokenized, *, device: torch.device, max_len: int) -> t
     loop.optimizer.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    loop.padded += batch.seqs.padded_tokens
-    loop.calls += batch.seqs.calls
-    return time.perf_counter() - start, time.process_time() - cpu_start, len(batch.index)
+    loop.padded += batch.query.padded_tokens + batch.code.padded_tokens
+    loop.calls += len(batch.query.parts) + len(batch.code.parts)
+    return time.perf_counter() - start, len(batch.index)
 
 
 def main() -> None:
@@ -151,22 +145,21 @@ def main() -> None:
             for loop in loops[r % len(loops):] + loops[: r % len(loops)]:
                 seconds = pairs = 0
                 for _ in range(args.steps):
-                    s, cpu, p = step(loop, tok, device=device, max_len=args.max_len)
-                    seconds, pairs, loop.cpu_seconds = seconds + s, pairs + p, loop.cpu_seconds + cpu
+                    s, p = step(loop, tok, device=device, max_len=args.max_len)
+                    seconds, pairs = seconds + s, pairs + p
                 loop.seconds, loop.pairs, loop.timed_steps = loop.seconds + seconds, loop.pairs + pairs, loop.timed_steps + args.steps
                 loop.per_round.append(pairs / seconds)
             print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{l.name} {l.per_round[-1]:.1f}" for l in loops) + " pairs/s", flush=True)
 
     ranges = {b: median_code_length_range(tok, epoch_order(tok, args.batch_size, 0, 0, b)) for b in ("random", "bucketed")}
-    theirs, theirs_cpu = loops[0].pairs_per_s, loops[0].pairs_per_cpu_s
+    theirs = loops[0].pairs_per_s
     print(f"\ndevice {device} ({torch.get_num_threads()} threads), preset {args.preset}, batch {args.batch_size}, max_len {args.max_len}, "
           f"{args.rounds} rounds x {args.steps} steps per loop, interleaved; batches from {len(tok)} training pairs of {args.data}")
-    print(f"{'loop':28} {'pairs/s':>8} {'x codexglue':>12} {'pairs/CPU-s':>12} {'x codexglue':>12} {'padded tokens/step':>19} {'calls/step':>11}")
+    print(f"{'loop':28} {'pairs/s':>8} {'x codexglue':>12} {'padded tokens/step':>19} {'calls/step':>11}")
     for loop in loops:
-        print(f"{loop.name:28} {loop.pairs_per_s:8.2f} {loop.pairs_per_s / theirs:11.2f}x {loop.pairs_per_cpu_s:12.2f} "
-              f"{loop.pairs_per_cpu_s / theirs_cpu:11.2f}x {loop.padded / loop.timed_steps:19.0f} {loop.calls / loop.timed_steps:11.2f}")
-    print(f"random / bucketed: {loops[1].pairs_per_s / loops[2].pairs_per_s:.2f}x (wall), "
-          f"{loops[1].pairs_per_cpu_s / loops[2].pairs_per_cpu_s:.2f}x (CPU time)")
+        print(f"{loop.name:28} {loop.pairs_per_s:8.2f} {loop.pairs_per_s / theirs:11.2f}x "
+              f"{loop.padded / loop.timed_steps:19.0f} {loop.calls / loop.timed_steps:11.2f}")
+    print(f"random / bucketed: {loops[1].pairs_per_s / loops[2].pairs_per_s:.2f}x")
     print(f"median code-length range inside a batch: random {ranges['random']:g} tokens, bucketed {ranges['bucketed']:g} tokens "
           f"(over one epoch of batches of {args.batch_size})")
 

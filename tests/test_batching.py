@@ -17,8 +17,8 @@ from trainers import methods
 from trainers.data import load_split
 from trainers.encoders import load_encoder
 from trainers.training.batching import (
-    BATCHINGS, Tokenized, code_length_ranges, embed_pairs, epoch_order, make_batch, median_code_length_range, micro_batches,
-    sequence_lengths, shard, shard_groups,
+    BATCHINGS, Tokenized, code_length_ranges, embed_side, epoch_order, make_batch, median_code_length_range, micro_batches,
+    shard_groups,
 )
 from trainers.training.loop import contrastive_loss
 from trainers.training.splits import tokenize_examples
@@ -71,43 +71,33 @@ def test_micro_batches_refuse_an_impossible_count():
         micro_batches([1, 2], groups=3)
 
 
-def tokenized(code_lengths: list[int]) -> Tokenized:
-    """Pairs with queries of 3 to 5 tokens and codes of the lengths given."""
-    return Tokenized([[0] + [5] * (1 + i % 3) + [2] for i in range(len(code_lengths))], [[0] + [7] * (n - 2) + [2] for n in code_lengths], pad_id=1)
-
-
 @pytest.mark.parametrize("world", [2, 4])
 def test_every_process_makes_the_same_number_of_calls(world):
     """Under DDP a forward call is a collective: processes with short and long slices still cut alike."""
-    tok = tokenized([4] * 8 + [50, 90, 130, 170, 210, 250, 256, 256])  # process 0 short codes only, the last long ones only
-    index = list(range(16))
-    cuts = [shard_groups(tok, index, rank, world, call_cost=20) for rank in range(world)]
-    natural = [len(micro_batches(sequence_lengths(tok, shard(index, r, world)), 20)) for r in range(world)]
-    assert len(set(natural)) > 1  # left to themselves, they would differ
-    assert [len(c) for c in cuts] == [max(natural)] * world
+    lengths = [4] * 8 + [50, 90, 130, 170, 210, 250, 256, 256]  # process 0 short only, the last long only
+    cuts = [shard_groups(lengths, rank, world, call_cost=20) for rank in range(world)]
+    assert len({len(c) for c in cuts}) == 1
+    assert len(cuts[0]) == max(len(micro_batches(lengths[r * 16 // world : (r + 1) * 16 // world], 20)) for r in range(world))
     for c in cuts:
-        assert sorted(i for g in c for i in g) == list(range(2 * 16 // world))  # its queries and codes, once each
+        assert sorted(i for g in c for i in g) == list(range(16 // world))
+
+
+def tokenized(code_lengths: list[int]) -> Tokenized:
+    return Tokenized([[0] + [5] * (1 + i % 3) + [2] for i in range(len(code_lengths))], [[0] + [7] * (n - 2) + [2] for n in code_lengths], pad_id=1)
 
 
 def test_a_random_batch_comes_back_in_batch_order():
     tok = tokenized([40, 3, 250, 12, 90, 5, 180, 7])
     index = [6, 0, 3, 7, 2, 5, 1, 4]
     batch = make_batch(tok, index, "random", call_cost=16)
-    seqs = batch.seqs
-    assert seqs.calls > 2  # it was cut
-    rows = [[t for t, m in zip(r, mr) if m] for part, mask in seqs.parts for r, mr in zip(part.tolist(), mask.tolist())]
-    ordered = [rows[r] for r in seqs.restore.tolist()]  # row restore[p] holds sequence p
-    assert ordered == [tok.query_ids[i] for i in index] + [tok.code_ids[i] for i in index]
-    for part, mask in seqs.parts:
-        assert mask.sum(1).max() == part.shape[1]  # each part padded only to its own longest
-    assert [ids.shape for ids, _ in make_batch(tok, index, "codexglue", max_len=256).seqs.parts] == [(8, 256), (8, 256)]
-    assert [ids.shape for ids, _ in make_batch(tok, index, "bucketed").seqs.parts] == [(8, 5), (8, 250)]
-
-
-def test_short_codes_share_a_micro_batch_with_the_queries():
-    tok = tokenized([5, 4, 200, 210])
-    seqs = make_batch(tok, [0, 1, 2, 3], "random", call_cost=64).seqs
-    assert [ids.shape for ids, _ in seqs.parts] == [(6, 5), (2, 210)]  # 4 queries + 2 short codes, then the long codes
+    assert len(batch.code.parts) > 1  # it was cut
+    for side, ids in ((batch.query, tok.query_ids), (batch.code, tok.code_ids)):
+        rows = [[t for t, m in zip(r, mr) if m] for part, mask in side.parts for r, mr in zip(part.tolist(), mask.tolist())]
+        assert [rows[r] for r in side.restore.tolist()] == [ids[i] for i in index]  # row restore[p] holds pair p
+        for part, mask in side.parts:
+            assert mask.sum(1).max() == part.shape[1]  # each part padded only to its own longest
+    assert make_batch(tok, index, "codexglue", max_len=256).code.parts[0][0].shape == (8, 256)
+    assert len(make_batch(tok, index, "bucketed").code.parts) == 1
 
 
 def test_random_and_codexglue_draw_the_same_batches_bucketed_others():
@@ -150,14 +140,14 @@ def test_micro_batches_give_the_gradient_of_one_padded_pass(mined_data):
         batch = make_batch(train, index, batching, max_len=128, call_cost=16)
         embed = lambda ids, mask: encoder.embed(ids, mask, model=model)  # noqa: E731
         model.zero_grad(set_to_none=True)
-        loss = contrastive_loss(*embed_pairs(embed, batch))
+        loss = contrastive_loss(embed_side(embed, batch.query), embed_side(embed, batch.code))
         loss.backward()
         return batch, loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     micro, loss_micro, grads_micro = loss_and_grads("random")
     one, loss_one, grads_one = loss_and_grads("bucketed")  # the same pairs in one pass per side
-    assert micro.seqs.calls > 2 and one.seqs.calls == 2
-    assert micro.seqs.padded_tokens < one.seqs.padded_tokens
+    assert len(micro.code.parts) > 1 and len(one.code.parts) == 1
+    assert micro.code.padded_tokens < one.code.padded_tokens
     assert loss_micro == pytest.approx(loss_one, abs=1e-5)
     assert grads_micro.keys() == grads_one.keys() and len(grads_one) > 50
     for name, grad in grads_one.items():

@@ -29,7 +29,7 @@ from trainers import methods
 from trainers.errors import InterpError
 from trainers.data import load_split
 from trainers.encoders import load_encoder
-from trainers.training.batching import Tokenized, embed_pairs, epoch_order, iterate_batches, make_batch, micro_batches, sequence_lengths, shard
+from trainers.training.batching import Tokenized, embed_side, epoch_order, iterate_batches, make_batch, micro_batches, shard
 from trainers.training.distributed import gather_codes
 from trainers.training.loop import TrainConfig, contrastive_loss
 from trainers.training.splits import tokenize_examples
@@ -151,7 +151,7 @@ def _micro_batch_worker(rank: int, world: int, port: int, base: str, tok: Tokeni
     ddp = DistributedDataParallel(model, find_unused_parameters=True)
     batch = make_batch(tok, index, "random", rank=rank, world=world, call_cost=MICRO_CALL_COST)
     embed = lambda ids, mask: encoder.embed(ids, mask, model=ddp)  # noqa: E731
-    query, code = embed_pairs(embed, batch)  # (b, H) each
+    query, code = embed_side(embed, batch.query), embed_side(embed, batch.code)  # (b, H) each
     loss = contrastive_loss(query, gather_codes(code), offset=rank * len(query))
     loss.backward()  # DDP averages the gradients over the processes
     if rank == 0:
@@ -179,7 +179,7 @@ def test_micro_batches_on_two_processes_give_the_gradient_of_one_pass(base, mine
     import torch.multiprocessing as mp
 
     tok = tokenize_examples(load_encoder(str(base)), load_split(mined_data, "train"), 128)
-    natural = lambda index: [len(micro_batches(sequence_lengths(tok, shard(index, r, 2)), MICRO_CALL_COST)) for r in range(2)]  # noqa: E731
+    natural = lambda index: [len(micro_batches([len(tok.code_ids[i]) for i in shard(index, r, 2)], MICRO_CALL_COST)) for r in range(2)]  # noqa: E731
     index = next(b for b in epoch_order(tok, 8, seed=0, epoch=0) if len(set(natural(b))) > 1)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -197,9 +197,9 @@ def test_micro_batches_on_two_processes_give_the_gradient_of_one_pass(base, mine
 
     encoder, model = float64_model(str(base))
     batch = make_batch(tok, index, "bucketed")  # the same pairs, one pass per side
-    assert batch.seqs.calls == 2
+    assert len(batch.code.parts) == 1
     embed = lambda ids, mask: encoder.embed(ids, mask, model=model)  # noqa: E731
-    contrastive_loss(*embed_pairs(embed, batch)).backward()
+    contrastive_loss(embed_side(embed, batch.query), embed_side(embed, batch.code)).backward()
     one = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     assert one.keys() == two.keys() and len(one) > 20
     scale = max(g.abs().max().item() for g in one.values())

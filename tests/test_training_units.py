@@ -40,7 +40,7 @@ def test_epoch_order_is_a_deterministic_partition(n, batch):
 @pytest.mark.parametrize("batching", ["random", "bucketed"])
 def test_random_and_bucketed_pad_less_than_codexglue(batching):
     tok = tokenized(400)
-    padded = lambda batching: sum(make_batch(tok, b, batching, max_len=16).seqs.padded_tokens  # noqa: E731
+    padded = lambda batching: sum(make_batch(tok, b, batching, max_len=16).code.padded_tokens  # noqa: E731
                                   for b in epoch_order(tok, 8, 0, 0, batching))
     assert padded(batching) < padded("codexglue")
 

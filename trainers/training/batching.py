@@ -150,58 +150,49 @@ def micro_batches(lengths: Sequence[int], call_cost: int = CALL_COST_TOKENS, gro
 
 
 @dataclass(frozen=True)
-class MicroBatches:
-    """Sequences to embed, as padded micro-batches.
+class Side:
+    """One side (queries or codes) of a batch, as padded micro-batches.
 
-    parts[k] is (ids, mask), each (rows_k, width_k). `restore` (n,) puts the concatenated rows
-    back into the sequences' order: cat(rows)[restore]; None when they already are in it.
+    parts[k] is (ids, mask), each (rows_k, width_k). `restore` (batch,) puts the concatenated
+    rows back into batch order: cat(rows)[restore]; None when they already are in it.
     """
 
     parts: tuple[tuple[torch.Tensor, torch.Tensor], ...]
     restore: torch.Tensor | None = None
 
-    def to(self, device) -> MicroBatches:
+    def to(self, device) -> Side:
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        return MicroBatches(tuple((move(i), move(m)) for i, m in self.parts), None if self.restore is None else move(self.restore))
+        return Side(tuple((move(i), move(m)) for i, m in self.parts), None if self.restore is None else move(self.restore))
 
     @property
     def padded_tokens(self) -> int:
         return sum(ids.numel() for ids, _ in self.parts)
 
-    @property
-    def calls(self) -> int:
-        return len(self.parts)
+
+def embed_side(embed: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], side: Side) -> torch.Tensor:
+    """(batch, hidden) embeddings in batch order: one `embed` call per micro-batch, differentiable."""
+    rows = torch.cat([embed(ids, mask) for ids, mask in side.parts])  # (batch, hidden), sorted by length
+    return rows if side.restore is None else rows[side.restore]
 
 
-def embed_micro_batches(embed: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], seqs: MicroBatches) -> torch.Tensor:
-    """(n, hidden) embeddings in the sequences' order: one `embed` call per micro-batch, differentiable."""
-    rows = torch.cat([embed(ids, mask) for ids, mask in seqs.parts])  # (n, hidden), in the parts' order
-    return rows if seqs.restore is None else rows[seqs.restore]
-
-
-def micro_batches_of(seqs: Sequence[Sequence[int]], pad_id: int, groups: list[list[int]]) -> MicroBatches:
-    """`seqs` in the `groups` given (positions into seqs), each padded to its own longest."""
+def side_of(seqs: Sequence[Sequence[int]], pad_id: int, groups: list[list[int]] | None = None, pad_to: int | None = None) -> Side:
+    """`seqs` in one padded part, or in the `groups` (positions into seqs) given."""
+    if groups is None:
+        return Side((pad(seqs, pad_id, pad_to),))
     parts = tuple(pad([seqs[i] for i in g], pad_id) for g in groups)
     restore = torch.empty(len(seqs), dtype=torch.long)
     restore[torch.tensor([i for g in groups for i in g])] = torch.arange(len(seqs))
-    return MicroBatches(parts, restore)
+    return Side(parts, restore)
 
 
 @dataclass(frozen=True)
 class Batch:
-    """This process's slice of a global batch: its b pairs, their queries and codes as one set of micro-batches."""
-
     index: list[int]  # positions in the split (this process's slice of the global batch)
-    seqs: MicroBatches  # 2b sequences: the b queries, then the b codes
+    query: Side
+    code: Side
 
     def to(self, device) -> Batch:
-        return Batch(self.index, self.seqs.to(device))
-
-
-def embed_pairs(embed: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(query, code) embeddings of the batch's pairs, each (b, hidden), in batch order."""
-    rows = embed_micro_batches(embed, batch.seqs)  # (2b, hidden)
-    return rows[: len(batch.index)], rows[len(batch.index) :]
+        return Batch(self.index, self.query.to(device), self.code.to(device))
 
 
 def shard(index: list[int], rank: int, world: int) -> list[int]:
@@ -212,43 +203,38 @@ def shard(index: list[int], rank: int, world: int) -> list[int]:
     return index[rank * size : (rank + 1) * size]
 
 
-def sequence_lengths(tok: Tokenized, index: list[int]) -> list[int]:
-    """Token counts of the 2b sequences of the pairs `index`: the queries, then the codes."""
-    return [len(tok.query_ids[i]) for i in index] + [len(tok.code_ids[i]) for i in index]
+def shard_groups(lengths: Sequence[int], rank: int, world: int, call_cost: int = CALL_COST_TOKENS) -> list[list[int]]:
+    """Micro-batches of process `rank`'s slice of a global batch whose sequences have `lengths`.
 
-
-def shard_groups(tok: Tokenized, index: list[int], rank: int, world: int, call_cost: int = CALL_COST_TOKENS) -> list[list[int]]:
-    """Micro-batches of process `rank`'s slice of the global batch `index` (positions into its 2b sequences).
-
-    Queries and codes share micro-batches: the encoder is the same, and short codes can ride
-    with the queries. Every process cuts its slice into the same number of micro-batches (the
-    most that any slice's cheapest cut has): under DDP each forward call is a collective, so all
-    processes must make the same number of calls.
+    Every process cuts its slice into the same number of micro-batches (the most any slice's
+    cheapest cut has): under DDP each forward call is a collective, so all processes must make
+    the same number of calls. Positions are into the slice.
     """
-    mine = sequence_lengths(tok, shard(index, rank, world))
     if world == 1:
-        return micro_batches(mine, call_cost)
-    count = max(len(micro_batches(sequence_lengths(tok, shard(index, r, world)), call_cost)) for r in range(world))
-    return micro_batches(mine, groups=count)
+        return micro_batches(lengths, call_cost)
+    count = max(len(micro_batches(shard(list(lengths), r, world), call_cost)) for r in range(world))
+    return micro_batches(shard(list(lengths), rank, world), groups=count)
 
 
 def make_batch(tok: Tokenized, index: list[int], batching: str = "random", max_len: int | None = None,
                rank: int = 0, world: int = 1, call_cost: int = CALL_COST_TOKENS) -> Batch:
-    """This process's slice of the global batch `index`, encoded as `batching` says.
+    """This process's slice of the global batch `index`, padded as `batching` says.
 
-    random: length-sorted micro-batches over its queries and codes together (`shard_groups`);
-    bucketed: one pass for the queries and one for the codes, each padded to its longest;
-    codexglue: the same two passes padded to `max_len` (which it needs).
+    codexglue pads to `max_len` (which it needs).
     """
     check_batching(batching)
     if batching == "codexglue" and max_len is None:
         raise ValueError("codexglue batches are padded to `max_len`; give it")
     mine = shard(index, rank, world)
-    seqs = [tok.query_ids[i] for i in mine] + [tok.code_ids[i] for i in mine]
-    if batching == "random":
-        return Batch(mine, micro_batches_of(seqs, tok.pad_id, shard_groups(tok, index, rank, world, call_cost)))
-    to = max_len if batching == "codexglue" else None
-    return Batch(mine, MicroBatches((pad(seqs[: len(mine)], tok.pad_id, to), pad(seqs[len(mine) :], tok.pad_id, to))))
+    sides = []
+    for ids in (tok.query_ids, tok.code_ids):
+        seqs = [ids[i] for i in mine]
+        if batching == "random":
+            groups = shard_groups([len(ids[i]) for i in index], rank, world, call_cost)
+            sides.append(side_of(seqs, tok.pad_id, groups))
+        else:
+            sides.append(side_of(seqs, tok.pad_id, pad_to=max_len if batching == "codexglue" else None))
+    return Batch(mine, *sides)
 
 
 def iterate_batches(tok: Tokenized, batches: list[list[int]], start: int = 0, batching: str = "random", max_len: int | None = None,

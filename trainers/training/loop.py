@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from trainers.encoders import DEFAULT_POOLING, check_pooling
 from trainers.errors import InterpError
 from trainers.training.evaluate import DEFAULT_TIE_RULE, NonFiniteError, check_tie_rule
-from trainers.training.batching import BATCHINGS, Batch, Tokenized, embed_pairs, epoch_order, iterate_batches
+from trainers.training.batching import BATCHINGS, Batch, Tokenized, embed_side, epoch_order, iterate_batches
 from trainers.training.distributed import check_batch_split, gather_codes
 
 # How training batches are made (recorded as `batching`; see `batching`): random (the default,
@@ -225,10 +225,11 @@ def fit(
 def _step(embed, batch: Batch, accelerator) -> torch.Tensor:
     """This process's share of the loss: its b queries against all B = N * b codes of the global batch.
 
-    Queries and codes may come in several micro-batches (random batching): they are embedded one
-    call each and put back into batch order, so the loss, and its gradient, are those of one pass.
+    Each side may come in several micro-batches (random batching): they are embedded one call
+    each and put back into batch order, so the loss, and its gradient, are those of one pass.
     """
     with accelerator.autocast():
-        query, code = embed_pairs(embed, batch)  # (b, H) each
+        query = embed_side(embed, batch.query)  # (b, H)
+        code = embed_side(embed, batch.code)  # (b, H)
     codes = gather_codes(code)  # (B, H), process 0's codes first
     return contrastive_loss(query, codes, offset=accelerator.process_index * len(query))
