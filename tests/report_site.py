@@ -25,7 +25,7 @@ RUNS = {  # name -> (config, seed): two seeds of one config make a group with a 
 
 
 def train_runs(runs_dir: Path, data_dir: Path, base: Path) -> None:
-    from test_ablate import EXAMPLES, MAX_LEN
+    from helpers import EXAMPLES, MAX_LEN
     from trainers.training.loop import TrainConfig
     from trainers.training.train import RunSpec, train_run
 

@@ -16,7 +16,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from helpers import json_close
+from helpers import EXAMPLES, GOLDEN, MAX_LEN, check_golden, command_app, single_thread, train_tiny  # noqa: F401 (single_thread: autouse)
 from interp.analyses.ablate import Ablation, layers_text, run_ablate
 from trainers import methods
 from trainers.encoders import load_encoder
@@ -29,9 +29,6 @@ from trainers.training.train import RunSpec, train_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
-GOLDEN = Path(__file__).parent / "golden"
-EXAMPLES = 12  # test queries scored (the runs' --eval-limit sample)
-MAX_LEN = 32
 CASES = {
     "lora": LoraConfig(r=4),
     "adapter": AdapterConfig(r=4, placement="both", layers="3-4"),  # no delta in layers 1-2
@@ -39,67 +36,6 @@ CASES = {
     "union": UnionConfig(parts=(LoraConfig(r=4), AdapterConfig(r=4, placement="ffn"))),
     "full": FullConfig(),  # dropping every layer also restores the embeddings
 }
-
-
-# -- shared with test_anatomy and test_attribute ------------------------------------------------
-
-def train_tiny(runs_dir: Path, data_dir: Path, base: Path, name: str, config: methods.MethodConfig, **settings) -> Path:
-    """A run of `config` on the tiny base: two steps at a high learning rate, so the delta is far from zero.
-
-    `settings`: other TrainConfig fields (pooling, ties, ...).
-    """
-    spec = RunSpec(name=name, method=config, data_dir=data_dir, base=str(base), train_limit=16, eval_limit=EXAMPLES)
-    cfg = TrainConfig(**{"epochs": 1, "batch_size": 4, "max_len": MAX_LEN, "evals_per_epoch": 1, "max_steps": 2, "lr": 5e-2, "seed": 3} | settings)
-    train_run(spec, cfg, runs_dir=runs_dir, progress=False)
-    return runs_dir / name
-
-
-def _rounded(value, digits: int = 6):
-    if isinstance(value, float):
-        return float(f"{value:.{digits}g}")
-    if isinstance(value, dict):
-        return {k: _rounded(v, digits) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_rounded(v, digits) for v in value]
-    return value
-
-
-def check_golden(path: Path, golden: Path, *, rel: float = 1e-4, abs_: float = 1e-5) -> None:
-    """The saved result equals the golden one (kind, name, result; floats rounded to 6 significant
-    digits and compared with a tolerance); inputs (tmp paths, fingerprints) and versions are ignored.
-
-    UPDATE_GOLDEN=1 rewrites the golden file instead.
-    """
-    saved = json.loads(path.read_text())
-    got = _rounded({k: saved[k] for k in ("kind", "name", "result")})
-    if os.environ.get("UPDATE_GOLDEN"):
-        golden.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
-    assert json_close(got, json.loads(golden.read_text()), rel, abs_), f"{path} differs from {golden} (UPDATE_GOLDEN=1 to accept)"
-
-
-def command_app() -> typer.Typer:
-    """The three commands mounted as the lead mounts them, with the CLI's error handling."""
-    from interp.cli import _Group
-    from interp.commands import delta_analyses
-
-    app = typer.Typer(cls=_Group, pretty_exceptions_enable=False)
-    for name in ("ablate", "anatomy", "attribute"):
-        app.command(name)(getattr(delta_analyses, name))
-    return app
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One intra-op thread while these modules run, restored afterwards.
-
-    The models here are tiny (hidden 32; MiniLM on one short pair) and gain nothing from a
-    second thread, while on a shared two-core machine two threads that wait for each other
-    made these files three to twenty times slower (64 s against 14 s for this one).
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # -- fixtures ------------------------------------------------------------------------------------

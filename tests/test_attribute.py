@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from interp.analyses.attribute import DEFAULT_OTHERS, Attribution, read_code, run_attribute
 from interp.analyses.attribute_references import read_side, references
-from test_ablate import GOLDEN, check_golden, command_app, single_thread, train_tiny  # noqa: F401 (single_thread: autouse)
+from helpers import GOLDEN, check_golden, command_app, single_thread, train_tiny  # noqa: F401 (single_thread: autouse)
 from trainers.data import load_split
 from trainers.errors import InterpError
 from trainers.methods import LoraConfig
