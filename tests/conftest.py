@@ -80,3 +80,24 @@ def report_runs(tmp_path_factory, mined_data, tiny_roberta_dir) -> Path:
     from report_site import make_runs_dir
 
     return make_runs_dir(tmp_path_factory.mktemp("report-runs"), mined_data, tiny_roberta_dir)
+
+
+@pytest.fixture(scope="session")
+def cli_world(tmp_path_factory, mined_data, tiny_roberta_dir):
+    """A directory as a user has it, for the CLI case tables: data/, base/ (the tiny RoBERTa) and
+    runs/ with two tiny finished runs, `lora` and `adapter`. Cases must leave it as it is
+    (`helpers.check_refused` checks); a case that needs a damaged input makes its own copy.
+    """
+    import shutil
+    from types import SimpleNamespace
+
+    from helpers import train_tiny
+    from trainers import methods
+
+    root = tmp_path_factory.mktemp("cli-world")
+    data, base, runs = root / "data", root / "base", root / "runs"
+    shutil.copytree(mined_data, data)
+    shutil.copytree(tiny_roberta_dir, base)
+    train_tiny(runs, data, base, "lora", methods.method_from_dict({"method": "lora", "r": 4}))
+    train_tiny(runs, data, base, "adapter", methods.method_from_dict({"method": "adapter", "r": 4, "placement": "ffn"}))
+    return SimpleNamespace(root=root, data=data, base=base, runs=runs)

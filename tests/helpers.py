@@ -91,3 +91,53 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# -- the CLI case table: bad input gets one `error:` line, exit status 2, and the disk as it was ----
+
+
+def snapshot(root: Path) -> dict[str, str | None]:
+    """Every path under `root` (hidden ones too): a file's sha256 and mode, None for a directory.
+
+    Two snapshots are equal only if nothing was written, removed, renamed or left behind.
+    """
+    import hashlib
+
+    found: dict[str, str | None] = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink() or not path.is_file():
+            found[rel] = None if path.is_dir() else f"special {path.lstat().st_mode:o}"
+        else:
+            found[rel] = f"{hashlib.sha256(path.read_bytes()).hexdigest()} {path.stat().st_mode:o}"
+    return found
+
+
+def invoke(args: list[str]):
+    """`interp ARGS` in this process (Typer's CliRunner; stdout and stderr kept apart)."""
+    from typer.testing import CliRunner
+
+    from interp.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def check_refused(args: list[str], names: tuple[str, ...] | list[str], *, watched: Path) -> str:
+    """`interp ARGS` is refused as the README promises; returns the error line.
+
+    Exit status 2, no traceback, exactly one line on stderr that starts with `error:` and
+    mentions every one of `names` (the option, file or line at fault), and nothing under
+    `watched` created, changed or removed.
+    """
+    before = snapshot(watched)
+    result = invoke(args)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    shown = f"interp {' '.join(map(str, args))}\nexit {result.exit_code}\nstderr:\n{result.stderr}\nstdout:\n{result.stdout}"
+    assert result.exception is None or isinstance(result.exception, SystemExit), f"{shown}\n{result.exception!r}"
+    assert result.exit_code == 2, shown
+    assert "Traceback" not in result.stdout + result.stderr, shown
+    assert len(lines) == 1 and lines[0].startswith("error: "), shown
+    missing = [name for name in names if str(name) not in lines[0]]
+    assert not missing, f"the error line does not name {missing}\n{shown}"
+    assert snapshot(watched) == before, f"{shown}\nthe disk changed under {watched}"
+    return lines[0]
