@@ -171,20 +171,40 @@ def run_study(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] = print,
+    wait: bool = False,
 ) -> StudyResult:
-    """Train (or skip, or resume) every run of `grid` x `seeds` under runs_dir; write runs/study/<grid>/tables.*."""
-    from trainers.training.train import RunSpec, train_run
+    """Train (or skip, or resume) every run of `grid` x `seeds` under runs_dir; write runs/study/<grid>/tables.*.
+
+    The study's lock (`trainers.locks.study_lock_path`) is held throughout, and each run's while it
+    trains: another process on the same grid, or writing one of its runs, is refused with a message
+    naming it, or waited for with `wait`. A full disk stops the study (DiskFullError saying what was kept).
+    """
+    from trainers.locks import hold, study_lock_path
 
     if not seeds:
         raise InterpError("give at least one seed")
     data_dir, runs_dir = Path(data_dir), Path(runs_dir)
+    with hold(study_lock_path(runs_dir, grid.name), f"study {grid.name!r} in {runs_dir}", wait=wait):
+        return _run_study(grid=grid, seeds=seeds, scale=scale, data_dir=data_dir, runs_dir=runs_dir, base=base, device=device,
+                          progress=progress, log=log, wait=wait)
+
+
+def _run_study(*, grid: Grid, seeds: tuple[int, ...], scale: Scale, data_dir: Path, runs_dir: Path, base: str | None, device: str,
+               progress: bool, log: Callable[[str], None], wait: bool) -> StudyResult:
+    from trainers.io import DiskFullError, disk_full
+    from trainers.training.train import RunSpec, train_run
+
     expected = measure(presets=grid.presets, data_dir=data_dir, base=base, scale=scale, seed=seeds[0])
     plan = plan_runs(grid=grid, seeds=seeds, scale=scale, runs_dir=runs_dir, expected=expected)
     out_dir = runs_dir / "study" / grid.name
 
     def tabulate() -> tuple[Path, Path]:
         doc = build_tables(grid=grid, seeds=seeds, scale=scale, runs_dir=runs_dir, data_dir=data_dir, expected=expected)
-        return write_tables(doc, out_dir)
+        try:
+            with disk_full(f"the tables into {out_dir}"):
+                return write_tables(doc, out_dir)
+        except DiskFullError as exc:
+            raise DiskFullError(f"{exc}; kept: every run trained so far; each table file is whole (the earlier or the new one)") from None
 
     outcomes = []
     for i, run in enumerate(plan, 1):
@@ -204,7 +224,10 @@ def run_study(
                        train_limit=scale.train_limit, eval_limit=scale.eval_limit)
         start = time.perf_counter()
         try:
-            manifest = train_run(spec, scale.config(run.seed), runs_dir=runs_dir, device=device, resume=run.action == RESUME, progress=progress)
+            manifest = train_run(spec, scale.config(run.seed), runs_dir=runs_dir, device=device, resume=run.action == RESUME, progress=progress,
+                                 wait=wait)
+        except DiskFullError as exc:  # the next runs would fail the same way
+            raise DiskFullError(f"study {grid.name!r} stopped at run {i} of {len(plan)}, {run.name}: {exc}") from None
         except Exception as exc:  # one run failing must not stop the study; KeyboardInterrupt still does
             error = str(exc) if isinstance(exc, InterpError) else f"{type(exc).__name__}: {exc}"
             outcomes.append(RunOutcome(run.name, run.preset, run.seed, "failed", error=error, elapsed_s=time.perf_counter() - start))

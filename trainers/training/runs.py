@@ -7,18 +7,23 @@
         curves.json      loss per step, valid MRR per evaluation
         ranks.json       rank of the gold code for every test query, by idx
         state/           the last periodic state, for --resume (removed when the run ends)
+
+    runs/.NAME.lock      held while a process writes the run (`trainers.locks`)
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from trainers.errors import InterpError, did_you_mean
+from trainers.io import SWAP_TEMP, SWAP_JOURNAL, leftovers, recover_dir
+from trainers.locks import run_lock_path, try_hold
 
 RESERVED = {"base", "analyses", "data", "report", "study"}  # names with another meaning under runs/
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -54,33 +59,139 @@ class RunInfo:
 
 
 def read_manifest(path: Path) -> dict:
+    """The manifest of the run at `path`, checked: InterpError naming the file (and the key) if it is damaged."""
+    file = path / "manifest.json"
     try:
-        return json.loads((path / "manifest.json").read_text())
+        manifest = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InterpError(f"{path}: not a run (no manifest.json)") from None
     except json.JSONDecodeError as exc:
-        raise InterpError(f"{path / 'manifest.json'}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        raise InterpError(f"{file}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError:
+        raise InterpError(f"{file}: not UTF-8 text") from None
+    except RecursionError:
+        raise InterpError(f"{file}: nested too deeply to be a run manifest") from None
+    except OSError as exc:
+        raise InterpError(f"{file}: cannot be read ({exc.strerror})") from None
+    check_manifest(manifest, file)
+    return manifest
+
+
+_KINDS = {dict: "an object", list: "a list", str: "a string", bool: "true or false", int: "a number", float: "a number",
+          type(None): "null"}
+
+
+def check_manifest(manifest, file: Path) -> None:
+    """InterpError naming `file` and the key unless `manifest` has the shape `train_run` writes."""
+    def kind(value) -> str:
+        return _KINDS.get(type(value), type(value).__name__)
+
+    def damaged(what: str):
+        return InterpError(f"{file}: damaged run manifest: {what}")
+
+    if not isinstance(manifest, dict):
+        raise damaged(f"{kind(manifest)}, not an object")
+    for key in ("method", "base", "train"):
+        if key not in manifest:
+            raise damaged(f"no {key!r}")
+    for key, types in (("method", dict), ("base", dict), ("train", dict), ("data", dict), ("metrics", dict), ("parameters", dict),
+                       ("status", str), ("name", str), ("preset", (str, type(None)))):
+        if key in manifest and not isinstance(manifest[key], types):
+            raise damaged(f"{key!r} is {kind(manifest[key])}")
+    for section, key in (("method", "method"), ("base", "source"), ("base", "weights_sha256")):
+        if not isinstance(manifest[section].get(key), str):
+            raise damaged(f"{section}.{key} is {kind(manifest[section].get(key)) if key in manifest[section] else 'missing'}, not a string")
+    numbers = [("metrics", key) for key in manifest.get("metrics", {})] + [("parameters", "trainable"), ("parameters", "share_of_base")]
+    for section, key in numbers:
+        value = manifest.get(section, {}).get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise damaged(f"{section}.{key} is {kind(value)}, not a number")
+    from trainers.training.loop import TrainConfig
+
+    try:
+        TrainConfig.from_dict(manifest["train"])
+    except (InterpError, TypeError, ValueError) as exc:
+        raise damaged(f"'train': {exc}") from None
+
+
+def _other_manifest(path: Path) -> bool:
+    """Whether path/manifest.json is not a run's at all (a data directory's, say), rather than a damaged run's."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(manifest, dict) and not {"method", "train", "status"} & manifest.keys()
+
+
+def scan_runs(runs_dir: Path) -> tuple[list[RunInfo], list[InterpError]]:
+    """The runs under `runs_dir`, and an error for each damaged one (skipped).
+
+    Hidden entries (locks, temporary and old directories of a swap) are never runs; what an
+    interrupted write left is tidied where no process holds the run's lock (`tidy_run`).
+    """
+    if not runs_dir.is_dir():
+        return [], []
+    for name in sorted({m["name"] for p in runs_dir.iterdir() if (m := SWAP_TEMP.fullmatch(p.name))}
+                       | {p.name[1:-len(SWAP_JOURNAL)] for p in runs_dir.glob(f".*{SWAP_JOURNAL}")}):
+        if _NAME.fullmatch(name) and name not in RESERVED:
+            tidy_run(runs_dir, name)
+    runs, damaged = [], []
+    for p in sorted(runs_dir.iterdir()):
+        if p.name.startswith(".") or p.name in RESERVED or not (p / "manifest.json").is_file():
+            continue  # runs/data holds a data manifest, runs/analyses results
+        tidy_run(runs_dir, p.name)
+        try:
+            runs.append(RunInfo(p.name, p, read_manifest(p)))
+        except InterpError as exc:
+            if not _other_manifest(p):
+                damaged.append(exc)
+    return runs, damaged
 
 
 def list_runs(runs_dir: Path) -> list[RunInfo]:
-    if not runs_dir.is_dir():
-        return []
-    runs = []
-    for p in sorted(runs_dir.iterdir()):
-        if p.name in RESERVED or not (p / "manifest.json").is_file():
-            continue  # runs/data holds a data manifest, runs/analyses results
-        manifest = read_manifest(p)
-        if "method" in manifest:
-            runs.append(RunInfo(p.name, p, manifest))
-    return runs
+    """The runs under `runs_dir` whose manifests can be read (`scan_runs` also says which cannot)."""
+    return scan_runs(runs_dir)[0]
 
 
 def find_run(runs_dir: Path, name: str) -> RunInfo:
     check_run_name(name)
     path = runs_dir / name
+    tidy_run(runs_dir, name)
     if not (path / "manifest.json").is_file():
         raise did_you_mean("run", name, [r.name for r in list_runs(runs_dir)], where=str(runs_dir))
     return RunInfo(name, path, read_manifest(path))
+
+
+def _inner_leftovers(path: Path) -> list[Path]:
+    """Temporary files and directories an interrupted write left inside a run (.state.*.tmp, .manifest.json.*.tmp)."""
+    if not path.is_dir():
+        return []
+    return [p for p in path.iterdir() if p.name.startswith(".") and p.name.endswith((".tmp", ".old", SWAP_JOURNAL))]
+
+
+def recover_run(path: Path) -> None:
+    """Finish or undo interrupted swaps of the run at `path` and of its state; remove what interrupted writes left.
+
+    Only by the holder of the run's lock (`trainers.locks.run_lock_path`).
+    """
+    recover_dir(path)
+    if path.is_dir():
+        recover_dir(path / "state")
+        for p in _inner_leftovers(path):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
+def tidy_run(runs_dir: Path, name: str) -> None:
+    """`recover_run` if an interrupted write left something of run `name` and no process is writing it now."""
+    path = runs_dir / name
+    if not leftovers(path) and not _inner_leftovers(path):
+        return
+    with try_hold(run_lock_path(runs_dir, name)) as free:
+        if free:
+            recover_run(path)
 
 
 def package_versions() -> dict[str, str]:

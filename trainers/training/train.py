@@ -11,6 +11,7 @@ writes, and the others wait for it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -25,12 +26,13 @@ from trainers import methods
 from trainers.data import load_split
 from trainers.encoders import Encoder, load_encoder
 from trainers.errors import InterpError
-from trainers.io import atomic_dir, write_json
+from trainers.io import DiskFullError, atomic_dir, disk_full, write_json
+from trainers.locks import held_by_parent, hold, lend_to_children, run_lock_path
 from trainers.training.batching import Tokenized, tokenize_pairs
-from trainers.training.distributed import check_batch_split, check_single_launch, launch, launched_processes
+from trainers.training.distributed import check_batch_split, check_single_launch, launch, launched_processes, process_rank
 from trainers.training.evaluate import NonFiniteError, evaluate
 from trainers.training.loop import TrainConfig, TrainerState, fit
-from trainers.training.runs import check_run_name, code_version, package_versions, read_manifest
+from trainers.training.runs import check_run_name, code_version, package_versions, read_manifest, recover_run
 from trainers.training.splits import SplitData, load_split_data
 
 
@@ -81,6 +83,7 @@ class RunCheckpoints:
     def __init__(self, path: Path, model: torch.nn.Module, config: methods.MethodConfig, accelerator=None):
         self.path, self.model, self.config, self.accelerator = path, model, config, accelerator
         self.best: dict[str, torch.Tensor] | None = None
+        self.best_step, self.best_mrr = -1, float("nan")  # of the best delta on disk
 
     @property
     def writer(self) -> bool:
@@ -94,7 +97,9 @@ class RunCheckpoints:
         delta = check_finite_weights(methods.delta_state(self.model), f"step {step}: the delta")
         self.best = {k: v.detach().clone() for k, v in delta.items()}
         if self.writer:
-            methods.save_delta(self.model, self.config, self.path)
+            with disk_full(f"the best delta (step {step}) into {self.path}"):
+                methods.save_delta(self.model, self.config, self.path)
+        self.best_step, self.best_mrr = step, mrr
         self._wait()
 
     def save_state(self, state: TrainerState, optimizer, scheduler) -> None:
@@ -102,7 +107,7 @@ class RunCheckpoints:
         check_finite_weights(_tensors(optimizer.state_dict()["state"]), f"step {state.step}: the optimizer state")
         rng = self.rng_states()  # every process takes part
         if self.writer:
-            with atomic_dir(self.path / "state") as tmp:
+            with disk_full(f"the state of step {state.step} into {self.path / 'state'}"), atomic_dir(self.path / "state") as tmp:
                 save_file({k: v.detach().cpu().contiguous() for k, v in delta.items()}, tmp / "delta.safetensors")
                 torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
                 if self.best is not None:
@@ -162,19 +167,19 @@ def load_state(path: Path, checkpoints: RunCheckpoints) -> tuple[TrainerState, d
 
 
 def train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str = "auto", resume: bool = False, progress: bool = True,
-              num_processes: int | None = None) -> dict:
+              num_processes: int | None = None, wait: bool = False) -> dict:
     """Train `spec` and write runs/NAME/; returns the manifest.
 
     `num_processes`: data-parallel processes sharing each global batch of `cfg.batch_size`.
     None: as many as this process was launched among (`accelerate launch`), else 1. Above 1
     in a process that was not launched: start them through accelerate's launcher and wait.
+
+    The run's lock is held throughout (`trainers.locks`): another process writing the run is
+    refused with LockedError naming it, or waited for with `wait`. A run that fails before it
+    saved a checkpoint leaves nothing behind; one that saved one keeps it, resumable.
     """
     check_run_name(spec.name)
-    path = runs_dir / spec.name
-    if path.exists() and not resume:
-        raise InterpError(f"run {spec.name!r} already exists in {runs_dir}; use --resume to continue it, or another --name")
-    if resume and path.exists() and read_manifest(path).get("status") == "finished":
-        raise InterpError(f"run {spec.name!r} in {runs_dir} has already finished; nothing to resume")
+    runs_dir = Path(runs_dir)
     launched = launched_processes()
     if num_processes is None:
         check_single_launch()
@@ -182,13 +187,33 @@ def train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str = 
         raise InterpError(f"--num-processes {num_processes}, but this process was launched as one of {launched}")
     processes = launched if num_processes is None else num_processes
     check_batch_split(cfg.batch_size, processes)
+    lock = run_lock_path(runs_dir, spec.name)
+    if launched > 1 and (process_rank() != 0 or held_by_parent(lock)):  # the parent, or process 0, holds the lock
+        return _train_run(spec, cfg, runs_dir=runs_dir, device=device, resume=resume, progress=progress, processes=processes, lock=lock)
+    with hold(lock, f"run {spec.name!r} in {runs_dir}", wait=wait):
+        recover_run(runs_dir / spec.name)  # nobody else writes it now: finish or undo what a killed process left
+        return _train_run(spec, cfg, runs_dir=runs_dir, device=device, resume=resume, progress=progress, processes=processes, lock=lock)
+
+
+def _train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str, resume: bool, progress: bool, processes: int,
+               lock: Path) -> dict:
+    path = runs_dir / spec.name
+    launched = launched_processes()
+    if launched == 1 and half_made(path):  # a run that never saved a checkpoint: retried as if it were not there
+        shutil.rmtree(path)
+    if path.exists() and not resume:
+        raise InterpError(f"run {spec.name!r} already exists in {runs_dir}; use --resume to continue it, or another --name")
+    if resume and path.exists() and read_manifest(path).get("status") == "finished":
+        raise InterpError(f"run {spec.name!r} in {runs_dir} has already finished; nothing to resume")
     if processes > 1 and launched == 1:
         check_device(device)
-        launch(spec, cfg, runs_dir=runs_dir, device=device, resume=resume, progress=progress, num_processes=processes)
+        with lend_to_children(lock):
+            launch(spec, cfg, runs_dir=runs_dir, device=device, resume=resume, progress=progress, num_processes=processes)
         return read_manifest(path)
 
     encoder = load_encoder(spec.base)
     data = load_split_data(encoder, spec.data_dir, max_len=cfg.max_len, train_limit=spec.train_limit, eval_limit=spec.eval_limit)
+    cfg.schedule(len(data.train))  # refuses a batch larger than the training split before anything is written
     if resume and path.exists():
         _check_same_run(read_manifest(path), spec, cfg, encoder, data, processes)
 
@@ -208,15 +233,17 @@ def train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str = 
     state = optimizer_state = None
     if resume and (path / "state" / "trainer_state.json").is_file():
         state, optimizer_state = load_state(path, checkpoints)
+        checkpoints.best_step, checkpoints.best_mrr = state.best_step, state.best_mrr
     accelerator.wait_for_everyone()  # every process has checked and read before the main one writes
-    if main:
-        path.mkdir(parents=True, exist_ok=True)
-        write_json(path / "manifest.json", manifest)
     start = time.perf_counter()
     evaluate_split = lambda tok, progress=False: evaluate(  # noqa: E731
         eval_embed, tok, batch_size=cfg.eval_batch_size, device=accelerator.device, progress=progress, accelerator=accelerator,
         ties=cfg.ties)
     try:
+        if main:
+            with disk_full(f"{path / 'manifest.json'}"):
+                path.mkdir(parents=True, exist_ok=True)
+                write_json(path / "manifest.json", manifest)
         state = fit(
             model, embed=embed, train=data.train, validate=lambda: evaluate_split(data.valid).mrr, cfg=cfg, accelerator=accelerator,
             checkpoints=checkpoints, state=state, optimizer_state=optimizer_state, progress=progress,
@@ -224,28 +251,58 @@ def train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str = 
         # Test the best delta, not the last one.
         methods.load_delta_state(checkpoints.model, checkpoints.best)
         test = evaluate_split(data.test, progress=progress)
-    except InterpError as exc:  # a non-finite loss, embedding, score or delta among them: the best delta kept is finite
-        if main:
-            write_json(path / "manifest.json", manifest | {"status": "stopped", "error": str(exc)})
-        raise
 
-    manifest["status"] = "finished"
-    manifest["elapsed_s"] = round(manifest.get("elapsed_s", 0) + time.perf_counter() - start, 1)
-    manifest["metrics"] = {
-        "best_step": state.best_step,
-        "valid_mrr": state.best_mrr,
-        "test_mrr": test.mrr,
-        "steps": state.step,
-        "evaluations": len(state.valid),
-    }
-    if main:
-        write_json(path / "curves.json", {"loss": state.losses, "grad_norm": state.grad_norms, "valid": state.valid})
-        write_json(path / "ranks.json", {"split": "test", "fingerprint": data.test_fingerprint, "ties": cfg.ties, "pooling": cfg.pooling,
-                                         "ranks": dict(zip(map(str, data.test_idx), test.ranks.tolist()))})
-        write_json(path / "manifest.json", manifest)
-        shutil.rmtree(path / "state", ignore_errors=True)
+        manifest["status"] = "finished"
+        manifest["elapsed_s"] = round(manifest.get("elapsed_s", 0) + time.perf_counter() - start, 1)
+        manifest["metrics"] = {
+            "best_step": state.best_step,
+            "valid_mrr": state.best_mrr,
+            "test_mrr": test.mrr,
+            "steps": state.step,
+            "evaluations": len(state.valid),
+        }
+        if main:  # the state goes last: until the manifest says finished, --resume can finish the run
+            with disk_full(f"the results of the finished run into {path}"):
+                write_json(path / "curves.json", {"loss": state.losses, "grad_norm": state.grad_norms, "valid": state.valid})
+                write_json(path / "ranks.json", {"split": "test", "fingerprint": data.test_fingerprint, "ties": cfg.ties,
+                                                 "pooling": cfg.pooling, "ranks": dict(zip(map(str, data.test_idx), test.ranks.tolist()))})
+                write_json(path / "manifest.json", manifest)
+            shutil.rmtree(path / "state", ignore_errors=True)
+            recover_run(path)  # the run is finished: what interrupted writes of it left can go
+    except BaseException as exc:
+        if not main:
+            raise
+        kept = _after_failure(path, manifest, checkpoints, exc)
+        if isinstance(exc, DiskFullError):
+            raise DiskFullError(f"{exc}; kept: {kept}") from None
+        raise
     accelerator.wait_for_everyone()
     return manifest
+
+
+def half_made(path: Path) -> bool:
+    """Whether `path` is a run that never saved a checkpoint: a manifest (not finished) and nothing else of ours."""
+    if not (path / "manifest.json").is_file() or {p.name for p in path.iterdir() if not p.name.startswith(".")} != {"manifest.json"}:
+        return False
+    try:
+        return read_manifest(path).get("status") != "finished"
+    except InterpError:
+        return False
+
+
+def _after_failure(path: Path, manifest: dict, checkpoints: RunCheckpoints, exc: BaseException) -> str:
+    """Leave the run as a failure should (nothing if no checkpoint was saved; else the last good one, and why it
+    stopped); returns what was kept, in words."""
+    if not path.exists() or half_made(path) or (path.is_dir() and not any(path.iterdir())):
+        shutil.rmtree(path, ignore_errors=True)
+        return f"nothing (no checkpoint had been saved; {path} was removed, and the run can be started again under its name)"
+    if isinstance(exc, InterpError) and path.is_dir():  # a non-finite loss, embedding, score or delta among them
+        with contextlib.suppress(OSError):  # a full disk: the manifest stays "running", which --resume continues as well
+            write_json(path / "manifest.json", manifest | {"status": "stopped", "error": str(exc)})
+    if checkpoints.best_step >= 0:
+        return (f"the last good checkpoint (step {checkpoints.best_step}, valid MRR {checkpoints.best_mrr:.4f}) and the last saved state "
+                f"in {path}; continue with --resume")
+    return f"the run's earlier contents in {path}"
 
 
 def _manifest(spec: RunSpec, cfg: TrainConfig, encoder: Encoder, data: SplitData, accelerator, params) -> dict:
