@@ -26,13 +26,15 @@ def study(
     runs_dir: options.RunsDir = Path("runs"),
     device: Annotated[Device, typer.Option(help="auto picks CUDA (bf16) when there is one.")] = Device.auto,
     list_grids: Annotated[bool, typer.Option("--list", help="List the grids, their tables and presets, and the scales; train nothing.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="If another process trains this grid in RUNS_DIR (or one of its runs), wait for it instead of stopping.")] = False,
     progress: options.Progress = True,
 ) -> None:
     """Train every preset of GRID once per seed as runs RUNS_DIR/<preset>-s<seed>; write RUNS_DIR/study/GRID/tables.{json,md}.
 
     Finished runs with the same settings are skipped, interrupted ones resumed; a run made with
     other settings is refused, never overwritten. A failing run is reported and the others go on
-    (exit status 1 at the end).
+    (exit status 1 at the end); a full disk stops the study (exit status 2). A second process on
+    the same grid and RUNS_DIR is refused, naming the first (or waits for it, with --wait).
     """
     from trainers.errors import InterpError
 
@@ -45,7 +47,7 @@ def study(
         raise InterpError("give a GRID (see `interp study --list`)")
     chosen, chosen_scale, seed_list = get_grid(grid), get_scale(scale), parse_seeds(seeds)
     result = run_study(grid=chosen, seeds=seed_list, scale=chosen_scale, data_dir=data, runs_dir=runs_dir, base=base,
-                       device=device.value, progress=progress, log=typer.echo)
+                       device=device.value, progress=progress, log=typer.echo, wait=wait)
     counts = ", ".join(f"{n} {status}" for status, n in result.counts().items())
     typer.echo(f"study {grid} ({scale}, seeds {seeds}): {counts}; tables -> {result.tables_json}, {result.tables_md}")
     if result.failed:

@@ -93,6 +93,7 @@ def train(
     device: Annotated[Device, typer.Option(help="auto picks CUDA (bf16) when there is one.")] = Device.auto,
     runs_dir: options.RunsDir = Path("runs"),
     resume: Annotated[bool, typer.Option(help="Continue RUNS_DIR/NAME from its last saved state.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="If another process is writing RUNS_DIR/NAME, wait for it to finish instead of stopping.")] = False,
     num_processes: Annotated[int | None, typer.Option(
         help="Data-parallel processes (one per GPU; CPU processes talk through gloo), started through accelerate. "
              "Each takes an equal share of every --batch-size batch. Default: those `accelerate launch` started, else 1.")] = None,
@@ -107,7 +108,8 @@ def train(
                        seed=seed, evals_per_epoch=evals_per_epoch, max_steps=max_steps, max_len=max_len, pooling=pooling,
                        batching=batching, ties=ties)
     spec = RunSpec(name=name, method=config, data_dir=data, preset=preset, base=base, train_limit=train_limit, eval_limit=eval_limit)
-    manifest = train_run(spec, cfg, runs_dir=runs_dir, device=device.value, resume=resume, progress=progress, num_processes=num_processes)
+    manifest = train_run(spec, cfg, runs_dir=runs_dir, device=device.value, resume=resume, progress=progress, num_processes=num_processes,
+                         wait=wait)
     if process_rank() != 0:  # under `accelerate launch`, the main process reports
         return
     m = manifest["metrics"]
@@ -145,10 +147,13 @@ def eval_(
 def runs(runs_dir: options.RunsDir = Path("runs")) -> None:
     """List the runs: method, trainable parameters, share of base, pooling, tie rule, valid and test MRR."""
     from trainers.errors import InterpError
-    from trainers.training.runs import list_runs
+    from trainers.training.runs import scan_runs
 
     rows = [("run", "preset", "method", "trainable", "share", "pooling", "ties", "valid MRR", "test MRR", "status")]
-    for run in list_runs(runs_dir):
+    found, damaged = scan_runs(runs_dir)
+    for exc in damaged:  # listed, not fatal: the other runs are still shown (exit status 0)
+        typer.echo(f"warning: skipped a damaged run: {exc}", err=True)
+    for run in found:
         m, p = run.manifest, run.manifest.get("parameters", {})
         metrics = m.get("metrics", {})
         fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else "-"  # noqa: E731
@@ -161,7 +166,7 @@ def runs(runs_dir: options.RunsDir = Path("runs")) -> None:
                      f"{100 * p.get('share_of_base', 0):.2f}%", pooling, tie_rule, fmt(metrics.get("valid_mrr")),
                      fmt(metrics.get("test_mrr")), m.get("status", "?")))
     if len(rows) == 1:
-        typer.echo(f"no runs in {runs_dir}")
+        typer.echo(f"no runs in {runs_dir}" + (f" that can be read ({len(damaged)} damaged)" if damaged else ""))
         return
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
