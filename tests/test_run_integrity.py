@@ -105,6 +105,19 @@ def test_a_second_study_of_a_grid_is_refused(tmp_path, mined_data, tiny_roberta_
         assert hidden(tmp_path) == ["study/.g.lock", "study/.g.lock.json"] and [p.name for p in tmp_path.iterdir()] == ["study"]
 
 
+def test_eval_writing_into_a_run_takes_its_lock(tmp_path, cli_world):
+    runs = tmp_path / "runs"
+    shutil.copytree(cli_world.runs, runs)
+    args = ["eval", "lora", "--runs-dir", runs, "--predictions", runs / "lora" / "predictions.jsonl", "--device", "cpu", "--no-progress"]
+    with hold(run_lock_path(runs, "lora"), "run 'lora'"):
+        refused = invoke(args)
+    assert refused.exit_code == 2 and refused.stderr.startswith(f"error: run 'lora' in {runs} is in use by pid {os.getpid()} ")
+    assert not (runs / "lora" / "predictions.jsonl").exists()
+    done = invoke(args)
+    assert done.exit_code == 0, done.output
+    assert (runs / "lora" / "predictions.jsonl").is_file() and hidden(runs) == []
+
+
 # -- recoverable directory swaps -----------------------------------------------------------------
 
 def _make(root: Path, layout: dict[str, str]) -> None:

@@ -132,16 +132,17 @@ def eval_(
     progress: options.Progress = True,
 ) -> None:
     """Re-evaluate a run's best delta on any split or AdvTest-format file (MRR, optional predictions)."""
-    from trainers.training.runs import find_run
+    from trainers.training.runs import find_run, writing_into
     from trainers.training.scoring import evaluate_run, write_predictions
 
     run = find_run(runs_dir, name)
-    result = evaluate_run(run, data_file=data, split=split, ties=ties, device=device.value, progress=progress)
-    typer.echo(f"{name} on {result.file}: MRR {result.evaluation.mrr:.4f} over {len(result.urls)} queries "
-               f"(ties {result.ties}{'' if ties else ', as trained'}; pooling {result.pooling})")
-    if predictions is not None:
-        write_predictions(result, predictions, top_k)
-        typer.echo(f"predictions (top {top_k}) -> {predictions}")
+    with writing_into(run, predictions):  # a file written into the run: not while a process trains it
+        result = evaluate_run(run, data_file=data, split=split, ties=ties, device=device.value, progress=progress)
+        typer.echo(f"{name} on {result.file}: MRR {result.evaluation.mrr:.4f} over {len(result.urls)} queries "
+                   f"(ties {result.ties}{'' if ties else ', as trained'}; pooling {result.pooling})")
+        if predictions is not None:
+            write_predictions(result, predictions, top_k)
+            typer.echo(f"predictions (top {top_k}) -> {predictions}")
 
 
 def runs(runs_dir: options.RunsDir = Path("runs")) -> None:

@@ -13,17 +13,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from trainers.errors import InterpError, did_you_mean
 from trainers.io import SWAP_TEMP, SWAP_JOURNAL, leftovers, recover_dir
-from trainers.locks import run_lock_path, try_hold
+from trainers.locks import hold, run_lock_path, try_hold
 
 RESERVED = {"base", "analyses", "data", "report", "study"}  # names with another meaning under runs/
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -160,6 +162,17 @@ def find_run(runs_dir: Path, name: str) -> RunInfo:
     if not (path / "manifest.json").is_file():
         raise did_you_mean("run", name, [r.name for r in list_runs(runs_dir)], where=str(runs_dir))
     return RunInfo(name, path, read_manifest(path))
+
+
+@contextlib.contextmanager
+def writing_into(run: RunInfo, target: Path | None) -> Iterator[None]:
+    """Hold the run's lock for the block if `target` (a file a command will write) lies inside the run's
+    directory, where a training process swapping the directory would lose it; LockedError if one holds it."""
+    if target is None or not Path(target).resolve().is_relative_to(run.path.resolve()):
+        yield
+        return
+    with hold(run_lock_path(run.path.parent, run.name), f"run {run.name!r} in {run.path.parent}"):
+        yield
 
 
 def _inner_leftovers(path: Path) -> list[Path]:
