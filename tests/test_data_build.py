@@ -132,7 +132,7 @@ def test_seed_changes_the_split_not_the_pairs(built, tmp_path):
 
 def test_rebuild_into_a_directory_keeps_other_files(tmp_path):
     out = tmp_path / "data"
-    out.mkdir()
+    build_corpus(out=out, sources=[str(CORPUS)], progress=False)
     (out / "notes.txt").write_text("mine")
     (out / "train.jsonl").write_text("old\n")
     build_corpus(out=out, sources=[str(CORPUS)], progress=False)
@@ -153,6 +153,7 @@ def test_rebuild_into_a_directory_keeps_other_files(tmp_path):
 def test_bad_input_fails_before_touching_the_output(tmp_path, sources, message):
     out = tmp_path / "data"
     out.mkdir()
+    (out / "manifest.json").write_text('{"format": "codexglue-advtest-jsonl"}')  # an earlier build's: may be rebuilt
     (out / "train.jsonl").write_text("precious\n")
     with pytest.raises(InterpError, match=message.replace("(", r"\(").replace("?", r"\?")):
         build_corpus(out=out, sources=sources, progress=False)
@@ -162,7 +163,7 @@ def test_bad_input_fails_before_touching_the_output(tmp_path, sources, message):
 
 def test_output_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "data").write_text("x")
-    with pytest.raises(InterpError, match="is a file"):
+    with pytest.raises(InterpError, match="is not a directory"):
         build_corpus(out=tmp_path / "data", sources=[str(CORPUS)], progress=False)
 
 

@@ -41,6 +41,7 @@ def demo(runs_dir: options.RunsDir = Path("runs"), progress: options.Progress = 
     from interp.commands.report import report as build_report_command
     from interp.commands.train import runs as list_runs_command
 
+    _check_runs_dir(runs_dir)
     start = time.perf_counter()
     data_dir = runs_dir / "data"
     typer.echo(f"== data: {data_dir}")
@@ -102,6 +103,17 @@ def _analyses(runs_dir: Path, progress: bool) -> None:
     typer.echo(f"== attribute loff --example {test[0].idx} --baseline lora256")
     delta_analyses.attribute(run="loff", example=test[0].idx, query=None, code=None, baseline="lora256", split="test", data=None,
                              steps=32, mode=delta_analyses.PathMode("joint"), show=8, runs_dir=runs_dir)
+
+
+def _check_runs_dir(runs_dir: Path) -> None:
+    """Refuse, before anything is mined, a runs directory that cannot be written or whose data/ is not a build's."""
+    from trainers.data.outdir import check_out, unusable_path
+    from trainers.errors import InterpError
+
+    problem = unusable_path(runs_dir)
+    if problem is not None:
+        raise InterpError(f"--runs-dir {str(runs_dir)!r}: {problem}")
+    check_out(runs_dir / "data", f"--runs-dir {str(runs_dir)!r}: {runs_dir / 'data'}")
 
 
 def _data_is_current(data_dir: Path) -> bool:

@@ -16,7 +16,12 @@ The steps, in order:
 6. Write `train.jsonl`, `valid.jsonl`, `test.jsonl` (valid and test with normalised code), then
    `manifest.json`, into a temporary directory beside `out`, and move them into `out` with the
    manifest last. Other files in `out` are left alone; if anything fails before the move, `out`
-   is untouched.
+   is untouched (a full disk says so in one `InterpError`).
+
+`out` must be new, empty, or an earlier build (`outdir.py`): a run, a report or anyone's other
+files are refused before anything is read. What the walk and the reader skipped (FIFOs, links
+out of the tree, files over `extract.MAX_FILE_BYTES`) is counted by reason in the manifest,
+beside the limits that decided it.
 
 `idx` counts up through train, valid and test, as CodeXGLUE's preprocessing numbers them;
 `url` is `repo/path#Lstart-Lend`.
@@ -25,6 +30,7 @@ The steps, in order:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import multiprocessing
@@ -40,8 +46,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from trainers.data.extract import FileResult, Pair, mine_file
-from trainers.data.filters import ACROSS_SPLIT_FILTERS, FILTERS, Deduplicator
+from trainers.data.extract import MAX_FILE_BYTES, FileResult, Pair, mine_file
+from trainers.data.filters import ACROSS_SPLIT_FILTERS, FILTERS, MAX_PER_TEMPLATE, MAX_SAME_SHAPE_PER_FILE, Deduplicator
+from trainers.data.outdir import MOVING, check_out, disk_full
 from trainers.data.neardup import drop_across_splits
 from trainers.data.schema import SPLITS, fingerprint
 from trainers.data.sources import DEFAULT_SOURCES, resolve_sources
@@ -51,6 +58,17 @@ from trainers.io import dumps_json
 ADVTEST_SIZES = {"train": 251_820, "valid": 9_604, "test": 19_210}
 MANIFEST = "manifest.json"
 _SERIAL_BELOW = 64  # files; by default fewer are mined in this process
+WORKERS_PER_CPU = 4  # at most this many mining processes per CPU; more only compete for the CPUs
+
+
+def max_workers() -> int:
+    return WORKERS_PER_CPU * (os.cpu_count() or 1)
+
+
+def limits() -> dict[str, int]:
+    """The limits that decide what a build skips or caps, recorded in its manifest."""
+    return {"max_file_bytes": MAX_FILE_BYTES, "max_per_template": MAX_PER_TEMPLATE,
+            "max_same_shape_per_file": MAX_SAME_SHAPE_PER_FILE}
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,8 @@ class Manifest:
     missing_sources: tuple[str, ...] = ()  # default sources that were not installed
     format: str = "codexglue-advtest-jsonl"
     near_duplicates: dict = field(default_factory=dict)  # `NearDuplicates.to_json()`; {} in older builds
+    skipped_files: dict = field(default_factory=dict)  # reason -> files not mined (see sources.py); {} in older builds
+    limits: dict = field(default_factory=dict)  # `limits()`; {} in older builds
 
     @property
     def pairs(self) -> int:
@@ -90,6 +110,9 @@ class Manifest:
                  f"({self.files_unparsable} did not parse as a whole) in {len(self.sources)} sources"]
         if self.missing_sources:
             lines += [f"  not installed, skipped: {', '.join(self.missing_sources)}"]
+        if self.skipped_files:
+            lines += [f"  files skipped: " + ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped_files.items()))
+                      + f" (at most {self.limits.get('max_file_bytes', MAX_FILE_BYTES)} bytes are read per file)"]
         lines += [f"  removed {name:<{width}}  {self.removed.get(name, 0):>7}" for name in FILTERS]
         lines += [f"  kept    {'':<{width}}  {self.pairs:>7}"]
         if self.near_duplicates:
@@ -110,8 +133,12 @@ def read_manifest(data_dir: str | Path) -> Manifest | None:
         return None
     try:
         return Manifest.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise DataError(path, f"not a data manifest: {exc}") from None
+    except RecursionError:
+        raise DataError(path, "not a data manifest: nested too deeply") from None
+    except OSError as exc:
+        raise DataError(path, f"cannot be read ({exc.strerror})") from None
 
 
 @dataclass
@@ -122,6 +149,7 @@ class _Mined:
     tallies: list[dict[str, int]]  # per source: files, functions
     removed: Counter
     unparsable: int
+    skipped: Counter  # reason -> files not read
 
 
 def build_corpus(*, out: str | Path, sources: Sequence[str] | None = None, seed: int = 0,
@@ -132,17 +160,18 @@ def build_corpus(*, out: str | Path, sources: Sequence[str] | None = None, seed:
     64 files); the output does not depend on it. Unknown sources and too little data raise
     `InterpError` before anything is written.
     """
-    if workers is not None and workers < 1:
-        raise ValueError(f"`workers` should be at least 1, got {workers}.")
+    if workers is not None and not 1 <= workers <= max_workers():
+        raise InterpError(f"workers {workers}: should be between 1 and {max_workers()} ({WORKERS_PER_CPU} per CPU)")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InterpError(f"output {str(out)!r} is a file; give a directory")
+    check_out(out, f"output {str(out)!r}")
     resolved = resolve_sources(list(sources) if sources is not None else None)
+    walks = [source.walk() for source in resolved]
     jobs = [(index, source.name, str(file), source.relative(file))
-            for index, source in enumerate(resolved) for file in source.files()]
+            for index, (source, walk) in enumerate(zip(resolved, walks)) for file in walk.files]
     if not jobs:
         raise InterpError(f"no Python files in the sources {', '.join(s.name for s in resolved)}")
     mined = _collect(jobs, len(resolved), progress=progress, workers=workers)
+    mined.skipped.update(sum((walk.skipped for walk in walks), Counter()))
     assignment = assign_splits({key: len(pairs) for key, pairs in mined.by_file.items()}, seed=seed)
     splits: dict[str, list[Pair]] = {split: [] for split in SPLITS}
     for key, pairs in mined.by_file.items():
@@ -156,14 +185,14 @@ def build_corpus(*, out: str | Path, sources: Sequence[str] | None = None, seed:
             seed=seed, python=platform.python_version(),
             sources=tuple(source.describe() | tally | {"pairs": kept[source.name]}
                           for source, tally in zip(resolved, mined.tallies)),
-            files_scanned=len(jobs), files_unparsable=mined.unparsable,
+            files_scanned=sum(tally["files"] for tally in mined.tallies), files_unparsable=mined.unparsable,
             functions=sum(tally["functions"] for tally in mined.tallies),
             removed={name: mined.removed.get(name, 0) + near.total(name) for name in FILTERS},
             splits={split: len(splits[split]) for split in SPLITS},
             split_files={split: len({(pair.repo, pair.path) for pair in splits[split]}) for split in SPLITS},
             fingerprint=fingerprint,
             missing_sources=tuple(n for n in DEFAULT_SOURCES if n not in names) if sources is None else (),
-            near_duplicates=near.to_json(),
+            near_duplicates=near.to_json(), skipped_files=dict(sorted(mined.skipped.items())), limits=limits(),
         )
 
     return _write(out, splits, manifest)
@@ -171,9 +200,12 @@ def build_corpus(*, out: str | Path, sources: Sequence[str] | None = None, seed:
 
 def _collect(jobs: list, n_sources: int, *, progress: bool, workers: int | None) -> _Mined:
     """Mine every job in order and apply the duplicate filters as the results arrive."""
-    mined = _Mined({}, [{"files": 0, "functions": 0} for _ in range(n_sources)], Counter(), 0)
+    mined = _Mined({}, [{"files": 0, "functions": 0} for _ in range(n_sources)], Counter(), 0, Counter())
     dedup = Deduplicator()
     for (index, *_), result in zip(jobs, _mine(jobs, progress=progress, workers=workers)):
+        if result.skipped is not None:
+            mined.skipped[result.skipped] += 1
+            continue
         tally = mined.tallies[index]
         tally["files"] += 1
         tally["functions"] += result.functions
@@ -218,6 +250,7 @@ def _mine_job(job: tuple[int, str, str, str]) -> FileResult:
 def _mine(jobs: list, *, progress: bool, workers: int | None) -> Iterator[FileResult]:
     if workers is None:  # a few files are mined faster than worker processes start
         workers = (os.cpu_count() or 1) if len(jobs) >= _SERIAL_BELOW else 1
+    workers = min(workers, len(jobs))  # never a process with nothing to do
     with tqdm(total=len(jobs), desc="mining", unit="file", disable=not progress, dynamic_ncols=True) as bar:
         with _pool(workers) as pool:
             results = pool.map(_mine_job, jobs, chunksize=4) if pool else map(_mine_job, jobs)
@@ -244,8 +277,14 @@ def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
 
 def _write(out: Path, splits: dict[str, list[Pair]], manifest) -> Manifest:
     """Write everything beside `out`, then move it in, the manifest last."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    existed = out.is_dir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    except OSError as exc:
+        _raise_write_error(exc, out, existed, moving=False)
+        raise
+    moving = False
     try:
         idx = 0
         for split in SPLITS:
@@ -254,13 +293,37 @@ def _write(out: Path, splits: dict[str, list[Pair]], manifest) -> Manifest:
             idx += len(examples)
         result = manifest(fingerprint(tmp))
         _write_synced(tmp / MANIFEST, [dumps_json(result.to_json())])
+        moving = True
         out.mkdir(exist_ok=True)
+        (out / MOVING).touch()  # the directory stays this build's own while it holds no manifest
         (out / MANIFEST).unlink(missing_ok=True)  # a half-moved directory must not claim a fingerprint
         for name in [f"{split}.jsonl" for split in SPLITS] + [MANIFEST]:
             os.replace(tmp / name, out / name)
+        (out / MOVING).unlink()
         return result
+    except OSError as exc:
+        _raise_write_error(exc, out, existed, moving=moving)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _raise_write_error(exc: OSError, out: Path, existed: bool, *, moving: bool) -> None:
+    """A full disk or a place that cannot be written is the user's to fix: `InterpError`, one sentence
+    saying what was kept. Anything else returns, for the caller to raise as it is."""
+    if disk_full(exc):
+        problem = "the disk is full"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        problem = f"cannot write there ({exc.strerror})"
+    else:
+        return
+    if moving:
+        kept = f"the build was moving its files in, so {out} is incomplete until a build there finishes"
+    elif existed:
+        kept = f"nothing in {out} was changed: the earlier data there is kept"
+    else:
+        kept = "nothing was written"
+    raise InterpError(f"output {str(out)!r}: {problem} while writing the new data; {kept}") from None
 
 
 def _write_synced(path: Path, chunks) -> None:

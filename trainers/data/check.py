@@ -17,6 +17,7 @@ from pathlib import Path
 
 from trainers.data.build import read_manifest
 from trainers.data.normalize import FUNC_NAME
+from trainers.data.outdir import MOVING
 from trainers.data.schema import SPLITS, Example, fingerprint, iter_split, split_path
 
 # A split "looks normalised" when at least this share of its functions are named `Func`.
@@ -59,6 +60,7 @@ class CheckReport:
     shared_url: tuple[str, ...]
     manifest_matches: bool | None  # None: no manifest
     fingerprint: str
+    interrupted: bool = False  # a build stopped while moving its files in (`outdir.MOVING` is there)
 
     @property
     def problems(self) -> list[str]:
@@ -72,6 +74,8 @@ class CheckReport:
                 found.append(f"{split} does not look normalised: {self.splits[split].normalised_share:.0%} of its functions are named {FUNC_NAME}")
         if self.manifest_matches is False:
             found.append("the files do not match the fingerprint in manifest.json; they changed after the build")
+        if self.interrupted:
+            found.append(f"a build stopped while moving its files in ({MOVING} is there); build again")
         return found
 
     @property
@@ -126,6 +130,6 @@ def check_dir(data_dir: str | Path) -> CheckReport:
         shared_idx=tuple(sorted(i for i, n in idx_seen.items() if n > 1)),
         shared_url=tuple(sorted(u for u, n in url_seen.items() if n > 1)),
         manifest_matches=None if manifest is None else manifest.fingerprint == digest,
-        fingerprint=digest,
+        fingerprint=digest, interrupted=(data_dir / MOVING).exists(),
     )
 

@@ -19,6 +19,10 @@ line starts a block of the lines indented under it; a block that parses is mined
 `func_name` is then its bare name), and a block that does not is counted under
 `code_does_not_parse` if its first line after the `def` line opens a string (a docstring).
 
+Only regular files of at most `MAX_FILE_BYTES` are read (opened without blocking, so a FIFO
+named `x.py` is skipped, not waited on); a file that is not one, or cannot be read, gives no
+pairs and the reason it was skipped.
+
 The per-pair filters in `filters.py` run here; the duplicate filters need all files and run in
 the build.
 """
@@ -28,7 +32,9 @@ from __future__ import annotations
 import ast
 import hashlib
 import io
+import os
 import re
+import stat
 import tokenize
 import warnings
 from collections import Counter
@@ -41,6 +47,7 @@ from trainers.data.schema import Example
 
 _DEF_LINE = re.compile(r"([ \t]*)(?:async[ \t]+)?def[ \t]+(\w+)")
 _OPENS_STRING = re.compile(r"[ \t]*[rRbBuUfF]{0,2}['\"]")
+MAX_FILE_BYTES = 2 * 1024 * 1024  # the largest file in the default sources (pydoc_data/topics.py) has 0.76 MB
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +68,8 @@ class Pair:
     normalized_tokens: tuple[str, ...]
     query_key: str
     code_key: str  # hash of the normalised code tokens
-    template_key: str  # hash of the normalised code tokens with string literals masked
+    template_key: str  # hash of the normalised code tokens with string literals and digits masked
+    shape_key: str  # hash of the same with names masked too
 
     @property
     def url(self) -> str:
@@ -85,6 +93,7 @@ class FileResult:
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (func_name, filter name)
     functions: int = 0  # functions with a docstring
     parsed: bool = True  # the file parsed as a whole
+    skipped: str | None = None  # why the file was not read: "not_a_regular_file", "over_size_cap", "unreadable"
 
     @property
     def removed(self) -> Counter:
@@ -92,12 +101,15 @@ class FileResult:
 
 
 def mine_file(file: Path, *, repo: str, path: str) -> FileResult:
-    """All pairs in `file`; `repo` and `path` name it in the output. A file that cannot be read
-    gives an empty result; one that does not parse is mined block by block."""
+    """All pairs in `file`; `repo` and `path` name it in the output. A file that is skipped (see
+    `read_source`) or cannot be decoded gives an empty result; one that does not parse is mined
+    block by block."""
+    data = read_source(file)
+    if isinstance(data, str):
+        return FileResult(parsed=False, skipped=data)
     try:
-        data = file.read_bytes()
         source = data.decode(tokenize.detect_encoding(io.BytesIO(data).readline)[0])
-    except (UnicodeDecodeError, SyntaxError, OSError, LookupError):
+    except (UnicodeDecodeError, SyntaxError, LookupError):
         return FileResult(parsed=False)
     source = source.replace("\r\n", "\n").replace("\r", "\n")  # line numbers as the parser counts them
     lines = source.split("\n")
@@ -110,6 +122,23 @@ def mine_file(file: Path, *, repo: str, path: str) -> FileResult:
     else:
         _mine_tree(tree, lines, result, repo=repo, path=path, module_level=True)
     return result
+
+
+def read_source(file: Path, limit: int = MAX_FILE_BYTES) -> bytes | str:
+    """The bytes of `file`, or why it is skipped: "not_a_regular_file" (a FIFO, a device, a directory;
+    opened without blocking and never read), "over_size_cap" (more than `limit` bytes), "unreadable"."""
+    try:
+        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return "unreadable"
+    with os.fdopen(fd, "rb") as f:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return "not_a_regular_file"
+            data = f.read(limit + 1)  # a file that grows while it is read still stops here
+        except OSError:
+            return "unreadable"
+    return "over_size_cap" if len(data) > limit else data
 
 
 def _parse(source: str) -> ast.Module:
@@ -216,7 +245,7 @@ def _pair(node: FunctionNode, lines: list[str], *, repo: str, path: str, qualnam
         original_string=original, docstring=docstring, docstring_tokens=tuple(query_tokens),
         code=code, code_tokens=tuple(tokens), normalized_code=normalized, normalized_tokens=tuple(normalized_tokens),
         query_key=filters.query_key(query_tokens), code_key=_digest(normalized_tokens),
-        template_key=_digest(text.template_key(normalized_tokens)),
+        template_key=_digest(text.template_key(normalized_tokens)), shape_key=_digest(text.shape_key(normalized_tokens)),
     ), ""
 
 

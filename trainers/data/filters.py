@@ -25,9 +25,14 @@ of `FILTERS`:
 - `near_duplicate_code`: the same code as a pair kept earlier once names are normalised as in
   AdvTest (`Func`, `arg_i`): copies that differ only in local names keep one representative.
 - `over_template_cap`: `MAX_PER_TEMPLATE` pairs were already kept whose code is this one's once
-  string literals are masked too: template-generated functions (plotly's thousands of
-  properties returning `self["color"]`, `self["size"]`, ...) keep a few representatives, while
-  a small family such as `Decimal.is_qnan` / `is_snan` / `is_infinite` stays whole.
+  string literals and digits are masked too: template-generated functions (plotly's thousands
+  of properties returning `self["color"]`, `self["size"]`, ...; a generated file's `handler_1`
+  ... `handler_59020` adding 1 ... 59020) keep a few representatives, while a small family such
+  as `Decimal.is_qnan` / `is_snan` / `is_infinite` stays whole. Within one file, a function also
+  counts against this cap when `MAX_SAME_SHAPE_PER_FILE` pairs of that file were already kept
+  whose code has its shape (names masked as well): a generated file whose functions differ only
+  in the names they use keeps that many, while a hand-written module's families of delegating
+  methods (`Context.is_nan` / `is_zero` / ... in `_pydecimal.py`, 14 of one shape) stay whole.
 - `near_duplicate_of_train_code` / `near_duplicate_of_train_query`: after the split, a valid or
   test pair whose code has a token 5-gram Jaccard >= 0.7 with a train code, or whose query has a
   word Jaccard >= 0.8 with a train query (`neardup.py`, which holds the thresholds).
@@ -49,6 +54,7 @@ MIN_QUERY_TOKENS = 3
 MAX_QUERY_TOKENS = 256
 MIN_ASCII_LETTER_SHARE = 0.9
 MAX_PER_TEMPLATE = 3
+MAX_SAME_SHAPE_PER_FILE = 20  # none of the standard library's or numpy's files has more that pass the other filters
 
 FILTERS = (
     "code_does_not_parse",
@@ -130,9 +136,13 @@ class Deduplicator:
         self._queries: set[str] = set()
         self._codes: set[str] = set()
         self._templates: Counter[str] = Counter()
+        self._file: tuple[str, str] | None = None
+        self._shapes: Counter[str] = Counter()  # within self._file
 
     def offer(self, pair: Pair) -> str | None:
         """None if `pair` is kept (and remembered), else the name of the filter that removes it."""
+        if self._file != (pair.repo, pair.path):  # files arrive one after the other
+            self._file, self._shapes = (pair.repo, pair.path), Counter()
         exact = (pair.query_key, hashlib.sha1(pair.code.encode()).digest())
         if exact in self._exact:
             return "exact_duplicate"
@@ -140,10 +150,11 @@ class Deduplicator:
             return "duplicate_query"
         if pair.code_key in self._codes:
             return "near_duplicate_code"
-        if self._templates[pair.template_key] >= MAX_PER_TEMPLATE:
+        if self._templates[pair.template_key] >= MAX_PER_TEMPLATE or self._shapes[pair.shape_key] >= MAX_SAME_SHAPE_PER_FILE:
             return "over_template_cap"
         self._exact.add(exact)
         self._queries.add(pair.query_key)
         self._codes.add(pair.code_key)
         self._templates[pair.template_key] += 1
+        self._shapes[pair.shape_key] += 1
         return None

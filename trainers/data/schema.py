@@ -123,10 +123,14 @@ def iter_split(path: str | Path) -> Iterator[Example]:
     """The examples in one jsonl file, each line checked; the first bad line raises `DataError`."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "no such file")
+        raise DataError(path, _not_a_file(path))
     first_line: dict[str, dict] = {"idx": {}, "url": {}}
     count = 0
-    with path.open("rb") as f:
+    try:
+        f = path.open("rb")
+    except OSError as exc:
+        raise DataError(path, f"cannot be read ({exc.strerror})") from None
+    with f:
         for number, raw in enumerate(f, start=1):
             try:
                 line = raw.decode("utf-8").strip()
@@ -138,6 +142,8 @@ def iter_split(path: str | Path) -> Iterator[Example]:
                 example = Example.from_record(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise DataError(path, f"malformed JSON: {exc.msg} at column {exc.colno}", line=number) from None
+            except RecursionError:
+                raise DataError(path, "JSON nested too deeply; expected one flat object per line", line=number) from None
             except ValueError as exc:
                 raise DataError(path, str(exc), line=number) from None
             for key, value in (("idx", example.idx), ("url", example.url)):
@@ -150,6 +156,14 @@ def iter_split(path: str | Path) -> Iterator[Example]:
         raise DataError(path, "file is empty; expected one JSON object per line")
 
 
+def _not_a_file(path: Path) -> str:
+    if path.is_dir():
+        return "is a directory; expected an AdvTest .jsonl file"
+    if path.exists():
+        return "is not a regular file (a FIFO or a device); expected an AdvTest .jsonl file"
+    return "no such file"
+
+
 def read_split(path: str | Path) -> list[Example]:
     """All examples in one jsonl file; see `iter_split`."""
     return list(iter_split(path))
@@ -160,11 +174,21 @@ def split_path(data_dir: str | Path, split: str) -> Path:
     if split not in SPLITS:
         raise did_you_mean("split", split, SPLITS)
     data_dir = Path(data_dir)
-    if not data_dir.is_dir():
+    try:
+        is_dir = data_dir.is_dir()
+    except OSError as exc:  # a name too long
+        raise InterpError(f"data directory {str(data_dir)!r}: {exc.strerror}") from None
+    if not is_dir:
+        if data_dir.exists():
+            raise InterpError(f"data directory {str(data_dir)!r} is not a directory; give the directory that holds "
+                              f"{', '.join(s + '.jsonl' for s in SPLITS)}")
         raise InterpError(f"data directory {str(data_dir)!r} does not exist; build one with `interp data build --out {data_dir}`")
     path = data_dir / f"{split}.jsonl"
     if not path.is_file():
-        raise DataError(path, f"no such file; an AdvTest directory holds {', '.join(s + '.jsonl' for s in SPLITS)}")
+        problem = _not_a_file(path)
+        if problem == "no such file":
+            problem += f"; an AdvTest directory holds {', '.join(s + '.jsonl' for s in SPLITS)}"
+        raise DataError(path, problem)
     return path
 
 

@@ -5,24 +5,35 @@ A source is named by one string:
 - `stdlib`: the Python standard library (`sysconfig.get_paths()["stdlib"]`);
 - a directory (anything containing a path separator, or `.`): a user's own code, named after
   the directory;
-- anything else: an installed package, found with `importlib.util.find_spec` (nothing is imported
-  for a top-level name).
+- anything else: an installed package or module, dotted names too (`email.mime`), found
+  without importing anything (`find_spec`).
 
 Walking skips hidden directories and directories named like tests, caches, or the standard
 library's own tools (`SKIP_DIRS`), and test files (`test_*.py`, `*_test.py`, `conftest.py`).
 Files and directories are visited in sorted order, so a walk is the same on every run.
+
+A walk stays inside its tree and reads only regular files; what it leaves out is counted by
+reason (`Walk.skipped`, then the build's manifest): `not_a_regular_file` (a FIFO or device
+named `x.py`, or a link to one), `symlink_leaves_source` (a link to a file outside the tree,
+such as `/dev/zero` or another user's code), `symlinked_directory` (never followed),
+`over_size_cap` (more than `extract.MAX_FILE_BYTES`), `unreadable_directory`.
+Finding a package never imports it, nor its parent packages for a dotted name.
 """
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import os
 import platform
+import stat
 import sysconfig
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainers.data.extract import MAX_FILE_BYTES
 from trainers.errors import InterpError, did_you_mean
 
 STDLIB = "stdlib"
@@ -68,21 +79,59 @@ class Source:
     version: str | None
 
     def files(self) -> list[Path]:
+        return self.walk().files
+
+    def walk(self) -> Walk:
+        """The source files, sorted by path, and what was left out and why."""
         found: list[Path] = []
+        skipped: Counter[str] = Counter()
         for root in self.roots:
-            if root.is_file():
-                found.append(root)
+            if not root.is_dir():
+                found.append(root)  # a single-module package: `mine_file` reads it only if it is a regular file
                 continue
-            for folder, subfolders, names in os.walk(root):
-                subfolders[:] = sorted(d for d in subfolders if d not in SKIP_DIRS and not d.startswith("."))
-                found.extend(Path(folder, n) for n in sorted(names) if _is_source_file(n))
-        return sorted(set(found), key=lambda f: self.relative(f))
+            inside = root.resolve()
+            for folder, subfolders, names in os.walk(root, onerror=lambda _: skipped.update(["unreadable_directory"])):
+                wanted = sorted(d for d in subfolders if d not in SKIP_DIRS and not d.startswith("."))
+                links = [d for d in wanted if os.path.islink(os.path.join(folder, d))]
+                skipped["symlinked_directory"] += len(links)
+                subfolders[:] = [d for d in wanted if d not in links]
+                for name in sorted(names):
+                    if _is_source_file(name):
+                        file = Path(folder, name)
+                        reason = _skip_reason(file, inside)
+                        if reason is None:
+                            found.append(file)
+                        else:
+                            skipped[reason] += 1
+        return Walk(sorted(set(found), key=lambda f: self.relative(f)), skipped)
 
     def relative(self, file: Path) -> str:
         return file.relative_to(self.base).as_posix()
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind, "version": self.version, "root": str(self.base)}
+
+
+@dataclass(frozen=True)
+class Walk:
+    files: list[Path]
+    skipped: Counter[str] = field(default_factory=Counter)  # reason -> files
+
+
+def _skip_reason(file: Path, inside: Path) -> str | None:
+    """Why `file` (found under the resolved tree `inside`) is not mined, or None to mine it."""
+    try:
+        info = file.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            target = Path(os.path.realpath(file))
+            if not target.is_relative_to(inside):
+                return "symlink_leaves_source"
+            info = target.stat()
+    except OSError:
+        return "not_a_regular_file"  # a dangling or looping link
+    if not stat.S_ISREG(info.st_mode):
+        return "not_a_regular_file"
+    return "over_size_cap" if info.st_size > MAX_FILE_BYTES else None
 
 
 def _is_source_file(name: str) -> bool:
@@ -113,26 +162,47 @@ def resolve_sources(names: list[str] | tuple[str, ...] | None) -> list[Source]:
 
 
 def resolve_source(name: str) -> Source:
+    if not name.strip() or "\0" in name:
+        raise InterpError(f"source {name!r}: give a package name, a directory, or 'stdlib'")
     if name == STDLIB:
         stdlib = Path(sysconfig.get_paths()["stdlib"])
         return Source(STDLIB, "stdlib", (stdlib,), stdlib, platform.python_version())
     if os.sep in name or "/" in name or name in {".", ".."}:
-        return _directory(Path(name))
+        return _directory(name)
     return _package(name)
 
 
-def _directory(path: Path) -> Source:
-    path = path.expanduser().resolve()
-    if not path.is_dir():
-        raise InterpError(f"source directory {str(path)!r} does not exist")
+def _directory(given: str) -> Source:
+    try:
+        path = Path(given).expanduser().resolve()
+        is_dir, exists = path.is_dir(), path.exists()
+    except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop
+        raise InterpError(f"source directory {given!r}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not is_dir:
+        what = "is not a directory; give the directory that holds it" if exists else "does not exist"
+        raise InterpError(f"source directory {given!r} {what}")
     return Source(path.name or "root", "directory", (path,), path, None)
 
 
+def find_spec(name: str) -> importlib.machinery.ModuleSpec | None:
+    """Where the module `name` is, found without importing it or its parent packages
+    (`importlib.util.find_spec` imports `a` to find `a.b`, running its code)."""
+    spec, search = None, None
+    for part in name.split("."):
+        if not part.isidentifier() or (spec is not None and search is None):
+            return None
+        try:
+            spec = importlib.machinery.PathFinder.find_spec(part, search) if search is not None else importlib.util.find_spec(part)
+        except (ImportError, ValueError):
+            return None
+        if spec is None:
+            return None
+        search = list(spec.submodule_search_locations) if spec.submodule_search_locations else None
+    return spec
+
+
 def _package(name: str) -> Source:
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        spec = None
+    spec = find_spec(name)
     if spec is None:
         hint = f"; for a directory of that name write ./{name}" if Path(name).is_dir() else ""
         error = did_you_mean("source", name, [STDLIB, *_installed_packages()])

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import inspect
 import io
+import keyword
 import re
 import tokenize
 
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _WHITESPACE = re.compile(r"\s+")
 _DOC_TOKEN = re.compile(r"\w+|[^\w\s]+")
+_DIGITS = re.compile(r"\d+")
 _LAYOUT = frozenset({
     tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
     tokenize.ENDMARKER, tokenize.ENCODING,
@@ -42,9 +44,17 @@ def code_tokens(code: str) -> list[str]:
 
 
 def template_key(tokens: list[str]) -> tuple[str, ...]:
-    """Code tokens with every string literal replaced by `STR`: code that differs only in its strings
-    (a generated property returning `self["color"]` or `self["size"]`) gets one key."""
-    return tuple("STR" if _is_string(token) else token for token in tokens)
+    """Code tokens with every string literal replaced by `STR` and every run of digits by `0`: code that
+    differs only in its strings or numbers (a generated property returning `self["color"]` or
+    `self["size"]`, generated `handler_17` ... `handler_59020` adding 17 ... 59020) gets one key."""
+    return tuple("STR" if _is_string(token) else _DIGITS.sub("0", token) for token in tokens)
+
+
+def shape_key(tokens: list[str]) -> tuple[str, ...]:
+    """`template_key` with every name masked too (keywords kept): the shape of the code. Functions of one
+    shape differ only in the names they use (`return self._color`, `return self._size`)."""
+    return tuple("STR" if _is_string(token) else "ID" if token.isidentifier() and not keyword.iskeyword(token)
+                 else _DIGITS.sub("0", token) for token in tokens)
 
 
 def _is_string(token: str) -> bool:
