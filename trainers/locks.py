@@ -27,7 +27,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from trainers.errors import InterpError
-from trainers.io import write_json
+from trainers.io import disk_full, write_json
 
 HELD_ENV = "INTERP_LOCKS_HELD"  # lock files a parent process holds for its launched children (os.pathsep-separated)
 
@@ -102,8 +102,9 @@ def _acquire(lock_path: Path, what: str, wait: bool) -> FileLock:
     except Timeout:
         raise LockedError(f"{what} is in use by {holder(lock_path)}; wait for it to finish, or pass --wait to wait") from None
     try:
-        write_json(_info_path(lock_path), {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-                                           "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]})
+        with disk_full(f"the lock's note {_info_path(lock_path)} (nothing else was written)"):
+            write_json(_info_path(lock_path), {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                                               "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]})
     except BaseException:
         _release(lock, lock_path)
         raise
