@@ -17,8 +17,12 @@ on those same embeddings. The table gives, per row, valid and test MRR as mean Â
 over the seeds and the difference of the means from the baseline row.
 
 Runs are kept in --runs-dir (named CHOICE-VALUE-sSEED); a finished run is not trained again, an
-unfinished one is resumed, and scores are cached in RUNS_DIR/scores.json. The table is written
-to RUNS_DIR/fidelity.md and RUNS_DIR/fidelity.json.
+unfinished one is resumed. Each run is scored as soon as it finishes, and its MRRs are kept in
+--scores (a small file meant to be committed: benchmarks/results/fidelity-scores.json) under a
+key of everything that determines them (method and training configs, training pairs, base, the
+data's fingerprint); a run whose key is there is neither trained nor scored again, even when its
+directory is gone, so the table can be measured a few runs at a time. The table is written to
+RUNS_DIR/fidelity.md and RUNS_DIR/fidelity.json once every run has a score.
 
     python benchmarks/fidelity.py --data runs/data --runs-dir runs/fidelity            # 4,000 pairs, 256 tokens, 2 seeds
     python benchmarks/fidelity.py --data D --runs-dir R --train-pairs 64 --max-len 32 --seeds 1 --max-steps 2   # a smoke test
@@ -37,7 +41,7 @@ from pathlib import Path
 import torch
 
 from trainers import methods
-from trainers.data import load_split
+from trainers.data import fingerprint, load_split
 from trainers.errors import InterpError
 from trainers.io import write_json, write_text
 from trainers.training.evaluate import TIE_RULES, embed_all, gold_ranks, mrr
@@ -108,12 +112,17 @@ def train(spec: RunSpec, cfg: TrainConfig, args) -> None:
           f"({time.perf_counter() - start:.0f} s)", flush=True)
 
 
-def score(name: str, args, cache: dict) -> dict:
+def run_key(spec: RunSpec, cfg: TrainConfig, args) -> dict:
+    """Everything that determines a run's scores; a cached score counts only under the same key."""
+    return {"method": spec.method.to_dict(), "train": dataclasses.asdict(cfg), "train_pairs": args.train_pairs,
+            "base": args.base, "data": fingerprint(args.data)}
+
+
+def score(name: str, key: dict, args, cache: dict) -> dict:
     """{split: {tie rule: MRR}} of the run's best delta: each split embedded once, ranked under every rule."""
-    run = find_run(args.runs_dir, name)
-    key = {split: run.manifest["data"][split]["fingerprint"] for split in SPLITS} | {"elapsed_s": run.manifest.get("elapsed_s")}
     if cache.get(name, {}).get("key") == key:
         return cache[name]["mrr"]
+    run = find_run(args.runs_dir, name)
     trained = run.train_config
     encoder, model = load_run_model(run, base=args.base)
     target = torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
@@ -128,8 +137,9 @@ def score(name: str, args, cache: dict) -> dict:
     recorded = run.manifest["metrics"]["test_mrr"]
     if abs(out["test"][trained.ties] - recorded) > 1e-6:
         print(f"{name}: warning: re-scored test MRR {out['test'][trained.ties]:.6f} differs from the recorded {recorded:.6f}")
-    cache[name] = {"key": key, "mrr": out}
-    write_json(args.runs_dir / "scores.json", cache)
+    cache[name] = {"key": key, "mrr": out, "elapsed_s": run.manifest.get("elapsed_s")}
+    write_json(args.scores, cache)
+    print(f"{name}: scored, kept in {args.scores}", flush=True)
     return out
 
 
@@ -176,7 +186,9 @@ def markdown(rows: list[dict], setup: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("runs/data"), help="AdvTest-format data directory (interp data build)")
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs/fidelity"), help="where the runs, scores and table are kept")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs/fidelity"), help="where the runs and the table are kept")
+    parser.add_argument("--scores", type=Path, default=Path("benchmarks/results/fidelity-scores.json"),
+                        help="where each finished run's MRRs are kept, by run name and key")
     parser.add_argument("--base", default=None, help="encoder directory or hub id (default: all-MiniLM-L6-v2)")
     parser.add_argument("--train-pairs", type=int, default=4000)
     parser.add_argument("--seeds", type=int, default=2, help="seeds per configuration: 123456, 123457, ...")
@@ -194,15 +206,20 @@ def main() -> None:
 
     seeds = [TrainConfig.seed + i for i in range(args.seeds)]
     args.runs_dir.mkdir(parents=True, exist_ok=True)
-    cache_file = args.runs_dir / "scores.json"
-    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    cache = json.loads(args.scores.read_text()) if args.scores.is_file() else {}
     start = time.perf_counter()
+    scores = {}
     try:
         for seed in seeds:  # seed-major: after the first seed every row has a value
             for v in VARIANTS:
                 if v.trains_as is None:
-                    train(*configs(v, seed, args), args)
-        scores = {f"{v.run_prefix}-s{seed}": score(f"{v.run_prefix}-s{seed}", args, cache) for v in VARIANTS for seed in seeds}
+                    spec, cfg = configs(v, seed, args)
+                    key = run_key(spec, cfg, args)
+                    if cache.get(spec.name, {}).get("key") != key:
+                        train(spec, cfg, args)
+                    else:
+                        print(f"{spec.name}: scored before, kept", flush=True)
+                    scores[spec.name] = score(spec.name, key, args, cache)
     except InterpError as exc:
         raise SystemExit(f"error: {exc}") from None
 
