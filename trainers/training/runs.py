@@ -175,6 +175,16 @@ def writing_into(run: RunInfo, target: Path | None) -> Iterator[None]:
         yield
 
 
+def half_made(path: Path) -> bool:
+    """Whether `path` is a run that never saved a checkpoint: a manifest (not finished) and nothing else of ours."""
+    if not (path / "manifest.json").is_file() or {p.name for p in path.iterdir() if not p.name.startswith(".")} != {"manifest.json"}:
+        return False
+    try:
+        return read_manifest(path).get("status") != "finished"
+    except InterpError:
+        return False
+
+
 def _inner_leftovers(path: Path) -> list[Path]:
     """Temporary files and directories an interrupted write left inside a run (.state.*.tmp, .manifest.json.*.tmp)."""
     if not path.is_dir():

@@ -32,7 +32,7 @@ from trainers.training.batching import Tokenized, tokenize_pairs
 from trainers.training.distributed import check_batch_split, check_single_launch, launch, launched_processes, process_rank
 from trainers.training.evaluate import NonFiniteError, evaluate
 from trainers.training.loop import TrainConfig, TrainerState, fit
-from trainers.training.runs import check_run_name, code_version, package_versions, read_manifest, recover_run
+from trainers.training.runs import check_run_name, code_version, half_made, package_versions, read_manifest, recover_run
 from trainers.training.splits import SplitData, load_split_data
 
 
@@ -278,16 +278,6 @@ def _train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str, 
         raise
     accelerator.wait_for_everyone()
     return manifest
-
-
-def half_made(path: Path) -> bool:
-    """Whether `path` is a run that never saved a checkpoint: a manifest (not finished) and nothing else of ours."""
-    if not (path / "manifest.json").is_file() or {p.name for p in path.iterdir() if not p.name.startswith(".")} != {"manifest.json"}:
-        return False
-    try:
-        return read_manifest(path).get("status") != "finished"
-    except InterpError:
-        return False
 
 
 def _after_failure(path: Path, manifest: dict, checkpoints: RunCheckpoints, exc: BaseException) -> str:
