@@ -15,6 +15,7 @@ process. Hidden names are never runs (`trainers.training.runs.list_runs`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shlex
@@ -27,7 +28,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from trainers.errors import InterpError
-from trainers.io import disk_full, write_json
+from trainers.io import DiskFullError, disk_full, write_json
 
 HELD_ENV = "INTERP_LOCKS_HELD"  # lock files a parent process holds for its launched children (os.pathsep-separated)
 
@@ -80,7 +81,7 @@ def try_hold(lock_path: Path) -> Iterator[bool]:
     a lock's holder may do, by a command that would not otherwise need it."""
     try:
         lock = _acquire(Path(lock_path), "", wait=False)
-    except LockedError:
+    except InterpError:  # held, or not to be had here (a directory this user cannot write in)
         yield False
         return
     try:
@@ -101,6 +102,10 @@ def _acquire(lock_path: Path, what: str, wait: bool) -> FileLock:
         lock.acquire()
     except Timeout:
         raise LockedError(f"{what} is in use by {holder(lock_path)}; wait for it to finish, or pass --wait to wait") from None
+    except OSError as exc:  # a directory this user cannot write in, a full disk
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(f"the disk is full: writing the lock {lock_path} failed; nothing else was written") from None
+        raise InterpError(f"{lock_path}: cannot take the lock ({exc.strerror or exc})") from None
     try:
         with disk_full(f"the lock's note {_info_path(lock_path)} (nothing else was written)"):
             write_json(_info_path(lock_path), {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
