@@ -111,6 +111,10 @@ def _check_runs_dir(runs_dir: Path) -> None:
     from trainers.errors import InterpError
 
     problem = unusable_path(runs_dir)
+    if problem is None and (runs_dir / "manifest.json").exists():
+        problem = "is a run or a data directory (it holds manifest.json), not a directory of runs"
+    elif problem is None and (runs_dir / "index.html").exists():
+        problem = "is a report (it holds index.html), not a directory of runs"
     if problem is not None:
         raise InterpError(f"--runs-dir {str(runs_dir)!r}: {problem}")
     check_out(runs_dir / "data", f"--runs-dir {str(runs_dir)!r}: {runs_dir / 'data'}")

@@ -131,13 +131,15 @@ def read_source(file: Path, limit: int = MAX_FILE_BYTES) -> bytes | str:
         fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return "unreadable"
-    with os.fdopen(fd, "rb") as f:
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return "not_a_regular_file"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "not_a_regular_file"
+        with os.fdopen(fd, "rb", closefd=False) as f:
             data = f.read(limit + 1)  # a file that grows while it is read still stops here
-        except OSError:
-            return "unreadable"
+    except OSError:
+        return "unreadable"
+    finally:
+        os.close(fd)
     return "over_size_cap" if len(data) > limit else data
 
 
