@@ -11,20 +11,50 @@ import os
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer
+from typer import TyperException
+from typer._click.exceptions import NoArgsIsHelpError  # typer ships its own click
 from typer.core import TyperGroup
 
 from trainers.errors import InterpError
 
 
+def _refuse(message: str) -> typer.Exit:
+    """Print 'error: MESSAGE' as one line on stderr; the Exit (status 2) to raise."""
+    typer.echo("error: " + " ".join(str(message).split()), err=True)
+    return typer.Exit(2)
+
+
+def _usage_error(exc: TyperException) -> typer.Exit:
+    """A usage error (unknown option, missing or bad value, bad choice) as the one-line form."""
+    message = exc.format_message()  # names the option or command, and close matches of an unknown one
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return _refuse(message + where)
+
+
 class _Group(TyperGroup):
-    """Turns an `InterpError` raised by any command into 'error: ...' on stderr and exit status 2."""
+    """Turns an `InterpError` raised by any command, and a usage error of any command or sub-app
+    (parsed under this group), into one 'error: ...' line on stderr and exit status 2."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except NoArgsIsHelpError:
+            raise
+        except TyperException as exc:
+            raise _usage_error(exc) from None
+        except InterpError as exc:
+            raise _refuse(str(exc)) from None
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except InterpError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            raise _refuse(str(exc)) from None
+        except NoArgsIsHelpError:
+            raise
+        except TyperException as exc:
+            raise _usage_error(exc) from None
 
 
 app = typer.Typer(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -49,11 +50,27 @@ class FamilySpec:
     attn_output: str = "attention.output.dense"  # ATTN sub-layer output, before its LayerNorm
     ffn_output: str = "output.dense"  # FFN sub-layer output, before its LayerNorm
     embeddings: str = "embeddings.word_embeddings"
+    position_offset: int = 0  # position ids the model reserves (RoBERTa counts from pad_token_id + 1)
 
 
-FAMILIES: dict[str, FamilySpec] = {
-    name: FamilySpec(name) for name in ("bert", "roberta", "xlm-roberta", "camembert", "electra")
+FAMILIES: dict[str, FamilySpec] = {name: FamilySpec(name) for name in ("bert", "electra")} | {
+    name: FamilySpec(name, position_offset=2) for name in ("roberta", "xlm-roberta", "camembert")
 }
+
+
+@dataclass(frozen=True)
+class BaseShape:
+    """The sizes of a base encoder that options are checked against before any weight is loaded."""
+
+    depth: int  # encoder layers
+    hidden: int
+    ffn: int  # the FFN's inner width
+    positions: int  # the longest input in tokens
+
+    @classmethod
+    def of(cls, config, spec: FamilySpec) -> BaseShape:
+        return cls(depth=config.num_hidden_layers, hidden=config.hidden_size, ffn=config.intermediate_size,
+                   positions=config.max_position_embeddings - spec.position_offset)
 
 POOLINGS = ("cls", "pooler", "mean")
 DEFAULT_POOLING = "cls"
@@ -100,6 +117,10 @@ class Encoder:
     @property
     def ffn_size(self) -> int:
         return self.config.intermediate_size
+
+    @property
+    def shape(self) -> BaseShape:
+        return BaseShape.of(self.config, self.spec)
 
     # -- where things live -----------------------------------------------------------------
     def module_name(self, layer: int, role: str) -> str:
@@ -197,7 +218,7 @@ def resolve_base(base: str | os.PathLike | None) -> tuple[str, str, bool]:
     path = Path(base).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise InterpError(f"{path} is a directory but has no config.json; is it a Hugging Face model directory?")
+            raise InterpError(f"--base {base}: a directory with no config.json, not a Hugging Face model directory")
         return str(path.resolve()), path.name, True
     if path.exists() or str(base).startswith((".", "/", "~")) or not _HUB_ID.fullmatch(str(base)):
         raise InterpError(f"--base {base}: not a model directory (and not a hub id such as 'microsoft/codebert-base')")
@@ -216,24 +237,64 @@ def load_encoder(base: str | os.PathLike | None = None, *, attention: str = "sdp
     hf_logging.disable_progress_bar()
     source, name, local = resolve_base(base)
     kwargs = {"local_files_only": True} if local else {}
-    config = AutoConfig.from_pretrained(source, **kwargs)
-    family = FAMILIES.get(config.model_type)
-    if family is None:
-        raise InterpError(
-            f"{source}: model type {config.model_type!r} is not a supported encoder family "
-            f"(supported: {', '.join(sorted(FAMILIES))})"
-        )
+    config, family = _base_config(base, source, local)
     has_weights = not local or any(Path(source).glob("*.safetensors")) or any(Path(source).glob("pytorch_model*.bin"))
-    if has_weights:
-        model = AutoModel.from_pretrained(source, attn_implementation=attention, dtype=dtype, **kwargs)
-    else:
-        model = AutoModel.from_config(config, attn_implementation=attention)
-        if dtype is not None:
-            model = model.to(dtype)
-    tokenizer = None
-    if not local or (Path(source) / "tokenizer_config.json").is_file() or (Path(source) / "tokenizer.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    with _unreadable_base(base, source, local):
+        if has_weights:
+            model = AutoModel.from_pretrained(source, attn_implementation=attention, dtype=dtype, **kwargs)
+        else:
+            model = AutoModel.from_config(config, attn_implementation=attention)
+            if dtype is not None:
+                model = model.to(dtype)
+        tokenizer = None
+        if not local or (Path(source) / "tokenizer_config.json").is_file() or (Path(source) / "tokenizer.json").is_file():
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     model.eval()
     encoder = Encoder(model=model, tokenizer=tokenizer, spec=family, source=source, name=name, random_init=not has_weights)
     encoder.weights_hash  # noqa: B018 - hashed now, before any method changes the model
     return encoder
+
+
+def read_shape(base: str | os.PathLike | None = None) -> BaseShape:
+    """The base's sizes from its config alone (no weights, no tokenizer): what options are checked
+    against before anything loads. InterpError naming --base when the base cannot be found or read."""
+    source, _, local = resolve_base(base)
+    config, family = _base_config(base, source, local)
+    return BaseShape.of(config, family)
+
+
+def _base_config(base, source: str, local: bool):
+    """(transformers config, FamilySpec) of a resolved base; InterpError naming --base otherwise."""
+    from transformers import AutoConfig
+
+    with _unreadable_base(base, source, local):
+        config = AutoConfig.from_pretrained(source, **({"local_files_only": True} if local else {}))
+    family = FAMILIES.get(config.model_type)
+    if family is None:
+        raise InterpError(
+            f"--base {base}: model type {config.model_type!r} is not a supported encoder family "
+            f"(supported: {', '.join(sorted(FAMILIES))})"
+        )
+    return config, family
+
+
+@contextmanager
+def _unreadable_base(base, source: str, local: bool):
+    """Turns what transformers raises for a base it cannot find or read into one InterpError naming --base.
+
+    A hub id that is neither cached nor reachable (offline) is an OSError there; a local directory
+    with a broken config, weights or tokenizer an OSError or ValueError.
+    """
+    try:
+        yield
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if local:
+            raise InterpError(f"--base {base}: the model directory {source} cannot be read: {first}") from exc
+        if not isinstance(exc, OSError):
+            raise
+        from huggingface_hub import constants
+
+        offline = " (offline: HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
+        raise InterpError(f"--base {base}: not found locally (no such directory, not in the hub cache) and not "
+                          f"downloadable{offline}; give a local model directory") from exc

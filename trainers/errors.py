@@ -42,3 +42,15 @@ def did_you_mean(kind: str, name: str, known: Iterable[str], where: str | None =
     if where is not None:
         message += f" (looked in {where})"
     return InterpError(message)
+
+
+class FieldError(InterpError, ValueError):
+    """A config field with a bad value: the message names the field, and `field` says which.
+
+    A ValueError, as configs raise for bad fields (STYLE 2), and an InterpError, since users set
+    them; a command turns `field` into the option the user typed.
+    """
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)

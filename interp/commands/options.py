@@ -11,8 +11,18 @@ Base = Annotated[
     str | None,
     typer.Option("--base", help="Base encoder: a local Hugging Face directory or a hub id (default: all-MiniLM-L6-v2, shipped offline)."),
 ]
-RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where runs, analyses and the report live.")]
-DataDir = Annotated[Path, typer.Option("--data", help="A directory with train/valid/test.jsonl in AdvTest format (built by `interp data build`).")]
+
+
+def _path(value: str | Path) -> Path:
+    """Parser of path options: an empty value is refused (Path('') would quietly mean the current directory)."""
+    if not str(value).strip():
+        raise typer.BadParameter("should be a path, got an empty value")
+    return Path(value)
+
+
+RunsDir = Annotated[Path, typer.Option("--runs-dir", parser=_path, help="Where runs, analyses and the report live.")]
+DataDir = Annotated[Path, typer.Option("--data", parser=_path,
+                                       help="A directory with train/valid/test.jsonl in AdvTest format (built by `interp data build`).")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 
 
@@ -42,4 +52,84 @@ def finite(ctx: typer.Context, param: typer.CallbackParam, value: float | None) 
 
     if value is not None and not math.isfinite(value):
         raise InterpError(f"{param.opts[0]} {value}: should be a finite number")
+    return value
+
+
+# -- the checks commands run before loading anything: one line naming the option, exit status 2 --
+
+SPLITS = ("train", "valid", "test")
+
+
+def option_name(field: str) -> str:
+    """The CLI option of a config field: `batch_size` -> `--batch-size`."""
+    return "--" + field.replace("_", "-")
+
+
+def at_least(option: str, value: int | None, low: int = 1) -> None:
+    """InterpError naming `option` when `value` is given and below `low`."""
+    from trainers.errors import InterpError
+
+    if value is not None and value < low:
+        raise InterpError(f"{option} {value}: should be at least {low}")
+
+
+def existing_dir(option: str, path: Path) -> Path:
+    """A directory that must already exist (e.g. `runs --runs-dir`): InterpError naming `option` otherwise."""
+    from trainers.errors import InterpError
+
+    if not path.exists():
+        raise InterpError(f"{option} {path}: no such directory")
+    if not path.is_dir():
+        raise InterpError(f"{option} {path}: not a directory")
+    return path
+
+
+def creatable_dir(option: str, path: Path) -> Path:
+    """A directory that exists or can be made (e.g. `train --runs-dir`); nothing is created here."""
+    import os
+
+    from trainers.errors import InterpError
+
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise InterpError(f"{option} {path}: exists and is not a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise InterpError(f"{option} {path}: the directory is not writable")
+        return path
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InterpError(f"{option} {path}: cannot be created, {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InterpError(f"{option} {path}: cannot be created, {parent} is not writable")
+    return path
+
+
+def data_dir(option: str, path: Path) -> Path:
+    """An AdvTest directory with train/valid/test.jsonl: InterpError naming `option` and what is missing."""
+    from trainers.errors import InterpError
+
+    if not path.exists():
+        raise InterpError(f"{option} {path}: no such directory (build one with `interp data build --out {path}`)")
+    if not path.is_dir():
+        raise InterpError(f"{option} {path}: not a directory; give a directory with {', '.join(s + '.jsonl' for s in SPLITS)}")
+    missing = [f"{split}.jsonl" for split in SPLITS if not (path / f"{split}.jsonl").is_file()]
+    if missing:
+        raise InterpError(f"{option} {path}: no {', '.join(missing)} there (an AdvTest directory from `interp data build`)")
+    return path
+
+
+def base_shape(base: str | None):
+    """The base encoder's sizes from its config alone (nothing loaded); InterpError naming --base."""
+    from trainers.encoders import read_shape
+
+    return read_shape(base)
+
+
+def device(value: str) -> str:
+    """--device: `cuda` without a GPU is refused here rather than run on the CPU."""
+    from trainers.training.train import check_device
+
+    check_device(value)
     return value

@@ -46,6 +46,10 @@ def study(
     if grid is None:
         raise InterpError("give a GRID (see `interp study --list`)")
     chosen, chosen_scale, seed_list = get_grid(grid), get_scale(scale), parse_seeds(seeds)
+    options.creatable_dir("--runs-dir", runs_dir)  # checked before anything loads or trains
+    options.data_dir("--data", data)
+    options.base_shape(base)
+    options.device(device.value)
     result = run_study(grid=chosen, seeds=seed_list, scale=chosen_scale, data_dir=data, runs_dir=runs_dir, base=base,
                        device=device.value, progress=progress, log=typer.echo, wait=wait)
     counts = ", ".join(f"{n} {status}" for status, n in result.counts().items())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -31,29 +32,58 @@ class Placement(str, Enum):
     both = "both"
 
 
+# config field -> the option that sets it, for --method
+METHOD_OPTIONS = {"r": "--r", "alpha": "--alpha", "length": "--length", "placement": "--placement", "layers": "--layers",
+                  "scaling": "--lora-scaling"}
+
+
 def method_config(preset: str | None, method: Method | None, r: int | None, alpha: float | None, length: int | None,
-                  placement: Placement | None, layers: str | None, lora_scaling: str | None = None):
+                  placement: Placement | None, layers: str | None, lora_scaling: str | None = None, shape=None):
     """The method config named by --preset, or built from --method and its options.
 
-    --lora-scaling sets the rule of every LoRA part, a preset's too (the manifest records both).
+    --lora-scaling sets the rule of every LoRA part, a preset's too (the manifest records both);
+    --layers restricts a preset to those layers (each part of a union). With `shape` (the base's
+    `BaseShape`) the config is also checked to fit the base. A bad value is an InterpError naming
+    the option that set it (a preset's own fields: the preset).
     """
     from trainers import methods
-    from trainers.errors import InterpError
+    from trainers.errors import FieldError, InterpError
     from trainers.methods.lora.config import lora_parts, with_lora_scaling
 
     if (preset is None) == (method is None):
         raise InterpError("give exactly one of --preset or --method")
     if lora_scaling is not None and not (lora_parts(methods.get_preset(preset)) if preset else method.value == "lora"):
         raise InterpError(f"--lora-scaling {lora_scaling}: {f'preset {preset}' if preset else f'--method {method.value}'} has no LoRA part")
-    if preset is not None:
-        if any(v is not None for v in (r, alpha, length, placement)):
-            raise InterpError("--r, --alpha, --length and --placement go with --method, not --preset")
-        config = methods.get_preset(preset)
-        config = config if lora_scaling is None else with_lora_scaling(config, lora_scaling)
-        return config if layers is None else methods.with_layers(config, layers)
-    fields = {"method": method.value, "r": r, "alpha": alpha, "length": length, "placement": placement.value if placement else None, "layers": layers,
+    fields = {"r": r, "alpha": alpha, "length": length, "placement": placement.value if placement else None, "layers": layers,
               "scaling": lora_scaling}
-    return methods.method_from_dict({k: v for k, v in fields.items() if v is not None})
+    given = {k: v for k, v in fields.items() if v is not None}
+    try:
+        if preset is not None:
+            if any(v is not None for v in (r, alpha, length, placement)):
+                raise InterpError("--r, --alpha, --length and --placement go with --method, not --preset")
+            config = methods.get_preset(preset)
+            config = config if lora_scaling is None else with_lora_scaling(config, lora_scaling)
+            config = config if layers is None else config.with_layers(layers)
+        else:
+            own = {f.name for f in dataclasses.fields(methods.METHODS[method.value])}
+            for field in given:
+                if field not in own:
+                    takes = ", ".join(METHOD_OPTIONS[f] for f in METHOD_OPTIONS if f in own)
+                    raise InterpError(f"{METHOD_OPTIONS[field]} does not apply to --method {method.value} (it takes {takes})")
+            config = methods.method_from_dict({"method": method.value} | given)
+        if shape is not None:
+            config.check_fits(shape)
+    except FieldError as exc:
+        if exc.field == "layers" and layers is not None:
+            culprit = f"--layers {layers}"
+        elif preset is not None:
+            culprit = f"--preset {preset}" + (f" --lora-scaling {lora_scaling}" if exc.field == "scaling" else "")
+        else:
+            option = METHOD_OPTIONS.get(exc.field)
+            value = given.get(exc.field)
+            culprit = f"--method {method.value}" if option is None else option if value is None else f"{option} {value}"
+        raise InterpError(f"{culprit}: {exc}") from exc
+    return config
 
 
 def train(
@@ -100,13 +130,33 @@ def train(
     progress: options.Progress = True,
 ) -> None:
     """Train a delta on the code-search objective and save the best one (by valid MRR) with its manifest."""
+    from trainers.errors import FieldError, InterpError
     from trainers.training.distributed import process_rank
     from trainers.training.train import RunSpec, train_config, train_run
 
-    config = method_config(preset, method, r, alpha, length, placement, layers, lora_scaling)
-    cfg = train_config(runs_dir / name if resume else None, epochs=epochs, batch_size=batch_size, lr=lr, warmup_frac=warmup_frac,
-                       seed=seed, evals_per_epoch=evals_per_epoch, max_steps=max_steps, max_len=max_len, pooling=pooling,
-                       batching=batching, ties=ties)
+    # every option is checked here, before a model, a data file or a run directory is touched
+    check_name(name)
+    for option, value in (("--train-limit", train_limit), ("--eval-limit", eval_limit), ("--num-processes", num_processes)):
+        options.at_least(option, value)
+    options.creatable_dir("--runs-dir", runs_dir)
+    options.data_dir("--data", data)
+    shape = options.base_shape(base)
+    config = method_config(preset, method, r, alpha, length, placement, layers, lora_scaling, shape=shape)
+    try:
+        cfg = train_config(runs_dir / name if resume else None, epochs=epochs, batch_size=batch_size, lr=lr, warmup_frac=warmup_frac,
+                           seed=seed, evals_per_epoch=evals_per_epoch, max_steps=max_steps, max_len=max_len, pooling=pooling,
+                           batching=batching, ties=ties)
+    except FieldError as exc:
+        raise InterpError(f"{options.option_name(exc.field)}: {exc}") from exc
+    if cfg.max_len > shape.positions:
+        raise InterpError(f"--max-len {cfg.max_len}: the base takes at most {shape.positions} tokens")
+    if not resume:
+        pairs = count_lines(data / "train.jsonl")
+        usable = pairs if train_limit is None else min(pairs, train_limit)
+        if usable < cfg.batch_size:
+            what = f"--train-limit {train_limit}" if train_limit is not None and train_limit < pairs else f"{data / 'train.jsonl'} ({pairs} pairs)"
+            raise InterpError(f"--batch-size {cfg.batch_size}: larger than the training set, {what}")
+    options.device(device.value)
     spec = RunSpec(name=name, method=config, data_dir=data, preset=preset, base=base, train_limit=train_limit, eval_limit=eval_limit)
     manifest = train_run(spec, cfg, runs_dir=runs_dir, device=device.value, resume=resume, progress=progress, num_processes=num_processes,
                          wait=wait)
@@ -115,6 +165,32 @@ def train(
     m = manifest["metrics"]
     typer.echo(f"{name}: best valid MRR {m['valid_mrr']:.4f} at step {m['best_step']}, test MRR {m['test_mrr']:.4f} "
                f"(pooling {cfg.pooling}, ties {cfg.ties}) -> {runs_dir / name}")
+
+
+NAME_LIMIT = 100  # characters of a run name (a directory name, listed in tables and report pages)
+
+
+def check_name(name: str) -> str:
+    """--name: a plain directory name of at most NAME_LIMIT characters, not one reserved under runs/."""
+    from trainers.errors import InterpError
+    from trainers.training.runs import check_run_name
+
+    if len(name) > NAME_LIMIT:
+        raise InterpError(f"--name {name[:20]}...: {len(name)} characters, at most {NAME_LIMIT}")
+    try:
+        return check_run_name(name)
+    except InterpError as exc:
+        raise InterpError(f"--name: {exc}") from exc
+
+
+def count_lines(path: Path) -> int:
+    """Lines of a file, read in blocks without parsing: an upper bound on the pairs of a jsonl split."""
+    count, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
 
 
 def eval_(
@@ -132,9 +208,17 @@ def eval_(
     progress: options.Progress = True,
 ) -> None:
     """Re-evaluate a run's best delta on any split or AdvTest-format file (MRR, optional predictions)."""
+    from trainers.errors import InterpError
     from trainers.training.runs import find_run, writing_into
     from trainers.training.scoring import evaluate_run, write_predictions
 
+    options.existing_dir("--runs-dir", runs_dir)
+    if data is None and split not in options.SPLITS:
+        raise InterpError(f"--split {split}: should be one of {', '.join(options.SPLITS)}")
+    options.at_least("--top-k", top_k)
+    if predictions is not None:
+        predictions_target(predictions)
+    options.device(device.value)
     run = find_run(runs_dir, name)
     with writing_into(run, predictions):  # a file written into the run: not while a process trains it
         result = evaluate_run(run, data_file=data, split=split, ties=ties, device=device.value, progress=progress)
@@ -145,11 +229,53 @@ def eval_(
             typer.echo(f"predictions (top {top_k}) -> {predictions}")
 
 
+def predictions_target(path: Path) -> Path:
+    """--predictions: a new file in an existing directory, or a predictions file this command wrote before.
+
+    Anything else already there (a run's manifest, a data split, a directory) is refused, naming what it is.
+    """
+    import json
+
+    from trainers.errors import InterpError
+
+    if path.is_dir():
+        raise InterpError(f"--predictions {path}: is a directory; give a file name such as {path / 'predictions.jsonl'}")
+    if not path.parent.is_dir():
+        raise InterpError(f"--predictions {path}: no directory {path.parent} to write it in")
+    if not path.exists():
+        return path
+    if not path.is_file():
+        raise InterpError(f"--predictions {path}: exists and is not a regular file")
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    first = head.split(b"\n", 1)[0].strip()
+    if not first:
+        return path  # an empty file: nothing to lose
+    record = None
+    for text in (head, first):  # a whole JSON file (a manifest), else the first line of a jsonl file
+        try:
+            record = json.loads(text)
+            break
+        except ValueError:
+            continue
+    if isinstance(record, dict) and set(record) == {"url", "answers"}:
+        return path  # predictions written by `interp eval`: replaced
+    keys = set(record) if isinstance(record, dict) else set()
+    if "method" in keys or path.name == "manifest.json":
+        what = "a run's manifest" if "method" in keys else "a manifest"
+    elif keys & {"code", "code_tokens", "docstring", "docstring_tokens", "original_string"}:
+        what = "a data split"
+    else:
+        what = "a file that is not predictions"
+    raise InterpError(f"--predictions {path}: holds {what}, not predictions from `interp eval`; refusing to overwrite it")
+
+
 def runs(runs_dir: options.RunsDir = Path("runs")) -> None:
     """List the runs: method, trainable parameters, share of base, pooling, tie rule, valid and test MRR."""
     from trainers.errors import InterpError
     from trainers.training.runs import scan_runs
 
+    options.existing_dir("--runs-dir", runs_dir)
     rows = [("run", "preset", "method", "trainable", "share", "pooling", "ties", "valid MRR", "test MRR", "status")]
     found, damaged = scan_runs(runs_dir)
     for exc in damaged:  # listed, not fatal: the other runs are still shown (exit status 0)

@@ -8,11 +8,12 @@ lists them without touching a model). Layers are counted 1-based in specs, as th
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from trainers.errors import InterpError
+from trainers.errors import FieldError, InterpError
 
 # Where a method changes an encoder layer, in the Encoder's role names, with the words used in messages.
 ROLE_WORDS = {
@@ -34,20 +35,20 @@ def check_layers_spec(spec: str | None) -> None:
     if spec is None:
         return
     if not isinstance(spec, str):
-        raise ValueError(f"`layers` should be a string like {LAYERS_HELP}, got {spec!r}.")
+        raise FieldError("layers", f"`layers` should be a string like {LAYERS_HELP}, got {spec!r}.")
     text = spec.replace(" ", "")
     last = _LAST.fullmatch(text)
     if last:
         if int(last.group(1)) < 1:
-            raise ValueError(f"`layers` should name at least one layer, got {spec!r}.")
+            raise FieldError("layers", f"`layers` should name at least one layer, got {spec!r}.")
         return
     for item in text.split(","):
         match = _LAYER_ITEM.fullmatch(item)
         if not match:
-            raise ValueError(f"`layers` should look like {LAYERS_HELP}, got {spec!r}.")
+            raise FieldError("layers", f"`layers` should look like {LAYERS_HELP}, got {spec!r}.")
         first, end = int(match.group(1)), int(match.group(2) or match.group(1))
         if first < 1 or end < first:
-            raise ValueError(f"`layers` counts from 1 and ranges go upwards, got {spec!r}.")
+            raise FieldError("layers", f"`layers` counts from 1 and ranges go upwards, got {spec!r}.")
 
 
 def parse_layers(spec: str | None, depth: int) -> tuple[int, ...]:
@@ -86,24 +87,24 @@ def fixed_layers(spec: str | None) -> frozenset[int] | None:
 
 def positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` should be a positive integer, got {value!r}.")
+        raise FieldError(name, f"`{name}` should be a positive integer, got {value!r}.")
     return value
 
 
 def number_in(name: str, value: Any, low: float, high: float | None = None, *, low_open: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
         ok = value > low if low_open else value >= low
         ok = ok and (high is None or value < high)
     if not ok:
         bounds = f"{'>' if low_open else '>='} {low}" + ("" if high is None else f" and < {high}")
-        raise ValueError(f"`{name}` should be a number {bounds}, got {value!r}.")
+        raise FieldError(name, f"`{name}` should be a number {bounds}, got {value!r}.")
     return float(value)
 
 
 def one_of(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise ValueError(f"`{name}` should be one of {', '.join(map(repr, choices))}, got {value!r}.")
+        raise FieldError(name, f"`{name}` should be one of {', '.join(map(repr, choices))}, got {value!r}.")
     return value
 
 
@@ -124,10 +125,15 @@ class MethodConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MethodConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
+        fields = dataclasses.fields(cls)
+        names = {f.name for f in fields}
         unknown = sorted(set(data) - names - {"method"})
         if unknown:
-            raise ValueError(f"unknown field(s) for method {cls.method!r}: {', '.join(unknown)}")
+            raise FieldError(unknown[0], f"unknown field(s) for method {cls.method!r}: {', '.join(unknown)}")
+        required = [f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise FieldError(missing[0], f"method {cls.method!r} needs `{missing[0]}`")
         return cls(**{k: v for k, v in data.items() if k in names})
 
     # -- what subclasses describe ------------------------------------------------------------
@@ -141,6 +147,25 @@ class MethodConfig:
 
     def describe(self) -> str:
         raise NotImplementedError
+
+    def check_fits(self, shape) -> None:
+        """FieldError naming the field unless this method fits a base of `shape` (an encoder's
+        `BaseShape`: depth, hidden, ffn, positions). Checked before anything is allocated, so a
+        rank of 10^12 is refused instead of tried. Subclasses add their own sizes."""
+        try:
+            self.layer_indices(shape.depth)
+        except InterpError as exc:
+            raise FieldError("layers", str(exc)) from None
+
+    def with_layers(self, layers: str) -> MethodConfig:
+        """This method restricted to `layers` (a spec such as '5-6' or 'last:2').
+
+        A method already restricted to other layers is refused rather than silently widened.
+        """
+        own = getattr(self, "layers", None)
+        if own is not None and own.replace(" ", "") != str(layers).replace(" ", ""):
+            raise FieldError("layers", f"`layers` {layers!r}: {self.describe()} is already restricted to layers {own}.")
+        return dataclasses.replace(self, layers=layers)
 
     # -- shared ------------------------------------------------------------------------------
     def layer_indices(self, depth: int) -> tuple[int, ...]:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from trainers.encoders import DEFAULT_POOLING, check_pooling
-from trainers.errors import InterpError
+from trainers.errors import FieldError, InterpError
 from trainers.training.evaluate import DEFAULT_TIE_RULE, NonFiniteError, check_tie_rule
 from trainers.training.batching import BATCHINGS, Batch, Tokenized, embed_side, epoch_order, iterate_batches
 from trainers.training.distributed import check_batch_split, gather_codes
@@ -31,6 +31,9 @@ from trainers.training.distributed import check_batch_split, gather_codes
 # How training batches are made (recorded as `batching`; see `batching`): random (the default,
 # CodeXGLUE's random in-batch negatives, encoded in length-sorted micro-batches), bucketed
 # (length-matched negatives) or codexglue (random, padded to max_len in one pass).
+
+
+SEED_LIMIT = 2**63  # torch, random and numpy all take seeds below it
 
 
 @dataclass(frozen=True)
@@ -57,29 +60,31 @@ class TrainConfig:
         check_pooling(self.pooling)
         check_tie_rule(self.ties)
         if self.batching not in BATCHINGS:
-            raise InterpError(f"`batching` should be one of {', '.join(BATCHINGS)}, got {self.batching!r}.")
+            raise FieldError("batching", f"`batching` should be one of {', '.join(BATCHINGS)}, got {self.batching!r}.")
         for name in ("epochs", "batch_size", "seed", "evals_per_epoch", "max_steps", "max_len", "eval_batch_size"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise InterpError(f"`{name}` should be a whole number, got {value!r}.")
+                raise FieldError(name, f"`{name}` should be a whole number, got {value!r}.")
         for name in ("lr", "warmup_frac", "adam_eps", "weight_decay", "max_grad_norm"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise InterpError(f"`{name}` should be a finite number, got {value!r}.")
+                raise FieldError(name, f"`{name}` should be a finite number, got {value!r}.")
         for name in ("epochs", "batch_size", "evals_per_epoch", "max_len", "eval_batch_size"):
             if getattr(self, name) < 1:
-                raise InterpError(f"`{name}` should be at least 1, got {getattr(self, name)}.")
+                raise FieldError(name, f"`{name}` should be at least 1, got {getattr(self, name)}.")
         if self.batch_size < 2:
-            raise InterpError(f"`batch_size` should be at least 2 (in-batch negatives), got {self.batch_size}.")
+            raise FieldError("batch_size", f"`batch_size` should be at least 2 (in-batch negatives), got {self.batch_size}.")
         for name in ("lr", "adam_eps", "max_grad_norm"):
             if not getattr(self, name) > 0:
-                raise InterpError(f"`{name}` should be positive, got {getattr(self, name)}.")
+                raise FieldError(name, f"`{name}` should be positive, got {getattr(self, name)}.")
         if self.weight_decay < 0:
-            raise InterpError(f"`weight_decay` should be at least 0, got {self.weight_decay}.")
+            raise FieldError("weight_decay", f"`weight_decay` should be at least 0, got {self.weight_decay}.")
         if not 0 <= self.warmup_frac < 1:
-            raise InterpError(f"`warmup_frac` should be in [0, 1), got {self.warmup_frac}.")
+            raise FieldError("warmup_frac", f"`warmup_frac` should be in [0, 1), got {self.warmup_frac}.")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise FieldError("seed", f"`seed` should be from 0 to 2**63 - 1, got {self.seed}.")
         if self.max_steps is not None and self.max_steps < 1:
-            raise InterpError(f"`max_steps` should be at least 1, got {self.max_steps}.")
+            raise FieldError("max_steps", f"`max_steps` should be at least 1, got {self.max_steps}.")
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:

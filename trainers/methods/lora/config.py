@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from trainers.errors import FieldError
 from trainers.methods.base import MethodConfig, check_layers_spec, number_in, one_of, positive_int
 
 # rule -> what multiplies the low-rank product h W_down W_up
@@ -91,6 +92,12 @@ class LoraConfig(MethodConfig):
     def roles(self) -> tuple[str, ...]:
         return ("query", "value")
 
+    def check_fits(self, shape) -> None:
+        super().check_fits(shape)
+        if self.r > shape.hidden:
+            raise FieldError("r", f"`r` {self.r} is above the rank of the {shape.hidden}x{shape.hidden} query and value "
+                                  f"projections it adapts (at most {shape.hidden}).")
+
     def formula(self, hidden: int, depth: int) -> int:
         return 4 * self.r * hidden * len(self.layer_indices(depth))  # Table 4.2: 4rd per layer
 
@@ -131,7 +138,7 @@ def with_lora_scaling(config: MethodConfig, scaling: str) -> MethodConfig:
         return dataclasses.replace(config, scaling=scaling)
     parts = getattr(config, "parts", None)
     if parts is None or not any(isinstance(part, LoraConfig) for part in parts):
-        raise ValueError(f"`scaling` applies to LoRA only, and {config.describe()!r} has no LoRA part; got {scaling!r}.")
+        raise FieldError("scaling", f"`scaling` applies to LoRA only, and {config.describe()!r} has no LoRA part; got {scaling!r}.")
     return dataclasses.replace(config, parts=tuple(with_lora_scaling(p, scaling) if isinstance(p, LoraConfig) else p for p in parts))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trainers.errors import FieldError
 from trainers.methods.base import MethodConfig, check_layers_spec, one_of, positive_int
 
 INITS = ("vocab", "normal")
@@ -32,6 +33,12 @@ class PrefixConfig(MethodConfig):
 
     def roles(self) -> tuple[str, ...]:
         return ("self_attention",)
+
+    def check_fits(self, shape) -> None:
+        super().check_fits(shape)
+        if self.length > shape.positions:
+            raise FieldError("length", f"`length` {self.length} is longer than the longest input the encoder "
+                                       f"takes ({shape.positions} tokens).")
 
     def formula(self, hidden: int, depth: int) -> int:
         return 2 * self.length * hidden * len(self.layer_indices(depth))  # Table 4.2: 2ld per layer

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-from trainers.errors import InterpError
+from trainers.errors import FieldError, InterpError
 from trainers.methods.base import ROLE_WORDS, MethodConfig, check_layers_spec, fixed_layers, parse_layers
 
 
@@ -31,27 +31,27 @@ class UnionConfig(MethodConfig):
 
         check_layers_spec(self.layers)
         if isinstance(self.parts, (str, bytes, dict)) or not hasattr(self.parts, "__iter__"):
-            raise ValueError(f"`parts` should be a list of method configs, got {self.parts!r}.")
+            raise FieldError("parts", f"`parts` should be a list of method configs, got {self.parts!r}.")
         parts: list[MethodConfig] = []
         for part in self.parts:
             part = method_from_dict(part) if isinstance(part, dict) else part
             if not isinstance(part, MethodConfig):
-                raise ValueError(f"`parts` should hold method configs or their dicts, got {part!r}.")
+                raise FieldError("parts", f"`parts` should hold method configs or their dicts, got {part!r}.")
             parts.extend(part.parts if isinstance(part, UnionConfig) else [part])
         if len(parts) < 2:
-            raise ValueError(f"`parts` should hold at least two methods, got {len(parts)}.")
+            raise FieldError("parts", f"`parts` should hold at least two methods, got {len(parts)}.")
         for part in parts:
             if part.method == "full":
-                raise ValueError("`parts` cannot include full fine-tuning: it already trains every weight.")
+                raise FieldError("parts", "`parts` cannot include full fine-tuning: it already trains every weight.")
         if self.layers is not None:
             for i, part in enumerate(parts):
                 if part.layers not in (None, self.layers):
-                    raise ValueError(f"`layers` is {self.layers!r} but part {part.describe()!r} names layers {part.layers!r}.")
+                    raise FieldError("layers", f"`layers` is {self.layers!r} but part {part.describe()!r} names layers {part.layers!r}.")
                 parts[i] = dataclasses.replace(part, layers=self.layers)
         object.__setattr__(self, "parts", tuple(parts))
         clash = find_overlap(self.parts, depth=None)
         if clash:
-            raise ValueError(clash)
+            raise FieldError("parts", clash)
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "parts": [p.to_dict() for p in self.parts], "layers": self.layers}
@@ -70,6 +70,18 @@ class UnionConfig(MethodConfig):
             return " + ".join(part.describe() for part in self.parts)
         return " + ".join(dataclasses.replace(p, layers=None).describe() for p in self.parts) + self.layers_note()
 
+    def check_fits(self, shape) -> None:
+        for part in self.parts:
+            part.check_fits(shape)
+        self.check_depth(shape.depth)
+
+    def with_layers(self, layers: str) -> UnionConfig:
+        """Every part restricted to `layers` (each part answers for itself)."""
+        own = self.layers
+        if own is not None and own.replace(" ", "") != str(layers).replace(" ", ""):
+            raise FieldError("layers", f"`layers` {layers!r}: {self.describe()} is already restricted to layers {own}.")
+        return dataclasses.replace(self, layers=layers, parts=tuple(part.with_layers(layers) for part in self.parts))
+
     def layer_indices(self, depth: int) -> tuple[int, ...]:
         return tuple(sorted({i for part in self.parts for i in part.layer_indices(depth)}))
 
@@ -77,7 +89,7 @@ class UnionConfig(MethodConfig):
         """The overlap check for layers that depend on the depth; InterpError if two parts clash."""
         clash = find_overlap(self.parts, depth=depth)
         if clash:
-            raise InterpError(clash)
+            raise FieldError("layers", clash)
 
     def to_peft(self, encoder):
         from trainers.methods.union.model import UnionPeftConfig
