@@ -57,17 +57,28 @@ class Site:
     runs_dir: Path
     runs: list[Run] = field(default_factory=list)
     groups: list[Group] = field(default_factory=list)
-    analyses: dict[str, list[dict]] = field(default_factory=dict)  # kind -> saved results, sorted by name
+    analyses: dict[str, list[dict]] = field(default_factory=dict)  # kind -> saved results, sorted by file name
+    sources: dict[int, Path] = field(default_factory=dict)  # id() of a saved result -> the file it was read from
     studies: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
 
+def printable(text: str) -> str:
+    """`text` on one line, safe to print and to write as UTF-8: control characters (newlines, NUL),
+    undecodable bytes of a file name and lone surrogates escaped as Python writes them."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(text))
+
+
 def read_json(path: Path, problems: list[str]) -> Any | None:
+    """The JSON in `path`, or None with a problem listed: unreadable, not UTF-8, not JSON, nested too deeply."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        problems.append(f"{path}: {exc}")
-        return None
+    except json.JSONDecodeError as exc:
+        problems.append(f"{printable(str(path))}:{exc.lineno}: not valid JSON ({exc.msg})")
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: an integer of 5,000 digits
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else printable(str(exc))
+        problems.append(f"{printable(str(path))}: cannot be read ({reason})")
+    return None
 
 
 def collect(runs_dir: Path) -> Site:
@@ -84,13 +95,14 @@ def collect(runs_dir: Path) -> Site:
                 saved = read_json(path, site.problems)
                 if _valid_result(saved, kind, path, site.problems):
                     results.append(saved)
+                    site.sources[id(saved)] = path
             site.analyses[kind] = results
         for path in sorted((runs_dir / "study").glob("*/tables.json")):
             study = read_json(path, site.problems)
             if isinstance(study, dict) and study.get("kind") == "study" and isinstance(study.get("tables"), list):
                 site.studies.append(study)
             elif study is not None:
-                site.problems.append(f"{path}: not a study tables file (no kind 'study' with tables)")
+                site.problems.append(f"{printable(str(path))}: not a study tables file (no kind 'study' with tables)")
     else:
         site.analyses = {kind: [] for kind in ANALYSIS_KINDS}
     site.groups = group_runs(site.runs)
@@ -101,17 +113,42 @@ def _read_run(path: Path, problems: list[str]) -> Run | None:
     manifest = read_json(path / "manifest.json", problems)
     if not isinstance(manifest, dict) or "method" not in manifest:
         if manifest is not None:
-            problems.append(f"{path / 'manifest.json'}: not a run manifest (no 'method')")
+            problems.append(f"{printable(str(path / 'manifest.json'))}: not a run manifest (no 'method')")
+        return None
+    damage = _manifest_damage(manifest)
+    if damage is not None:
+        problems.append(f"{printable(str(path / 'manifest.json'))}: damaged run manifest ({damage})")
         return None
     curves = read_json(path / "curves.json", problems) if (path / "curves.json").is_file() else None
+    if curves is not None and not isinstance(curves, dict):
+        problems.append(f"{printable(str(path / 'curves.json'))}: not training curves (not an object)")
+        curves = None
     return Run(name=path.name, manifest=manifest, curves=curves, modules=_modules(path, problems))
+
+
+def _manifest_damage(manifest: dict) -> str | None:
+    """What in a run manifest has a shape the pages cannot show (None: nothing)."""
+    for key in ("method", "train", "data", "metrics", "parameters", "base"):
+        if key in manifest and not isinstance(manifest[key], dict):
+            return f"{key!r} is not an object"
+    if not isinstance(manifest.get("preset"), (str, type(None))):
+        return "'preset' is not a string"
+    for key, value in (manifest.get("metrics") or {}).items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"metrics.{printable(key)} is not a number"
+    if not all(isinstance(info, (dict, type(None))) for info in (manifest.get("data") or {}).values()):
+        return "a split of 'data' is not an object"
+    return None
 
 
 def _valid_result(saved: Any, kind: str, path: Path, problems: list[str]) -> bool:
     if saved is None:
         return False
     if not (isinstance(saved, dict) and saved.get("kind") == kind and isinstance(saved.get("result"), dict)):
-        problems.append(f"{path}: not an interp {kind} result")
+        problems.append(f"{printable(str(path))}: not an interp {kind} result")
+        return False
+    if not isinstance(saved.get("name"), str):
+        problems.append(f"{printable(str(path))}: not an interp {kind} result (its name is not a string)")
         return False
     return True
 
@@ -125,16 +162,20 @@ def _modules(path: Path, problems: list[str]) -> list[dict]:
         with weights.open("rb") as f:
             size = int.from_bytes(f.read(8), "little")
             header = json.loads(f.read(size))
-    except (OSError, ValueError) as exc:
-        problems.append(f"{weights}: unreadable safetensors header ({exc})")
+    except (OSError, ValueError, RecursionError) as exc:
+        problems.append(f"{printable(str(weights))}: unreadable safetensors header ({printable(str(exc))})")
         return []
     counts: dict[tuple[str, int | None], int] = {}
-    for name, info in header.items():
+    for name, info in (header.items() if isinstance(header, dict) else [("", None)]):
         if name == "__metadata__" or ".kv_prefix_init_" in name:  # a prefix's initial values, kept beside it, not trained
             continue
+        shape = info.get("shape", []) if isinstance(info, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            problems.append(f"{printable(str(weights))}: unreadable safetensors header (no shape for {printable(name)!r})")
+            return []
         module, layer = module_of(name)
         numel = 1
-        for dim in info.get("shape", []):
+        for dim in shape:
             numel *= dim
         counts[(module, layer)] = counts.get((module, layer), 0) + numel
     return [{"module": m, "layer": layer, "parameters": n} for (m, layer), n in

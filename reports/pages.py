@@ -6,6 +6,7 @@ site's root; `root` in a context leads back to it ("" or "../").
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from importlib import resources
@@ -25,9 +26,21 @@ COMMANDS = {
 }
 
 
+MAX_NAME_BYTES = 160  # of a page's name: room for '.a.query.html' within a file system's 255
+
+
 def file_name(name: str) -> str:
-    """A result or run name as one path segment (names are file names already; keep them so)."""
-    return name.replace("/", "_").replace("\\", "_")
+    """A result or run name as one path segment (names are file names already; keep them so).
+
+    Separators and characters a file name cannot or should not hold (NUL, newlines, other control
+    characters, lone surrogates) become '_'; a name too long for a file system is cut and given a
+    short hash of the whole name, so that two long names stay two pages.
+    """
+    safe = "".join("_" if c in "/\\" or not c.isprintable() else c for c in str(name))
+    if len(safe.encode("utf-8")) > MAX_NAME_BYTES:
+        digest = hashlib.sha256(str(name).encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        safe = safe.encode("utf-8")[: MAX_NAME_BYTES - 13].decode("utf-8", "ignore") + "-" + digest
+    return safe
 
 
 def href(kind: str, name: str) -> str:

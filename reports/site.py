@@ -22,7 +22,7 @@ from markupsafe import Markup, escape
 
 from reports import analysis_pages, pages
 from reports.atomic import atomic_dir
-from reports.collect import Site, collect
+from reports.collect import Site, collect, group_runs, printable
 
 ANALYSIS_PAGES = {
     "attn-diff": analysis_pages.attn_diff_pages,
@@ -45,8 +45,7 @@ def build_report(*, runs_dir: Path, out: Path | None = None) -> Report:
     """Render everything under `runs_dir` into `out` (default RUNS_DIR/report); returns its index."""
     out = Path(out) if out is not None else Path(runs_dir) / "report"
     site = collect(Path(runs_dir))
-    env = environment()
-    rendered = {path: _render(env, template, context, site) for path, template, context in all_pages(site)}
+    rendered = render(site)
     with atomic_dir(out) as tmp:
         write_assets(tmp / "assets")
         for path, text in sorted(rendered.items()):
@@ -56,22 +55,56 @@ def build_report(*, runs_dir: Path, out: Path | None = None) -> Report:
     return Report(index=out / "index.html", pages=len(rendered), problems=site.problems)
 
 
-def all_pages(site: Site) -> list[pages.Page]:
-    """Analyses first: a result that cannot be rendered is dropped (and listed) before the index and
-    the run pages link to it."""
-    analysis: list[pages.Page] = []
+# What a saved result of another shape than the pages expect raises while its pages are made:
+# missing fields, a list where an object was, text where a number was, a template's undefined.
+DAMAGED = (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError, jinja2.TemplateError)
+
+
+def render(site: Site) -> dict[str, str]:
+    """Every page's path and HTML. Analyses, studies and runs first, each on its own: one that cannot
+    be rendered is dropped and listed in `site.problems` before the index and the run pages link to it."""
+    env = environment()
+    done: dict[str, str] = {}
+
+    def attempt(make, source: str, names: set[str] | None = None) -> bool:
+        try:
+            texts = {path: _render(env, template, context, site) for path, template, context in make()}
+            for path, text in texts.items():  # lone surrogates ("\ud800" in the JSON) cannot be written as UTF-8
+                path.encode("utf-8"), text.encode("utf-8")
+        except DAMAGED as exc:
+            site.problems.append(f"{source}: cannot render ({type(exc).__name__}: {printable(str(exc))[:300]})")
+            return False
+        clash = sorted(set(texts) & set(done))
+        if clash:
+            site.problems.append(f"{source}: not rendered: its page {printable(clash[0])} is another result's "
+                                 "(two names that differ only in characters a file name cannot hold)")
+            return False
+        done.update(texts)
+        return True
+
     for kind, results in site.analyses.items():
-        rendered = []
-        for saved in results:
-            try:
-                analysis += ANALYSIS_PAGES[kind](saved)
-                rendered.append(saved)
-            except (KeyError, IndexError, TypeError, ValueError) as exc:  # missing fields, or another shape
-                site.problems.append(f"{site.runs_dir / 'analyses' / kind / saved['name']}.json: cannot render "
-                                     f"({type(exc).__name__}: {exc})")
-        site.analyses[kind] = rendered
-    return ([pages.index_page(site)] + [pages.run_page(run, site) for run in site.runs]
-            + [pages.study_page(study) for study in site.studies] + analysis)
+        site.analyses[kind] = [saved for saved in results if attempt(
+            lambda: _analysis_pages(kind, saved), printable(str(site.sources.get(id(saved), saved["name"]))))]
+    site.studies = [study for study in site.studies if attempt(
+        lambda: [pages.study_page(study)], f"{printable(str(site.runs_dir))}/study/{printable(str(study.get('grid')))}/tables.json")]
+    site.runs = [run for run in site.runs if attempt(
+        lambda: [pages.run_page(run, site)], printable(str(site.runs_dir / run.name / "manifest.json")))]
+    site.groups = group_runs(site.runs)
+    path, template, context = pages.index_page(site)
+    done[path] = _render(env, template, context, site)
+    return done
+
+
+def _analysis_pages(kind: str, saved: dict) -> list[pages.Page]:
+    """A result's own pages, and a dry run of what the index and the run pages take from it."""
+    made = ANALYSIS_PAGES[kind](saved)
+    pages.analysis_summary(kind, saved["result"])
+    if kind == "ablate":
+        pages.ablation_plot(saved["result"], "check")
+    if kind == "anatomy":
+        for entry in saved["result"].get("runs", []):
+            pages.anatomy_run_plot(entry, "check")
+    return made
 
 
 def _render(env: jinja2.Environment, template: str, context: dict, site: Site) -> str:

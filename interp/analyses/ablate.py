@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from interp.analyses.base import resolve_runs, save_result
+from interp.analyses.checks import at_least, check_device
 from interp.analyses.compare import data_label
 from interp.analyses.ranks import load_model, max_len_of, resolve_data
 from trainers import methods
@@ -176,6 +177,8 @@ def run_ablate(*, runs_dir: Path, name: str, layers: str | None = None, mode: st
     """Ablate run `name` on a split or file and save runs/analyses/ablate/<name>.<setting>.json."""
     if mode not in MODES:
         raise InterpError(f"--mode should be one of {', '.join(MODES)}, got {mode!r}")
+    check_device(device)
+    at_least("--limit", limit, 1)
     (ref,) = resolve_runs(Path(runs_dir), [name])
     if ref.is_base:
         raise InterpError("'base' carries no delta to switch off; name a trained run")

@@ -64,6 +64,7 @@ import torch
 
 from interp.analyses.anatomy_null import OverlapNull, SeedNull, p_floor, pairs, seed_groups, seed_of, side_null
 from interp.analyses.base import resolve_runs, save_result
+from interp.analyses.checks import at_least
 from interp.analyses.ranks import load_model
 from trainers.errors import InterpError
 
@@ -393,6 +394,9 @@ def run_anatomy(*, runs_dir: Path, names: list[str], top: int = TOP, k: int = OV
 
     if not 1 <= len(names) <= 2:
         raise InterpError(f"anatomy takes one or two runs, got {len(names)}")
+    at_least("--top", top, 1)
+    at_least("--k", k, 1)
+    at_least("--vectors", vectors, 0)
     refs = resolve_runs(Path(runs_dir), names)
     for ref in refs:
         if ref.is_base:

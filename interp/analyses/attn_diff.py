@@ -60,7 +60,8 @@ from interp.analyses.attention import capture_attention, entropy, jensen_shannon
 from interp.analyses.attn_result import (DEFINITIONS, FULL_CAP, FULL_DECIMALS, MIN_TOKEN_COUNT, AttnDiffResult,
                                          ExampleAttention, ExampleSide, HeadNull, SeedNull, SeedNullSide, SideStats,
                                          TokenChange)
-from interp.analyses.base import save_result
+from interp.analyses.base import depth_of, save_result
+from interp.analyses.checks import at_least, check_device, check_layer
 from interp.analyses.compare import data_label
 from interp.analyses.ranks import load_model, max_len_of, pooling_of, resolve_data
 from interp.analyses.seeds import ALPHA, PERMUTATION_SEED, benjamini_hochberg, null_note, permutation_test, resolve_sides, run_pairs
@@ -339,7 +340,11 @@ def run_attn_diff(*, runs_dir: Path, a: str, b: str, seeds: bool = False, split:
     each standing for every run of that preset in `runs_dir`.
     """
     sides = sides_of(side)
+    check_device(device)
+    at_least("--batch-size", batch_size, 1)
+    at_least("--limit", limit, 1)
     side_a, side_b, refs = resolve_sides(Path(runs_dir), a, b, seeds=seeds)
+    check_layer("--layer", layer, depth_of(refs))
     data = resolve_data(refs, split=split, data_file=data_file, limit=limit)
     AttnDiff.find(data.examples, example)  # a bad --example fails before any model loads
     trained = [r for r in refs if not r.is_base]

@@ -60,11 +60,13 @@ from torch import nn
 from interp.analyses.attribute_references import (DEFAULT_OTHERS, DEFAULT_REFERENCE, REFERENCES, OtherPair, Side, read_side,
                                                   references)
 from interp.analyses.base import resolve_runs, save_result
+from interp.analyses.checks import at_least, at_most
 from interp.analyses.ranks import base_pooling, load_model, max_len_of, pooling_of, resolve_data
 from trainers.encoders import DEFAULT_POOLING, check_pooling
 from trainers.errors import InterpError
 
 MODES = ("joint", "sides")
+MAX_STEPS = 10_000  # integration points per path: far past where the convergence delta stops shrinking
 
 
 @dataclass(frozen=True)
@@ -300,13 +302,12 @@ def run_attribute(*, runs_dir: Path, name: str, example: int | None = None, quer
         raise InterpError(f"--mode should be one of {', '.join(MODES)}, got {mode!r}")
     if reference not in REFERENCES:
         raise InterpError(f"--reference should be one of {', '.join(REFERENCES)}, got {reference!r}")
-    if steps < 2:
-        raise InterpError(f"--steps should be at least 2, got {steps}")
-    if reference == "others" and others < 1:
-        raise InterpError(f"--others should be at least 1, got {others}")
+    at_least("--steps", steps, 2)
+    at_most("--steps", steps, MAX_STEPS, "Gauss-Legendre points per path; 50 already give a small convergence delta")
+    at_least("--others", others, 1)
     if baseline == name:
         raise InterpError(f"--baseline {baseline} is the run itself; the score difference would be zero")
-    refs = resolve_runs(Path(runs_dir), [name] + ([baseline] if baseline else []))
+    refs = resolve_runs(Path(runs_dir), [name] + ([baseline] if baseline is not None else []))
     if reference == "others" and data_file is None and all(r.is_base for r in refs):
         raise InterpError("--reference others takes its references from a split: with only 'base', give --data FILE "
                           "(or --reference pad)")
@@ -325,14 +326,14 @@ def run_attribute(*, runs_dir: Path, name: str, example: int | None = None, quer
     trained = [r for r in refs if not r.is_base]
     poolings = [pooling_of(r, base_pooling(refs)) for r in refs]  # each as trained; the base as the run beside it
     encoder, model = load_model(refs[0])
-    other = load_model(refs[1]) if baseline else None
+    other = load_model(refs[1]) if baseline is not None else None
     max_len = max_len_of(trained[0] if trained else refs[0], encoder)  # the run's truncation, also for the base
     attribution = Attribution(encoder, model, baseline=other, max_len=max_len, pooling=poolings[0],
-                              baseline_pooling=poolings[1] if baseline else None)
+                              baseline_pooling=poolings[1] if baseline is not None else None)
     result = attribution.compute(query=query_text, code=code_text, steps=steps, mode=mode, example=example,
                                  reference=reference, others=data.examples if reference == "others" else None, count=others,
                                  names=(name, baseline))
-    stem = (name + (f"-vs-{baseline}" if baseline else "") + f".{label}" + ("" if mode == "joint" else f".{mode}")
+    stem = (name + (f"-vs-{baseline}" if baseline is not None else "") + f".{label}" + ("" if mode == "joint" else f".{mode}")
             + ("" if reference == DEFAULT_REFERENCE else f".{reference}"))
     inputs = {"runs": [r.fingerprint() for r in refs], "data": data_inputs, "steps": steps, "mode": mode, "max_len": max_len,
               "reference": reference, "others": others if reference == "others" else None, "pooling": poolings}

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from interp.analyses.checks import check_result_target, check_runs_dir
 from trainers.errors import InterpError
 from trainers.io import write_json
 from trainers.training.runs import RunInfo, code_version, find_run, list_runs, package_versions
@@ -53,7 +54,8 @@ def delta_fingerprint(path: Path) -> str:
 
 def resolve_runs(runs_dir: Path, names: list[str]) -> list[RunRef]:
     """Resolve run names; `base` takes the base of the other runs. All must share one base."""
-    runs = {n: find_run(runs_dir, n) for n in names if n != BASE}
+    check_runs_dir(runs_dir)
+    runs = {n: _find(runs_dir, n) for n in names if n != BASE}
     bases = {n: r.manifest["base"] for n, r in runs.items()}
     if not bases:
         known = [r.name for r in list_runs(runs_dir)]
@@ -68,6 +70,20 @@ def resolve_runs(runs_dir: Path, names: list[str]) -> list[RunRef]:
     return [RunRef(n, runs.get(n), base) for n in names]
 
 
+def depth_of(refs: list[RunRef]) -> int | None:
+    """The base encoder's number of layers as the manifests record it (None where they do not say)."""
+    depth = refs[0].base.get("layers") if refs else None
+    return depth if isinstance(depth, int) and not isinstance(depth, bool) else None
+
+
+def _find(runs_dir: Path, name: str) -> RunInfo:
+    try:
+        return find_run(runs_dir, name)
+    except OSError as exc:  # a name too long for the file system, a folder that cannot be read
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        raise InterpError(f"run {shown!r}: cannot be looked up in {runs_dir} ({exc.strerror or exc})") from None
+
+
 def _plain(obj: Any) -> Any:
     if is_dataclass(obj):
         return asdict(obj)
@@ -79,8 +95,13 @@ def result_path(runs_dir: Path, kind: str, name: str) -> Path:
 
 
 def save_result(runs_dir: Path, kind: str, name: str, result: Any, inputs: dict) -> Path:
-    """Write an analysis result atomically to runs/analyses/<kind>/<name>.json."""
+    """Write an analysis result atomically to runs/analyses/<kind>/<name>.json.
+
+    InterpError, with nothing written, when that path holds anything but an earlier `kind` result
+    or cannot be written (the message names the path and why).
+    """
     path = result_path(runs_dir, kind, name)
+    check_result_target(path, kind)
     payload = {
         "kind": kind,
         "name": name,
@@ -89,5 +110,8 @@ def save_result(runs_dir: Path, kind: str, name: str, result: Any, inputs: dict)
         "versions": package_versions(),
         "code_version": code_version(),
     }
-    write_json(path, payload)
+    try:
+        write_json(path, payload)
+    except OSError as exc:  # no space, no permission, a file where a folder should be, a name too long
+        raise InterpError(f"{path}: cannot write the {kind} result ({exc.strerror or exc}); nothing was written") from None
     return path

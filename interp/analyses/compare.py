@@ -45,7 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-from interp.analyses.base import RunRef, resolve_runs, save_result
+from interp.analyses.base import RunRef, resolve_runs, result_path, save_result
+from interp.analyses.checks import at_least, at_most, check_result_target, check_split, distinct
 from interp.analyses.ranks import DataRef, base_pooling, max_len_of, ranks, resolve_data
 from interp.analyses.stats import (Interval, RandomisationTest, Wilcoxon, hierarchical_interval, holm, paired_bca_interval,
                                    relabel_test, sign_flip_test, wilcoxon_paired)
@@ -129,6 +130,7 @@ def load_rank_table(runs_dir: Path, names: list[str], *, split: str = "test", da
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise InterpError(f"run {repeated[0]!r} is named twice")
+    check_split(split, data_file)
     refs = resolve_runs(Path(runs_dir), names)
     if data_file is None:
         check_same_split(refs, split)
@@ -305,12 +307,29 @@ class Compare:
                     b_better=int((d > 0).sum()), a_better=int((d < 0).sum()), same=int((d == 0).sum()))
 
 
+MIN_BOOTSTRAP = 40  # resamples: with fewer, 2.5% of them is less than one draw, so a 95% interval has no ends
+
+
 def run_compare(*, runs_dir: Path, names: list[str], split: str = "test", data_file: Path | None = None,
                 limit: int | None = None, bootstrap: int = 10_000, permutations: int = 10_000, seed: int = 0,
                 progress: bool = True) -> tuple[CompareResult, Path]:
     """Compare runs on one split or file and save runs/analyses/compare/<name>.json."""
     if len(names) < 2:
         raise InterpError("compare needs at least two runs")
+    at_least("--bootstrap", bootstrap, MIN_BOOTSTRAP)
+    at_least("--permutations", permutations, 1)
+    at_least("--seed", seed, 0)
+    at_most("--seed", seed, 2**64 - 1, "a 64-bit seed")
+    check_split(split, data_file)
+    at_least("--limit", limit, 1)
+    distinct("compare", names)
+    refs = resolve_runs(Path(runs_dir), names)
+    groups, _ = group_runs(refs)
+    label = data_label(split, data_file, limit)
+    if len(groups) < 2:
+        groups = [GroupSpec(r.name, [r.name], []) for r in refs]
+    name = "-vs-".join(g.name.replace(" (pooled)", "") for g in groups) + label
+    check_result_target(result_path(Path(runs_dir), "compare", name), "compare")  # before any rank is computed
     table = load_rank_table(runs_dir, names, split=split, data_file=data_file, limit=limit, progress=progress)
     groups, notes = group_runs(table.refs)
     if len(groups) < 2:  # only seeds of one preset: compare the seeds with each other instead
@@ -319,6 +338,5 @@ def run_compare(*, runs_dir: Path, names: list[str], split: str = "test", data_f
     if table.base is not None:
         notes.append(f"base scored at max_len {table.base.max_len} with {table.base.pooling} pooling, as the runs were trained")
     result = Compare(table.ranks, groups, notes, table.base, table.ties).compute(bootstrap=bootstrap, permutations=permutations, seed=seed)
-    name = "-vs-".join(g.name.replace(" (pooled)", "") for g in groups) + table.label
     inputs = table.inputs() | {"bootstrap": bootstrap, "permutations": permutations, "seed": seed}
     return result, save_result(Path(runs_dir), "compare", name, result, inputs)

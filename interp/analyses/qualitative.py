@@ -55,8 +55,9 @@ from pathlib import Path
 
 import numpy as np
 
-from interp.analyses.base import save_result
-from interp.analyses.compare import BaseScoring, load_rank_table
+from interp.analyses.base import resolve_runs, result_path, save_result
+from interp.analyses.checks import at_least, check_result_target, distinct
+from interp.analyses.compare import BaseScoring, data_label, load_rank_table
 from interp.analyses.ranks import max_len_of
 from interp.analyses.stats import MannWhitney, Summary, holm, mann_whitney, summary
 from trainers.errors import InterpError
@@ -228,10 +229,17 @@ def run_qualitative(*, runs_dir: Path, runs: Sequence[str] | None = None, baseli
     """Easy/hard (and fixed/regressed) examples of some runs; saves runs/analyses/qualitative/<name>.json."""
     if (baseline is None) != (candidate is None):
         raise InterpError("give both --baseline and --candidate, or neither")
+    if baseline is not None and baseline == candidate:
+        raise InterpError(f"--baseline and --candidate: run {baseline!r} is named twice; fixed and regressed need two different runs")
+    distinct("--runs", list(runs or []))
+    at_least("--samples", samples, 0)
     set_runs = list(runs) if runs else [n for n in (baseline, candidate) if n is not None]
     if not set_runs:
         raise InterpError("give --runs, or --baseline and --candidate")
     names = list(dict.fromkeys(set_runs + [n for n in (baseline, candidate) if n is not None]))
+    resolve_runs(Path(runs_dir), names)  # unknown names first
+    name = result_name(set_runs, baseline, candidate) + data_label(split, data_file, limit)
+    check_result_target(result_path(Path(runs_dir), "qualitative", name), "qualitative")  # before any rank is computed
     table = load_rank_table(Path(runs_dir), names, split=split, data_file=data_file, limit=limit, progress=progress)
     source = table.refs[0].base["source"]
     trained = [max_len_of(r) for r in table.refs if not r.is_base]  # 'base' is scored at the runs' length
@@ -240,4 +248,4 @@ def run_qualitative(*, runs_dir: Path, runs: Sequence[str] | None = None, baseli
                            baseline=baseline, candidate=candidate, max_len=max_len, base=table.base, ties=table.ties)
     result = analysis.compute(samples=samples)
     inputs = table.inputs() | {"tokenizer": source, "samples": samples}
-    return result, save_result(Path(runs_dir), "qualitative", result_name(set_runs, baseline, candidate) + table.label, result, inputs)
+    return result, save_result(Path(runs_dir), "qualitative", name, result, inputs)

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interp.analyses.base import RunRef
+from interp.analyses.checks import at_least, check_split
 from trainers.data import Example, fingerprint, load_split, read_split
 from trainers.encoders import DEFAULT_POOLING, check_pooling, load_encoder
-from trainers.errors import InterpError
+from trainers.errors import DataError, InterpError
 from trainers.training.evaluate import DEFAULT_TIE_RULE, check_tie_rule
 from trainers.training.splits import EVAL_SUBSET_SEED, split_fingerprint, subset
 from trainers.training.scoring import evaluate_examples, load_run_model, run_data_dir
@@ -38,8 +39,12 @@ class DataRef:
 
 def resolve_data(refs: list[RunRef], *, split: str = "test", data_file: Path | None = None, limit: int | None = None) -> DataRef:
     """`--data FILE`, or `--split` of the data the (first non-base) run was trained on."""
+    check_split(split, data_file)
+    at_least("--limit", limit, 1)
     if data_file is not None:
         file = Path(data_file)
+        if not file.is_file():
+            raise InterpError(f"--data {file}: {'not a file' if file.exists() else 'no such file'}")
         examples = read_split(file)
     else:
         runs = [r.run for r in refs if r.run is not None]
@@ -47,12 +52,40 @@ def resolve_data(refs: list[RunRef], *, split: str = "test", data_file: Path | N
             raise InterpError("with only 'base', give --data FILE: there is no run to take the data from")
         data_dir = run_data_dir(runs[0])
         file = data_dir / f"{split}.jsonl"
+        if not file.is_file():
+            raise InterpError(f"{file}: no such file; run {runs[0].name!r} was trained on data that is no longer there "
+                              "(give --data FILE, or rebuild the data where it was)")
         examples = load_split(data_dir, split)
+    if not examples:
+        raise InterpError(f"{file}: no examples to analyse")
     if limit is not None:
-        if limit < 1:
-            raise InterpError(f"--limit should be at least 1, got {limit}")
         examples = subset(examples, limit, EVAL_SUBSET_SEED)  # the same sample a run's --eval-limit takes
     return DataRef(file.resolve(), examples, split_fingerprint(fingerprint(file), examples))
+
+
+def read_saved_ranks(path: Path) -> dict:
+    """A run's ranks.json: {"fingerprint": str, "ties": str (optional), "ranks": {idx: rank >= 1}}; DataError if damaged."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"not valid JSON ({exc.msg}); the run's ranks are damaged", exc.lineno) from None
+    except UnicodeDecodeError:
+        raise DataError(path, "not UTF-8 text; the run's ranks are damaged") from None
+    except RecursionError:
+        raise DataError(path, "nested too deeply to be a run's ranks") from None
+    except OSError as exc:
+        raise DataError(path, f"cannot be read ({exc.strerror})") from None
+    if not isinstance(saved, dict):
+        raise DataError(path, f"a JSON {type(saved).__name__}, not an object with 'fingerprint' and 'ranks'")
+    for key, kind in (("fingerprint", str), ("ranks", dict)):
+        if not isinstance(saved.get(key), kind):
+            raise DataError(path, f"{key!r} is {'missing' if key not in saved else 'not a ' + kind.__name__}; the run's ranks are damaged")
+    if "ties" in saved and not isinstance(saved["ties"], str):
+        raise DataError(path, "'ties' is not a string; the run's ranks are damaged")
+    bad = next(((k, v) for k, v in saved["ranks"].items() if isinstance(v, bool) or not isinstance(v, int) or v < 1), None)
+    if bad is not None:
+        raise DataError(path, f"rank of idx {bad[0]} is {bad[1]!r}, not a whole number >= 1; the run's ranks are damaged")
+    return saved
 
 
 def load_model(ref: RunRef):
@@ -103,10 +136,14 @@ def ranks(ref: RunRef, data: DataRef, *, max_len: int = 256, pooling: str = DEFA
     check_tie_rule(ties)
     check_pooling(pooling)
     if ref.run is not None and (ref.run.path / "ranks.json").is_file():
-        saved = json.loads((ref.run.path / "ranks.json").read_text())
+        saved = read_saved_ranks(ref.run.path / "ranks.json")
         wanted = [str(e.idx) for e in data.examples]
         saved_ties = saved.get("ties", ref.run.train_config.ties)  # before it was written there: the run's own rule
         if saved["fingerprint"] == data.fingerprint and saved_ties == ties:
+            missing = [k for k in wanted if k not in saved["ranks"]]
+            if missing:
+                raise DataError(ref.run.path / "ranks.json", f"no rank for idx {missing[0]} (and {len(missing) - 1} more) "
+                                f"although its fingerprint is that of these {len(wanted)} examples; the file is damaged")
             return {k: saved["ranks"][k] for k in wanted}
     encoder, model = load_model(ref)
     result = evaluate_examples(encoder, model, data.examples, max_len=max_len_of(ref, encoder, max_len),

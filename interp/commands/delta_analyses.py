@@ -144,7 +144,9 @@ def attribute(
     above the score of a reference: by default other examples of the split, whose mean score is the
     neutral level a rank is measured against. Prints the reference score and the convergence delta."""
     from interp.analyses.attribute import run_attribute
+    from interp.analyses.checks import at_least
 
+    at_least("--show", show, 0)
     result, path = run_attribute(runs_dir=runs_dir, name=run, example=example, query=query, code_file=code,
                                  baseline=baseline, split=split, data_file=data, steps=steps, mode=mode.value,
                                  reference=reference.value, others=others)

@@ -21,18 +21,24 @@ def report(
     The site needs no network: plotly, d3 and jQuery are copied into OUT/assets. Sections with no
     results yet say how to make them. Files that cannot be read are listed on the index page.
     """
-    from reports import build_report
+    from reports import build_report, target
+    from reports.collect import printable
     from trainers.errors import InterpError
 
     if not runs_dir.is_dir():
-        raise InterpError(f"--runs-dir {runs_dir}: no such directory (train a run first: interp train --name NAME --preset lora64)")
-    if out is not None and out.exists() and not out.is_dir():
-        raise InterpError(f"--out {out}: exists and is not a directory")
-    if out is not None and out.is_dir() and any(out.iterdir()) and not (out / "index.html").is_file():
-        raise InterpError(f"--out {out}: a non-empty directory that is not a report; it would be replaced, so choose another")
-    built = build_report(runs_dir=runs_dir, out=out)
+        what = "not a directory" if runs_dir.exists() else "no such directory"
+        raise InterpError(f"--runs-dir {runs_dir}: {what} (train a run first: interp train --name NAME --preset lora64)")
+    where = out if out is not None else runs_dir / "report"
+    problem = target.problem(where, runs_dir)
+    if problem is not None:
+        raise InterpError(f"{'--out' if out is not None else 'the default --out'} {printable(str(where))}: {problem}")
+    try:
+        built = build_report(runs_dir=runs_dir, out=out)
+    except OSError as exc:  # a full disk, a permission, a name the file system refuses
+        raise InterpError(f"--out {printable(str(where))}: cannot write the site ({exc.strerror or exc}); "
+                          "the previous site, if there was one, is kept as it was") from None
     for problem in built.problems:
-        typer.echo(f"warning: skipped {problem}", err=True)
+        typer.echo(f"warning: skipped {printable(problem)}", err=True)
     typer.echo(f"report: {built.pages} pages -> {built.index}")
     if open_:
         webbrowser.open(built.index.resolve().as_uri())

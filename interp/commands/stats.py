@@ -19,7 +19,8 @@ Limit = Annotated[int | None, typer.Option("--limit", help="Only this many examp
 
 
 def _names(value: str | None) -> list[str]:
-    return [n.strip() for n in value.split(",") if n.strip()] if value else []
+    """'a, b' -> ['a', 'b']; an empty name stays, for the library to refuse ('a,,b')."""
+    return [n.strip() for n in value.split(",")] if value else []
 
 
 def _num(value: float | None, fmt: str = ".2f") -> str:

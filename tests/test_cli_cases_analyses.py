@@ -1,0 +1,531 @@
+"""The analysis commands and the report refuse bad input as the README promises (issue 12).
+
+attn-diff, ablate, anatomy, attribute, qualitative, compare and report, each given bad values,
+damaged inputs and output paths that hold something else: exit status 2, one `error:` line
+naming the option, file or line at fault, no traceback, and nothing on disk changed
+(`helpers.check_refused`). Almost every case is refused before a model loads. Then the report
+given damaged or hostile analysis files: it lists them and renders the rest.
+
+    OMP_NUM_THREADS=1 python -m pytest -q -p no:cacheprovider tests/test_cli_cases_analyses.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from urllib.parse import quote
+from types import SimpleNamespace
+
+import pytest
+import torch
+from markupsafe import escape
+
+from helpers import EXAMPLES, check_refused, invoke, snapshot
+from reports.pages import file_name
+
+R = ["--runs-dir", "{runs}"]
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="refused only where there is no CUDA device")
+
+
+@pytest.fixture(scope="module")
+def world(cli_world, tmp_path_factory):
+    """cli_world's runs copied beside damaged copies of them and odd files; cases may only read it.
+
+    runs/          lora, adapter, and copies of lora whose ranks.json is damaged (lora-<damage>)
+    bad-manifest/  a run whose manifest is truncated; no-data/: a run whose data was moved away
+    files/         code files, data files (good and damaged), a directory, a plain text file
+    """
+    root = tmp_path_factory.mktemp("analyses-cases")
+    runs = root / "runs"
+    shutil.copytree(cli_world.runs, runs)
+    ranks = (runs / "lora" / "ranks.json").read_text()
+    damages = {
+        "trunc": ranks[: len(ranks) // 2],
+        "notjson": "ranks\n",
+        "empty": "",
+        "list": "[1, 2, 3]\n",
+        "nokeys": "{}\n",
+        "noranks": json.dumps({k: v for k, v in json.loads(ranks).items() if k != "ranks"}),
+        "badrank": json.dumps(json.loads(ranks) | {"ranks": {k: "first" for k in json.loads(ranks)["ranks"]}}),
+        "fewranks": json.dumps(json.loads(ranks) | {"ranks": {}}),
+        "binary": "\udcff",
+    }
+    for damage, text in damages.items():
+        shutil.copytree(runs / "lora", runs / f"lora-{damage}")
+        (runs / f"lora-{damage}" / "ranks.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+    (runs / "analyses" / "compare").mkdir(parents=True)
+    (runs / "analyses" / "compare" / "lora-vs-adapter.json").mkdir()  # a directory where compare's result goes
+    (runs / "analyses" / "qualitative").mkdir(parents=True)
+    (runs / "analyses" / "qualitative" / "lora+adapter.json").write_text('{"mine": "notes"}\n')  # not a result
+    (runs / "analyses" / "anatomy").mkdir(parents=True)
+    (runs / "analyses" / "anatomy" / "adapter.json").write_text('{"kind": "anatomy", "name": "adap')  # truncated
+
+    bad_manifest = root / "bad-manifest"
+    shutil.copytree(cli_world.runs / "lora", bad_manifest / "lora")
+    text = (bad_manifest / "lora" / "manifest.json").read_text()
+    (bad_manifest / "lora" / "manifest.json").write_text(text[: len(text) // 2])
+    no_data = root / "no-data"
+    shutil.copytree(cli_world.runs / "lora", no_data / "lora")
+    manifest = json.loads((no_data / "lora" / "manifest.json").read_text())
+    for info in manifest["data"].values():
+        if isinstance(info, dict) and "file" in info:
+            info["file"] = str(root / "moved" / Path(info["file"]).name)
+    (no_data / "lora" / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+    files = root / "files"
+    files.mkdir()
+    (files / "code.py").write_text("def add(a, b):\n    return a + b\n")
+    (files / "empty.py").write_text("")
+    (files / "binary.py").write_bytes(b"\xff\xfe\x00def")
+    (files / "broken.py").write_text("def f(:\n  '''\n")
+    (files / "notes.txt").write_text("keep me\n")
+    (files / "folder").mkdir()
+    test_lines = (cli_world.data / "test.jsonl").read_text().splitlines()
+    (files / "small.jsonl").write_text("\n".join(test_lines[:6]) + "\n")
+    (files / "badline.jsonl").write_text("\n".join(test_lines[:2] + ["{not json"] + test_lines[3:5]) + "\n")
+    (files / "empty.jsonl").write_text("")
+    (files / "nested.jsonl").write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    idx = json.loads(test_lines[0])["idx"]
+    return SimpleNamespace(root=root, runs=runs, files=files, data=cli_world.data, idx=idx, cli_world=cli_world,
+                           shared=snapshot(cli_world.root))
+
+
+PROGRESS = {"attn-diff", "ablate", "qualitative", "compare"}  # commands with --progress/--no-progress
+
+
+def fill(args: list[str], world) -> list[str]:
+    """The case's arguments with the world's paths, and --no-progress where the command has it (bars are not errors)."""
+    quiet = ["--no-progress"] if args and args[0] in PROGRESS and "--bogus" not in args else []
+    return [a.format(runs=world.runs, files=world.files, data=world.data, root=world.root, idx=world.idx) for a in args] + quiet
+
+
+def case(*args: str, names: tuple[str, ...] = (), marks=()):
+    return pytest.param(list(args), names, id=" ".join(args).replace("{runs}", "R").replace("{files}/", "").replace("{root}/", "")[:90],
+                        marks=marks)
+
+
+RUN_NAMES = [  # any command that takes run names: unknown, not allowed, or where no runs are
+    ("lroa", ("'lroa'", "did you mean 'lora'")),
+    ("nosuch", ("'nosuch'",)),
+    ("../lora", ("../lora",)),
+    ("lora/..", ("lora/..",)),
+    ("", ("''",)),
+    ("x" * 300, ("x" * 20,)),
+    ("analyses", ("analyses",)),
+]
+
+
+def _run_name_cases():
+    out = []
+    for name, names in RUN_NAMES:
+        out += [
+            case("attn-diff", name, "adapter", *R, names=names),
+            case("attn-diff", "lora", name, *R, names=names),
+            case("ablate", name, "--layers", "1", *R, names=names),
+            case("anatomy", name, *R, names=names),
+            case("attribute", name, "--example", "{idx}", *R, names=names),
+            case("qualitative", "--runs", f"lora,{name}", *R, names=names),
+            case("compare", "lora", name, *R, names=names),
+        ]
+    return out
+
+
+REFUSED = _run_name_cases() + [
+    # -- attn-diff ----------------------------------------------------------------------------
+    case("attn-diff", "base", "base", *R, names=("'base'",)),
+    case("attn-diff", "lora,,adapter", "base", *R, names=("lora,,adapter", "empty")),
+    case("attn-diff", ",", "adapter", *R, names=("empty",)),
+    case("attn-diff", "lora,lora", "adapter", *R, names=("'lora'", "twice")),
+    case("attn-diff", "lora,adapter", "adapter", *R, names=("'adapter'", "both sides")),
+    case("attn-diff", "lora", "adapter", "--seeds", *R, names=("preset", "'lora'")),
+    case("attn-diff", "lora", "adapter", "--limit", "0", *R, names=("--limit", "0")),
+    case("attn-diff", "lora", "adapter", "--limit", "-3", *R, names=("--limit", "-3")),
+    case("attn-diff", "lora", "adapter", "--limit", "many", *R, names=("--limit",)),
+    case("attn-diff", "lora", "adapter", "--layer", "0", *R, names=("--layer", "0")),
+    case("attn-diff", "lora", "adapter", "--layer", "-1", *R, names=("--layer", "-1")),
+    case("attn-diff", "lora", "adapter", "--layer", "5", *R, names=("--layer", "5")),
+    case("attn-diff", "lora", "adapter", "--layer", "99999999999999999999999", *R, names=("--layer",)),
+    case("attn-diff", "lora", "adapter", "--example", "999999999", *R, names=("--example", "999999999")),
+    case("attn-diff", "lora", "adapter", "--example", "abc", *R, names=("--example", "abc")),
+    case("attn-diff", "lora", "adapter", "--example", "", *R, names=("--example",)),
+    case("attn-diff", "lora", "adapter", "--batch-size", "0", *R, names=("--batch-size", "0")),
+    case("attn-diff", "lora", "adapter", "--batch-size", "-1", *R, names=("--batch-size", "-1")),
+    case("attn-diff", "lora", "adapter", "--side", "left", *R, names=("--side",)),
+    case("attn-diff", "lora", "adapter", "--device", "bogus", *R, names=("--device",)),
+    case("attn-diff", "lora", "adapter", "--device", "cuda", *R, names=("--device", "cuda"), marks=NO_CUDA),
+    case("attn-diff", "lora", "adapter", "--split", "bogus", *R, names=("--split", "bogus")),
+    case("attn-diff", "lora", "adapter", "--split", "", *R, names=("--split",)),
+    case("attn-diff", "lora", "adapter", "--split", "../test", *R, names=("--split",)),
+    case("attn-diff", "lora", "adapter", "--data", "{files}/nope.jsonl", *R, names=("--data", "nope.jsonl")),
+    case("attn-diff", "lora", "adapter", "--data", "{files}/folder", *R, names=("--data", "folder")),
+    case("attn-diff", "lora", "adapter", "--data", "{files}/badline.jsonl", *R, names=("badline.jsonl:3",)),
+    case("attn-diff", "lora", "adapter", "--data", "{files}/empty.jsonl", *R, names=("empty.jsonl",)),
+    case("attn-diff", "lora", "adapter", "--data", "{files}/nested.jsonl", *R, names=("nested.jsonl:1",)),
+    case("attn-diff", "lora", "adapter", "--runs-dir", "{root}/nosuch", names=("--runs-dir", "nosuch")),
+    case("attn-diff", "lora", "adapter", "--runs-dir", "{files}/notes.txt", names=("--runs-dir", "notes.txt")),
+    case("attn-diff", "lora", "adapter", "--runs-dir", "", names=("--runs-dir",)),
+    case("attn-diff", "lora", "adapter", "--runs-dir", "{root}/bad-manifest", names=("manifest.json",)),
+    case("attn-diff", "lora", "base", "--runs-dir", "{root}/no-data", names=("test.jsonl",)),
+    case("attn-diff", "lora", "adapter", "--bogus", *R, names=("--bogus",)),
+    case("attn-diff", "lora", *R, names=("'b'",)),
+    # -- ablate -------------------------------------------------------------------------------
+    case("ablate", "lora", *R, names=("--layers", "--sweep")),
+    case("ablate", "base", "--layers", "1", *R, names=("'base'",)),
+    case("ablate", "lora", "--layers", "0", *R, names=("--layers", "0")),
+    case("ablate", "lora", "--layers", "5", *R, names=("--layers", "5")),
+    case("ablate", "lora", "--layers", "-1", *R, names=("--layers", "-1")),
+    case("ablate", "lora", "--layers", "3-1", *R, names=("--layers", "3-1")),
+    case("ablate", "lora", "--layers", "1-99", *R, names=("--layers", "1-99")),
+    case("ablate", "lora", "--layers", "abc", *R, names=("--layers", "abc")),
+    case("ablate", "lora", "--layers", "", *R, names=("--layers",)),
+    case("ablate", "lora", "--layers", "1,,2", *R, names=("--layers", "1,,2")),
+    case("ablate", "lora", "--layers", "last:0", *R, names=("--layers", "last:0")),
+    case("ablate", "lora", "--layers", "last:9", *R, names=("--layers", "last:9")),
+    case("ablate", "lora", "--layers", "99999999999999999999999", *R, names=("--layers",)),
+    case("ablate", "lora", "--layers", "1", "--mode", "both", *R, names=("--mode",)),
+    case("ablate", "lora", "--layers", "1", "--limit", "0", *R, names=("--limit", "0")),
+    case("ablate", "lora", "--layers", "1", "--limit", "-1", *R, names=("--limit", "-1")),
+    case("ablate", "lora", "--layers", "1", "--device", "bogus", *R, names=("--device", "bogus")),
+    case("ablate", "lora", "--layers", "1", "--device", "", *R, names=("--device",)),
+    case("ablate", "lora", "--layers", "1", "--device", "cuda", *R, names=("--device", "cuda"), marks=NO_CUDA),
+    case("ablate", "lora", "--layers", "1", "--split", "bogus", *R, names=("--split", "bogus")),
+    case("ablate", "lora", "--layers", "1", "--data", "{files}/folder", *R, names=("--data",)),
+    case("ablate", "lora", "--layers", "1", "--data", "{files}/nope.jsonl", *R, names=("--data",)),
+    case("ablate", "lora", "--layers", "1", "--data", "{files}/badline.jsonl", *R, names=("badline.jsonl:3",)),
+    case("ablate", "lora", "--layers", "1", "--data", "{files}/empty.jsonl", *R, names=("empty.jsonl",)),
+    case("ablate", "lora", "--layers", "1", "--runs-dir", "{root}/nosuch", names=("--runs-dir", "nosuch")),
+    case("ablate", "lora", "--layers", "1", "--runs-dir", "{files}/notes.txt", names=("--runs-dir",)),
+    case("ablate", "lora", "--layers", "1", "--runs-dir", "{root}/bad-manifest", names=("manifest.json",)),
+    case("ablate", "lora", "--layers", "1", "--runs-dir", "{root}/no-data", names=("test.jsonl",)),
+    case("ablate", *R, names=("'run'",)),
+    case("ablate", "lora", "adapter", "--layers", "1", *R, names=("adapter",)),
+    # -- anatomy ------------------------------------------------------------------------------
+    case("anatomy", *R, names=("'runs'",)),
+    case("anatomy", "lora", "adapter", "lora", *R, names=("one or two", "3")),
+    case("anatomy", "base", *R, names=("'base'",)),
+    case("anatomy", "lora", "base", *R, names=("'base'",)),
+    case("anatomy", "lora", "--top", "0", *R, names=("--top", "0")),
+    case("anatomy", "lora", "--top", "-5", *R, names=("--top", "-5")),
+    case("anatomy", "lora", "adapter", "--k", "0", *R, names=("--k", "0")),
+    case("anatomy", "lora", "adapter", "--k", "-1", *R, names=("--k", "-1")),
+    case("anatomy", "lora", "--vectors", "-1", *R, names=("--vectors", "-1")),
+    case("anatomy", "lora", "--top", "x", *R, names=("--top",)),
+    case("anatomy", "lora", "--runs-dir", "{root}/nosuch", names=("--runs-dir", "nosuch")),
+    case("anatomy", "lora", "--runs-dir", "{files}/notes.txt", names=("--runs-dir",)),
+    case("anatomy", "lora", "--runs-dir", "{root}/bad-manifest", names=("manifest.json",)),
+    # -- attribute ----------------------------------------------------------------------------
+    case("attribute", "lora", *R, names=("--example", "--query")),
+    case("attribute", "lora", "--example", "{idx}", "--query", "add", *R, names=("--example", "--query")),
+    case("attribute", "lora", "--query", "add two numbers", *R, names=("--code",)),
+    case("attribute", "lora", "--code", "{files}/code.py", *R, names=("--query",)),
+    case("attribute", "lora", "--query", "", "--code", "{files}/code.py", *R, names=("--query",)),
+    case("attribute", "lora", "--query", "add", "--code", "{files}/empty.py", *R, names=("empty.py",)),
+    case("attribute", "lora", "--query", "add", "--code", "{files}/binary.py", *R, names=("binary.py",)),
+    case("attribute", "lora", "--query", "add", "--code", "{files}/broken.py", *R, names=("broken.py",)),
+    case("attribute", "lora", "--query", "add", "--code", "{files}/nope.py", *R, names=("--code", "nope.py")),
+    case("attribute", "lora", "--query", "add", "--code", "{files}/folder", *R, names=("--code", "folder")),
+    case("attribute", "lora", "--example", "999999999", *R, names=("--example", "999999999")),
+    case("attribute", "lora", "--example", "-1", *R, names=("--example", "-1")),
+    case("attribute", "lora", "--example", "x", *R, names=("--example",)),
+    case("attribute", "lora", "--example", "{idx}", "--show", "-1", *R, names=("--show", "-1")),
+    case("attribute", "lora", "--example", "{idx}", "--others", "0", *R, names=("--others", "0")),
+    case("attribute", "lora", "--example", "{idx}", "--others", "-2", *R, names=("--others", "-2")),
+    case("attribute", "lora", "--example", "{idx}", "--reference", "pad", "--others", "0", *R, names=("--others", "0")),
+    case("attribute", "lora", "--example", "{idx}", "--steps", "1", *R, names=("--steps", "1")),
+    case("attribute", "lora", "--example", "{idx}", "--steps", "0", *R, names=("--steps", "0")),
+    case("attribute", "lora", "--example", "{idx}", "--steps", "-4", *R, names=("--steps", "-4")),
+    case("attribute", "lora", "--example", "{idx}", "--steps", "100000000", *R, names=("--steps", "100000000")),
+    case("attribute", "lora", "--example", "{idx}", "--mode", "left", *R, names=("--mode",)),
+    case("attribute", "lora", "--example", "{idx}", "--reference", "zero", *R, names=("--reference",)),
+    case("attribute", "lora", "--example", "{idx}", "--baseline", "lora", *R, names=("--baseline", "lora")),
+    case("attribute", "lora", "--example", "{idx}", "--baseline", "lroa", *R, names=("'lroa'",)),
+    case("attribute", "lora", "--example", "{idx}", "--baseline", "", *R, names=("''",)),
+    case("attribute", "base", "--example", "{idx}", *R, names=("'base'", "--data")),
+    case("attribute", "lora", "--example", "{idx}", "--split", "bogus", *R, names=("--split", "bogus")),
+    case("attribute", "lora", "--example", "{idx}", "--data", "{files}/badline.jsonl", *R, names=("badline.jsonl:3",)),
+    case("attribute", "lora", "--example", "{idx}", "--data", "{files}/empty.jsonl", *R, names=("empty.jsonl",)),
+    case("attribute", "lora", "--example", "{idx}", "--data", "{files}/folder", *R, names=("--data",)),
+    case("attribute", "lora", "--example", "{idx}", "--runs-dir", "{root}/nosuch", names=("--runs-dir", "nosuch")),
+    case("attribute", "lora", "--example", "{idx}", "--runs-dir", "{root}/bad-manifest", names=("manifest.json",)),
+    case("attribute", "lora", "--example", "{idx}", "--runs-dir", "{root}/no-data", names=("test.jsonl",)),
+    # -- qualitative --------------------------------------------------------------------------
+    case("qualitative", *R, names=("--runs", "--baseline")),
+    case("qualitative", "--baseline", "lora", *R, names=("--baseline", "--candidate")),
+    case("qualitative", "--candidate", "lora", *R, names=("--baseline", "--candidate")),
+    case("qualitative", "--baseline", "lora", "--candidate", "lora", *R, names=("'lora'", "twice")),
+    case("qualitative", "--runs", "lora,lora", *R, names=("'lora'", "twice")),
+    case("qualitative", "--runs", "lora,,adapter", *R, names=("--runs", "lora,,adapter")),
+    case("qualitative", "--runs", ",", *R, names=("--runs",)),
+    case("qualitative", "--runs", "", *R, names=("--runs",)),
+    case("qualitative", "--runs", "lora,adapter", "--samples", "-1", *R, names=("--samples", "-1")),
+    case("qualitative", "--runs", "lora,adapter", "--samples", "x", *R, names=("--samples",)),
+    case("qualitative", "--runs", "lora,adapter", "--limit", "0", *R, names=("--limit", "0")),
+    case("qualitative", "--runs", "lora,adapter", "--limit", "-1", *R, names=("--limit", "-1")),
+    case("qualitative", "--runs", "lora,adapter", "--split", "bogus", *R, names=("--split", "bogus")),
+    case("qualitative", "--runs", "lora,adapter", "--data", "{files}/badline.jsonl", *R, names=("badline.jsonl:3",)),
+    case("qualitative", "--runs", "lora,adapter", "--data", "{files}/empty.jsonl", *R, names=("empty.jsonl",)),
+    case("qualitative", "--runs", "lora,adapter", "--data", "{files}/nope.jsonl", *R, names=("--data",)),
+    case("qualitative", "--runs", "lora,adapter", "--runs-dir", "{root}/nosuch", names=("--runs-dir", "nosuch")),
+    case("qualitative", "--runs", "lora", "--runs-dir", "{root}/bad-manifest", names=("manifest.json",)),
+    case("qualitative", "--runs", "lora", "--runs-dir", "{root}/no-data", names=("test.jsonl",)),
+    # -- compare ------------------------------------------------------------------------------
+    case("compare", *R, names=("'runs'",)),
+    case("compare", "lora", *R, names=("two",)),
+    case("compare", "lora", "lora", *R, names=("'lora'", "twice")),
+    case("compare", "base", "base", *R, names=("'base'", "twice")),
+    case("compare", "lora", "adapter", "--bootstrap", "0", *R, names=("--bootstrap", "0")),
+    case("compare", "lora", "adapter", "--bootstrap", "-1", *R, names=("--bootstrap", "-1")),
+    case("compare", "lora", "adapter", "--bootstrap", "1", *R, names=("--bootstrap", "1", "40")),
+    case("compare", "lora", "adapter", "--bootstrap", "39", *R, names=("--bootstrap", "39")),
+    case("compare", "lora", "adapter", "--permutations", "0", *R, names=("--permutations", "0")),
+    case("compare", "lora", "adapter", "--permutations", "-10", *R, names=("--permutations", "-10")),
+    case("compare", "lora", "adapter", "--seed", "-1", *R, names=("--seed", "-1")),
+    case("compare", "lora", "adapter", "--seed", str(2**64), *R, names=("--seed",)),
+    case("compare", "lora", "adapter", "--seed", "1.5", *R, names=("--seed",)),
+    case("compare", "lora", "adapter", "--limit", "0", *R, names=("--limit", "0")),
+    case("compare", "lora", "adapter", "--split", "bogus", *R, names=("--split", "bogus")),
+    case("compare", "lora", "adapter", "--data", "{files}/badline.jsonl", *R, names=("badline.jsonl:3",)),
+    case("compare", "lora", "adapter", "--data", "{files}/nested.jsonl", *R, names=("nested.jsonl:1",)),
+    case("compare", "lora", "adapter", "--runs-dir", "{root}/nosuch", names=("--runs-dir", "nosuch")),
+    case("compare", "lora", "adapter", "--runs-dir", "{files}/notes.txt", names=("--runs-dir",)),
+    case("compare", "lora", "base", "--runs-dir", "{root}/bad-manifest", names=("manifest.json",)),
+    case("compare", "lora", "base", "--runs-dir", "{root}/no-data", names=("test.jsonl",)),
+    # -- damaged ranks.json (compare and qualitative read them) ---------------------------------
+    *[case(cmd, *pre, f"lora-{damage}", *post, "--limit", str(EXAMPLES), *R, names=(f"lora-{damage}/ranks.json{colon}",) + extra)
+      for damage, colon, extra in (("trunc", ":", ()), ("notjson", ":1", ()), ("empty", ":1", ()), ("list", "", ("list",)),
+                                   ("nokeys", "", ("'fingerprint'",)), ("noranks", "", ("'ranks'",)), ("badrank", "", ("'first'",)),
+                                   ("fewranks", "", ("no rank",)), ("binary", "", ("UTF-8",)))
+      for cmd, pre, post in (("compare", (), ("adapter",)), ("qualitative", ("--runs",), ()))],
+    # -- where results go: something else is there --------------------------------------------
+    case("compare", "lora", "adapter", *R, names=("lora-vs-adapter.json", "directory")),
+    case("qualitative", "--runs", "lora,adapter", *R, names=("lora+adapter.json", "not an interp qualitative result")),
+    case("anatomy", "adapter", *R, names=("adapter.json", "line 1")),
+    # -- report -------------------------------------------------------------------------------
+    case("report", "--runs-dir", "{root}/nosuch", names=("--runs-dir", "nosuch")),
+    case("report", "--runs-dir", "{files}/notes.txt", names=("--runs-dir", "notes.txt")),
+    case("report", "--runs-dir", "", names=("--runs-dir",)),
+    case("report", *R, "--out", "", names=("--out",)),
+    case("report", *R, "--out", "{runs}", names=("--out",)),
+    case("report", *R, "--out", "{runs}/lora", names=("--out", "lora")),
+    case("report", *R, "--out", "{runs}/lora/manifest.json", names=("--out", "manifest.json")),
+    case("report", *R, "--out", "{data}", names=("--out",)),
+    case("report", *R, "--out", "{runs}/analyses", names=("--out", "analyses")),
+    case("report", *R, "--out", "{files}/notes.txt", names=("--out", "notes.txt")),
+    case("report", *R, "--out", "{files}", names=("--out",)),
+    case("report", *R, "--out", "{files}/notes.txt/site", names=("--out",)),
+    case("report", *R, "--out", "/dev/null", names=("--out", "/dev/null")),
+    case("report", *R, "--out", "/dev/null/site", names=("--out",)),
+    case("report", *R, "--open", "yes", names=("yes",)),
+]
+
+
+@pytest.mark.parametrize("args, names", REFUSED)
+def test_refused(world, args, names, monkeypatch):
+    monkeypatch.chdir(world.root)  # a default or empty path lands in the watched directory
+    check_refused(fill(args, world), names, watched=world.root)
+
+
+POSITIVE = [  # controls: the same commands with good values run, print the result's path and write it
+    ["attn-diff", "lora", "adapter", "--limit", "3", "--side", "query", "--layer", "2", "--device", "cpu"],
+    ["ablate", "lora", "--layers", "last:2", "--limit", "4", "--device", "cpu"],
+    ["anatomy", "lora", "adapter", "--top", "2", "--k", "1"],
+    ["attribute", "lora", "--example", "{idx}", "--steps", "2", "--others", "1", "--show", "0"],
+    ["qualitative", "--baseline", "lora", "--candidate", "adapter", "--limit", str(EXAMPLES), "--samples", "0"],
+    ["compare", "lora", "adapter", "--limit", str(EXAMPLES), "--bootstrap", "40", "--permutations", "1"],
+]
+
+
+@pytest.mark.parametrize("args", POSITIVE, ids=[a[0] for a in POSITIVE])
+def test_good_values_run(world, tmp_path, args, monkeypatch):
+    runs = tmp_path / "runs"
+    shutil.copytree(world.cli_world.runs, runs)
+    monkeypatch.chdir(tmp_path)
+    result = invoke(fill(args, world) + ["--runs-dir", runs])
+    assert result.exit_code == 0, f"{result.stdout}\n{result.stderr}\n{result.exception!r}"
+    written = result.stdout.splitlines()[-1].removeprefix("-> ")
+    assert Path(written).is_file() and Path(written).parent.parent == runs / "analyses"
+    assert "error" not in result.stderr
+
+
+def test_an_earlier_result_is_replaced(world, tmp_path):
+    """What the analysis itself wrote there before is not 'something else': a rerun replaces it."""
+    runs = tmp_path / "runs"
+    shutil.copytree(world.cli_world.runs, runs)
+    first = invoke(["anatomy", "lora", "--top", "1", "--runs-dir", runs])
+    second = invoke(["anatomy", "lora", "--top", "2", "--runs-dir", runs])
+    assert first.exit_code == second.exit_code == 0, second.stderr
+    saved = json.loads((runs / "analyses" / "anatomy" / "lora.json").read_text())
+    assert saved["kind"] == "anatomy" and saved["inputs"]["top"] == 2
+
+
+# -- the report: damaged or hostile analysis files are listed on the index; the rest renders ---------
+
+GOLDEN_FILES = {"attn-diff": "attn_diff.json", "ablate": "ablate.json", "anatomy": "anatomy.json",
+                "attribute": "attribute.json", "compare": "compare.json", "qualitative": "qualitative.json"}
+
+
+def saved_result(kind: str, name: str, result: dict | None = None) -> dict:
+    from report_site import golden
+
+    return {"kind": kind, "name": name, "inputs": {}, "result": golden(GOLDEN_FILES[kind])["result"] if result is None else result,
+            "versions": {}, "code_version": "test"}
+
+
+def put(runs: Path, kind: str, file: str | bytes, content: str | bytes | dict) -> None:
+    """Write `content` (a dict as JSON) to runs/analyses/KIND/FILE, FILE as bytes where it is not UTF-8."""
+    import os
+
+    folder = runs / "analyses" / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    data = json.dumps(content) if isinstance(content, dict) else content  # lone surrogates as \\ud800 escapes
+    data = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    with open(os.path.join(os.fsencode(folder), os.fsencode(file) if isinstance(file, str) else file), "wb") as f:
+        f.write(data)
+
+
+def rendered(runs: Path):
+    """(site, pages) of `runs` as the report renders them, without writing a site."""
+    from reports.collect import collect
+    from reports.site import render
+
+    site = collect(runs)
+    return site, render(site)
+
+
+HOSTILE_FILES = [  # (kind, file name, content, shown): the file is rendered (True) or listed as a problem (False)
+    ("compare", "long.json", saved_result("compare", "n" * 300), True),
+    ("compare", "nul.json", saved_result("compare", "a\0b"), True),
+    ("compare", "newline.json", saved_result("compare", "a\nb\r\x1b[31m"), True),
+    ("compare", "slash.json", saved_result("compare", "../../../etc/x"), True),
+    ("compare", "surrogate-name.json", saved_result("compare", "a\ud800b"), False),
+    ("compare", "number-name.json", saved_result("compare", 12), False),
+    ("compare", "no-name.json", {k: v for k, v in saved_result("compare", "x").items() if k != "name"}, False),
+    ("compare", "wrong-kind.json", saved_result("ablate", "x"), False),
+    ("compare", "list.json", "[1, 2]", False),
+    ("compare", "truncated.json", json.dumps(saved_result("compare", "t"), indent=1)[:500], False),
+    ("compare", "empty.json", "", False),
+    ("compare", "latin1.json", b'{"kind": "compare", "name": "\xe9"}', False),
+    ("compare", "nested.json", "[" * 100_000 + "]" * 100_000, False),
+    ("compare", "digits.json", '{"kind": "compare", "name": "d", "result": {"seed": ' + "9" * 5000 + "}}", False),
+    ("compare", "a\nb.json", saved_result("compare", "newline-file"), True),
+    ("compare", b"\xff\xfe.json", saved_result("compare", "undecodable-file"), True),
+    ("compare", "surrogate-text.json", saved_result("compare", "s") | {"result": {"groups": [{"name": "\udcff\ud800"}]}}, False),
+    ("ablate", "mrr-text.json", saved_result("ablate", "m", saved_result("ablate", "")["result"] | {"intact_mrr": "high"}), False),
+    ("ablate", "curve-nulls.json", saved_result("ablate", "c", saved_result("ablate", "")["result"] | {"curve": [None]}), False),
+    ("anatomy", "runs-text.json", saved_result("anatomy", "r", {"runs": "lora"}), False),
+    ("attribute", "tokens-list.json", saved_result("attribute", "t", saved_result("attribute", "")["result"] | {"query_tokens": [[1]]}), False),
+    ("attn-diff", "example-list.json", saved_result("attn-diff", "e", saved_result("attn-diff", "")["result"] | {"example": []}), True),
+    ("qualitative", "sets-text.json", saved_result("qualitative", "s", saved_result("qualitative", "")["result"] | {"sets": "all"}), False),
+]
+
+
+@pytest.fixture(scope="module")
+def good_runs(tmp_path_factory) -> Path:
+    """A runs directory with one good result of each kind (the golden ones) and no runs."""
+    runs = tmp_path_factory.mktemp("report-cases") / "runs"
+    for kind in GOLDEN_FILES:
+        put(runs, kind, "good.json", saved_result(kind, f"good-{kind}"))
+    return runs
+
+
+@pytest.fixture(scope="module")
+def hostile_site(good_runs, tmp_path_factory):
+    """The good results and every HOSTILE_FILES file in one runs directory, rendered once: (site, pages)."""
+    runs = tmp_path_factory.mktemp("report-hostile") / "runs"
+    shutil.copytree(good_runs, runs)
+    for kind, file, content, _ in HOSTILE_FILES:
+        put(runs, kind, file, content)
+    return rendered(runs)
+
+
+def test_the_good_results_render_beside_hostile_ones(hostile_site):
+    site, pages = hostile_site
+    for k in GOLDEN_FILES:  # every good result still has its page and its line on the index
+        assert any(s["name"] == f"good-{k}" for s in site.analyses[k]) and f"{k}/good-{k}.html" in pages
+        assert f'href="{k}/good-{k}.html"' in pages["index.html"]
+    for path, text in pages.items():
+        assert "\0" not in path and len(path.split("/")[-1].encode()) <= 200, path
+        text.encode("utf-8")  # writable as UTF-8
+    assert all(p.isprintable() for p in site.problems), site.problems  # one line each, nothing a terminal obeys
+
+
+@pytest.mark.parametrize("kind, file, content, shown", HOSTILE_FILES, ids=[repr(c[1])[:40] for c in HOSTILE_FILES])
+def test_a_hostile_or_damaged_result_is_rendered_or_listed(hostile_site, kind, file, content, shown):
+    site, pages = hostile_site
+    shown_name = repr(os.fsdecode(file))[1:-1]  # as the problem line writes a file name: escapes for \n, \xff
+    listed = [p for p in site.problems if p.split(":")[0].endswith(f"/analyses/{kind}/{shown_name}")]
+    rendered_names = [s["name"] for s in site.analyses[kind]]
+    if shown:
+        assert not listed and content["name"] in rendered_names, site.problems
+        page = f"{kind}/{file_name(content['name'])}.html"
+        assert page in pages and f'href="{quote(page)}"' in pages["index.html"]
+    else:
+        assert len(listed) == 1, (shown_name, site.problems)
+        assert str(escape(listed[0])) in pages["index.html"]
+
+
+def test_two_names_for_one_page_keep_both_results_apart(good_runs, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(good_runs, runs)
+    put(runs, "compare", "one.json", saved_result("compare", "a/b"))
+    put(runs, "compare", "two.json", saved_result("compare", "a_b"))
+    site, pages = rendered(runs)
+    assert len(site.analyses["compare"]) == 2 and "compare/a_b.html" in pages
+    assert len(site.problems) == 1 and "two.json" in site.problems[0] and "another result's" in site.problems[0]
+
+
+def test_a_result_of_any_shape_is_rendered_or_listed(tmp_path):
+    """Every field of each kind's good result replaced by values of the wrong type (all at once, one type at
+    a time), and an empty result: each is rendered or listed, and the report is made."""
+    runs = tmp_path / "runs"
+    for kind in GOLDEN_FILES:
+        good = saved_result(kind, "")["result"]
+        for i, value in enumerate([None, "x", -1, [], {}, [None], float("nan")]):
+            put(runs, kind, f"bad{i}.json", saved_result(kind, f"bad{i}", {key: value for key in good}))
+        put(runs, kind, "empty.json", saved_result(kind, "empty", {}))
+    site, pages = rendered(runs)
+    for kind in GOLDEN_FILES:
+        listed = [p for p in site.problems if f"/analyses/{kind}/" in p]
+        assert len(site.analyses[kind]) + len(listed) == 8, (kind, site.problems)
+    assert all("cannot render" in p for p in site.problems), site.problems
+
+
+def test_damaged_runs_and_studies_are_listed(tmp_path, good_runs):
+    runs = tmp_path / "runs"
+    shutil.copytree(good_runs, runs)
+    for name, manifest in {"m-text": {"method": "lora"}, "m-metrics": {"method": {"method": "lora"}, "metrics": {"test_mrr": "high"}},
+                           "m-list": [1], "m-data": {"method": {"method": "lora"}, "data": {"test": 3}}}.items():
+        (runs / name).mkdir()
+        (runs / name / "manifest.json").write_text(json.dumps(manifest))
+    (runs / "curves").mkdir()
+    (runs / "curves" / "manifest.json").write_text(json.dumps({"method": {"method": "lora"}, "train": {}, "base": {}, "data": {}}))
+    (runs / "curves" / "curves.json").write_text("[1, 2]")
+    (runs / "curves" / "adapter_model.safetensors").write_bytes((12).to_bytes(8, "little") + b'{"a": [1, 2]}')
+    (runs / "study" / "grid").mkdir(parents=True)
+    (runs / "study" / "grid" / "tables.json").write_text(json.dumps({"kind": "study", "tables": [{"rows": 3}], "grid": ["x"]}))
+    site, pages = rendered(runs)
+    assert [r.name for r in site.runs] == ["curves"] and "runs/curves.html" in pages, site.problems
+    for needle in ("m-text", "m-metrics", "m-list", "m-data", "curves.json", "adapter_model.safetensors", "tables.json"):
+        assert sum(needle in p for p in site.problems) == 1, (needle, site.problems)
+
+
+def test_the_command_renders_the_rest_and_warns_one_line_each(good_runs, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(good_runs, runs)
+    put(runs, "compare", "a\nb.json", "{")
+    put(runs, "attribute", "nul.json", saved_result("attribute", "x\0y"))
+    put(runs, "ablate", "long.json", saved_result("ablate", "n" * 300))
+    result = invoke(["report", "--runs-dir", runs, "--out", tmp_path / "site"])
+    assert result.exit_code == 0, result.output
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("warning: skipped ") and "a\\nb.json" in warnings[0], result.stderr
+    pages = {p.relative_to(tmp_path / "site").as_posix() for p in (tmp_path / "site").rglob("*.html")}
+    assert "attribute/x_y.html" in pages and any(p.startswith("ablate/nnnn") and len(p) < 200 for p in pages)
+    assert "a\\nb.json" in (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+
+
+def test_the_shared_world_is_as_it_was(world):
+    """No case of this module wrote into cli_world (cases read its data through the runs' manifests)."""
+    assert snapshot(world.cli_world.root) == world.shared
