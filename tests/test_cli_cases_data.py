@@ -63,7 +63,8 @@ def world(cli_world, tmp_path_factory):
     """cli_world (data/, base/, runs/ with lora and adapter) and a folder of odd inputs, `files/`:
 
     notes.txt; empty/; report/ (index.html); analyses/ (an analysis result); advtest/ (splits, no
-    manifest); listmanifest/ and deepmanifest/ (damaged manifest.json); one data directory per
+    manifest); NAMEmanifest/ (a damaged manifest.json: a list, nested deep, empty, a field of the
+    wrong type, not UTF-8); one data directory per
     damaged train.jsonl (`bad-NAME/`) and per other damage; sources: pyless/ (no Python files),
     fifo-only/ (its only x.py is a FIFO), two-files/ (too few files to split); runs directories
     for the demo whose data/ is a file, holds a run, or holds AdvTest files no build made.
@@ -76,11 +77,14 @@ def world(cli_world, tmp_path_factory):
     (files / "analyses" / "attn_diff").mkdir(parents=True)
     (files / "analyses" / "attn_diff" / "a.json").write_text('{"kind": "attn_diff", "name": "a", "result": {}}\n')
     _splits(files / "advtest")
-    for name, text in (("listmanifest", "[]"), ("deepmanifest", "[" * 200_000)):
+    typed = json.dumps({"format": "codexglue-advtest-jsonl", "seed": 0, "removed": {}, "near_duplicates": []})
+    for name, text in (("listmanifest", "[]"), ("deepmanifest", "[" * 200_000), ("emptymanifest", "{}"), ("typedmanifest", typed)):
         _splits(files / name)
         (files / name / "manifest.json").write_text(text)
     for name, (line, _) in DAMAGED_LINES.items():
         _splits(files / f"bad-{name}", train="\n".join([*GOOD_LINES, line]) + "\n")
+    _splits(files / "utf8manifest")
+    (files / "utf8manifest" / "manifest.json").write_bytes(b'{"format": "\xff"}')
     _splits(files / "bad-utf8")
     (files / "bad-utf8" / "train.jsonl").write_bytes(("\n".join(GOOD_LINES) + "\n").encode() + b'{"idx": "\xff\xfe"}\n')
     _splits(files / "bad-bom", train="\ufeff" + "\n".join(GOOD_LINES) + "\n")
@@ -140,6 +144,8 @@ BUILD = [
     case(*B, "--out", "{files}/advtest", names=("--out", "advtest", "no manifest.json")),
     case(*B, "--out", "{files}/listmanifest", names=("--out", "not a data manifest")),
     case(*B, "--out", "{files}/deepmanifest", names=("--out", "not a data manifest")),
+    case(*B, "--out", "{files}/emptymanifest", names=("--out", "not a data manifest")),
+    case(*B, "--out", "{files}/utf8manifest", names=("--out", "not a data manifest")),
     case(*B, "--out", "{base}", names=("--out", "config.json")),
     case(*B, "--out", "{root}", names=("--out", "files the project did not make")),
     case(*B, "--out", "{files}/notes.txt", names=("--out", "notes.txt", "not a directory")),
@@ -188,6 +194,9 @@ CHECK = [
     case(*C, "{files}/bad-valid", names=("valid.jsonl:1", "missing field")),
     case(*C, "{files}/listmanifest", names=("manifest.json", "not a data manifest")),
     case(*C, "{files}/deepmanifest", names=("manifest.json", "nested too deeply")),
+    case(*C, "{files}/emptymanifest", names=("manifest.json", "missing field 'removed'")),
+    case(*C, "{files}/typedmanifest", names=("manifest.json", "'near_duplicates' should be dict")),
+    case(*C, "{files}/utf8manifest", names=("manifest.json", "not a data manifest")),
     *[case(*C, "--json", f"{{files}}/bad-{name}", names=("train.jsonl:3", what)) for name, (_, what) in DAMAGED_LINES.items()],
 ]
 

@@ -100,6 +100,14 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict) -> Manifest:
+        """The manifest in `data`; TypeError or KeyError naming the field that is missing or of the wrong type."""
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        for name, kind in _FIELD_TYPES.items():
+            value = data.get(name)
+            if name in data and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+                raise TypeError(f"field {name!r} should be {kind.__name__ if isinstance(kind, type) else 'a list'}, "
+                                f"got {type(data[name]).__name__}")
         removed = {name: data["removed"][name] for name in FILTERS if name in data["removed"]}
         return cls(**{**data, "sources": tuple(data["sources"]), "removed": removed | data["removed"],
                       "missing_sources": tuple(data.get("missing_sources", ()))})
@@ -126,6 +134,10 @@ class Manifest:
         return "\n".join(lines)
 
 
+_FIELD_TYPES = {"seed": int, "sources": (list, tuple), "removed": dict, "splits": dict, "split_files": dict, "fingerprint": str,
+                "near_duplicates": dict, "skipped_files": dict, "limits": dict, "missing_sources": (list, tuple)}
+
+
 def read_manifest(data_dir: str | Path) -> Manifest | None:
     """The manifest a build wrote into `data_dir`, or None where there is none (real AdvTest)."""
     path = Path(data_dir) / MANIFEST
@@ -133,7 +145,9 @@ def read_manifest(data_dir: str | Path) -> Manifest | None:
         return None
     try:
         return Manifest.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except KeyError as exc:
+        raise DataError(path, f"not a data manifest: missing field {exc}") from None
+    except (ValueError, TypeError, AttributeError) as exc:
         raise DataError(path, f"not a data manifest: {exc}") from None
     except RecursionError:
         raise DataError(path, "not a data manifest: nested too deeply") from None
