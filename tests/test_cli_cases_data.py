@@ -62,7 +62,7 @@ DAMAGED_LINES = {
 def world(cli_world, tmp_path_factory):
     """cli_world (data/, base/, runs/ with lora and adapter) and a folder of odd inputs, `files/`:
 
-    notes.txt; empty/; report/ (index.html); analyses/ (an analysis result); advtest/ (splits, no
+    notes.txt; empty/; report/ (index.html, assets/); analyses/ (an analysis result); advtest/ (splits, no
     manifest); NAMEmanifest/ (a damaged manifest.json: a list, nested deep, empty, a field of the
     wrong type, not UTF-8); one data directory per
     damaged train.jsonl (`bad-NAME/`) and per other damage; sources: pyless/ (no Python files),
@@ -74,6 +74,7 @@ def world(cli_world, tmp_path_factory):
     (files / "empty").mkdir()
     (files / "report").mkdir()
     (files / "report" / "index.html").write_text("<html></html>\n")
+    (files / "report" / "assets").mkdir()
     (files / "analyses" / "attn_diff").mkdir(parents=True)
     (files / "analyses" / "attn_diff" / "a.json").write_text('{"kind": "attn_diff", "name": "a", "result": {}}\n')
     _splits(files / "advtest")
@@ -140,6 +141,9 @@ BUILD = [
     case(*B, "--out", "{runs}/adapter", names=("--out", "adapter", "a run")),
     case(*B, "--out", "{runs}", names=("--out", "runs (adapter, lora)")),
     case(*B, "--out", "{files}/report", names=("--out", "report", "index.html")),
+    case(*B, "--out", "{runs}/lora/data", names=("--out", "inside the run", "lora")),
+    case(*B, "--out", "{runs}/lora/x/y", names=("--out", "inside the run", "lora")),
+    case(*B, "--out", "{files}/report/data", names=("--out", "inside the report")),
     case(*B, "--out", "{files}/analyses/attn_diff", names=("--out", "analysis results")),
     case(*B, "--out", "{files}/advtest", names=("--out", "advtest", "no manifest.json")),
     case(*B, "--out", "{files}/listmanifest", names=("--out", "not a data manifest")),
@@ -211,6 +215,7 @@ DEMO = [
     case(*D, "--runs-dir", "{runs}/lora", names=("--runs-dir", "lora", "a run")),
     case(*D, "--runs-dir", "{data}", names=("--runs-dir", "a data directory")),
     case(*D, "--runs-dir", "{files}/report", names=("--runs-dir", "a report")),
+    case(*D, "--runs-dir", "{runs}/adapter/runs", names=("--runs-dir", "inside the run", "adapter")),
     case(*D, "--runs-dir", "{files}/runs-data-file", names=("--runs-dir", "runs-data-file/data", "not a directory")),
     case(*D, "--runs-dir", "{files}/runs-data-run", names=("--runs-dir", "runs-data-run/data", "runs (lora)")),
     case(*D, "--runs-dir", "{files}/runs-data-advtest", names=("--runs-dir", "no manifest.json")),

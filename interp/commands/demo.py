@@ -107,10 +107,10 @@ def _analyses(runs_dir: Path, progress: bool) -> None:
 
 def _check_runs_dir(runs_dir: Path) -> None:
     """Refuse, before anything is mined, a runs directory that cannot be written or whose data/ is not a build's."""
-    from trainers.data.outdir import check_out, unusable_path
+    from trainers.data.outdir import check_out, enclosing, unusable_path
     from trainers.errors import InterpError
 
-    problem = unusable_path(runs_dir)
+    problem = unusable_path(runs_dir) or enclosing(runs_dir)
     if problem is None and (runs_dir / "manifest.json").exists():
         problem = "is a run or a data directory (it holds manifest.json), not a directory of runs"
     elif problem is None and (runs_dir / "index.html").exists():

@@ -5,9 +5,11 @@ directory, replacing files of those names. So it writes only where that loses no
 project did not make for the purpose: a directory that does not exist yet, an empty one, or an
 earlier build (its data manifest, or the marker a build leaves while it moves its files in).
 Anything else is refused with a sentence that says what is there: a run, a directory of runs,
-a report, analysis results, AdvTest files that no build made, or other files.
+a report, analysis results, AdvTest files that no build made, or other files. So is a place
+inside a run or a report: they are replaced as a whole, and the data would go with them.
 
     check_out(path, label)  -> raises InterpError, naming `label`, unless a build may write into `path`
+    enclosing(path)         -> None, or the run or report that `path` is inside
     unusable_path(path)     -> None, or why no directory can be made at `path`
     foreign_contents(path)  -> None, or what `path` holds that a build would overwrite
 """
@@ -31,7 +33,7 @@ _SHOWN = 3  # entries named in a message
 def check_out(path: str | Path, label: str) -> None:
     """Raise `InterpError` starting with `label` (the option or path the user gave) unless a build may write into
     `path`. Give the string the user typed where there is one: `Path('')` is `.`, the current directory."""
-    problem = unusable_path(path)
+    problem = unusable_path(path) or enclosing(Path(path))
     if problem is None:
         held = foreign_contents(Path(path))
         if held is not None:
@@ -39,6 +41,17 @@ def check_out(path: str | Path, label: str) -> None:
                        "build, so choose another")
     if problem is not None:
         raise InterpError(f"{label}: {problem}")
+
+
+def enclosing(path: Path) -> str | None:
+    """None unless `path` lies inside a run or a report, which are replaced as a whole (what is put
+    there would go with them); else which one, in words."""
+    for folder in path.resolve().parents:
+        if _is_run(folder):
+            return f"is inside the run {folder}, which is replaced as a whole when it is written; choose a place outside it"
+        if (folder / "index.html").is_file() and (folder / "assets").is_dir():
+            return f"is inside the report {folder}, which is replaced as a whole when it is rendered; choose a place outside it"
+    return None
 
 
 def unusable_path(path: str | Path) -> str | None:
