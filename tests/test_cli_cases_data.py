@@ -62,7 +62,7 @@ DAMAGED_LINES = {
 def world(cli_world, tmp_path_factory):
     """cli_world (data/, base/, runs/ with lora and adapter) and a folder of odd inputs, `files/`:
 
-    notes.txt; empty/; report/ (index.html, assets/); analyses/ (an analysis result); advtest/ (splits, no
+    notes.txt; empty/; loop (a link to itself); dangling (a link to nothing); report/ (index.html, assets/); analyses/ (an analysis result); advtest/ (splits, no
     manifest); NAMEmanifest/ (a damaged manifest.json: a list, nested deep, empty, a field of the
     wrong type, not UTF-8); one data directory per
     damaged train.jsonl (`bad-NAME/`) and per other damage; sources: pyless/ (no Python files),
@@ -72,6 +72,8 @@ def world(cli_world, tmp_path_factory):
     files = tmp_path_factory.mktemp("data-cases")
     (files / "notes.txt").write_text("keep me\n")
     (files / "empty").mkdir()
+    (files / "loop").symlink_to(files / "loop")
+    (files / "dangling").symlink_to(files / "nowhere")
     (files / "report").mkdir()
     (files / "report" / "index.html").write_text("<html></html>\n")
     (files / "report" / "assets").mkdir()
@@ -155,6 +157,10 @@ BUILD = [
     case(*B, "--out", "{files}/notes.txt", names=("--out", "notes.txt", "not a directory")),
     case(*B, "--out", "{files}/notes.txt/data", names=("--out", "notes.txt is not a directory")),
     case(*B, "--out", "{data}/train.jsonl", names=("--out", "train.jsonl", "not a directory")),
+    case(*B, "--out", "{files}/loop", names=("--out", "loops")),
+    case(*B, "--out", "{files}/loop/data", names=("--out", "loops")),
+    case(*B, "--out", "{files}/dangling", names=("--out", "dangling", "not a directory")),
+    case(*B, "--out", "{files}/dangling/data", names=("--out", "dangling is not a directory")),
     case(*B, "--out", "/dev/null", names=("--out", "/dev/null", "not a directory")),
     case(*B, "--out", "/dev/null/data", names=("--out", "/dev/null is not a directory")),
     case(*B, "--out", "/proc/interp-data", names=("--out", "/proc is not writable"), marks=LINUX),
@@ -166,6 +172,8 @@ BUILD = [
     case(*BO, "--source", "./no/such/dir", names=("--source", "./no/such/dir", "does not exist")),
     case(*BO, "--source", "{files}/notes.txt", names=("--source", "notes.txt", "not a directory")),
     case(*BO, "--source", "/dev/null", names=("--source", "/dev/null", "not a directory")),
+    case(*BO, "--source", "{files}/loop", names=("--source", "loop")),
+    case(*BO, "--source", "{files}/dangling", names=("--source", "dangling", "does not exist")),
     case(*BO, "--source", "{files}/a\0b", names=("--source",)),
     case(*BO, "--source", "{files}/" + "y" * 300, names=("--source", "too long")),
     case(*BO, "--source", "sys", names=("--source", "'sys'", "no Python source")),
@@ -209,6 +217,8 @@ DEMO = [
     case(*D, "--runs-dir", "{files}/notes.txt", names=("--runs-dir", "notes.txt", "not a directory")),
     case(*D, "--runs-dir", "{files}/notes.txt/runs", names=("--runs-dir", "notes.txt is not a directory")),
     case(*D, "--runs-dir", "/dev/null", names=("--runs-dir", "/dev/null", "not a directory")),
+    case(*D, "--runs-dir", "{files}/loop/runs", names=("--runs-dir", "loops")),
+    case(*D, "--runs-dir", "{files}/dangling/runs", names=("--runs-dir", "dangling is not a directory")),
     case(*D, "--runs-dir", "/dev/null/runs", names=("--runs-dir", "/dev/null is not a directory")),
     case(*D, "--runs-dir", "/proc/interp-runs", names=("--runs-dir", "/proc is not writable"), marks=LINUX),
     case(*D, "--runs-dir", "{files}/" + "r" * 300, names=("--runs-dir", "too long")),

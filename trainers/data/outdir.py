@@ -62,15 +62,18 @@ def unusable_path(path: str | Path) -> str | None:
         return "the path contains a NUL byte"
     path = Path(path)
     try:
+        path.resolve()
         if path.is_dir():
             return _not_writable(path)
         if path.exists() or path.is_symlink():
             return "exists and is not a directory"
         ancestor = path.parent
-        while not ancestor.exists():
+        while not os.path.lexists(ancestor):  # a dangling link stops here: it is in the way
             ancestor = ancestor.parent
-    except OSError as exc:  # a name too long, a symlink loop
+    except OSError as exc:  # a name too long
         return exc.strerror or str(exc)
+    except RuntimeError:
+        return "a symbolic link on the way loops"
     if not ancestor.is_dir():
         return f"{ancestor} is not a directory"
     return _not_writable(ancestor)
