@@ -16,7 +16,8 @@ A walk stays inside its tree and reads only regular files; what it leaves out is
 reason (`Walk.skipped`, then the build's manifest): `not_a_regular_file` (a FIFO or device
 named `x.py`, or a link to one), `symlink_leaves_source` (a link to a file outside the tree,
 such as `/dev/zero` or another user's code), `symlinked_directory` (never followed),
-`over_size_cap` (more than `extract.MAX_FILE_BYTES`), `unreadable_directory`.
+`over_size_cap` (more than `extract.MAX_FILE_BYTES`), `unreadable_directory`, `name_not_utf8`
+(a path that the output's `path` and `url` fields could not hold).
 Finding a package never imports it, nor its parent packages for a dotted name.
 """
 
@@ -120,6 +121,10 @@ class Walk:
 
 def _skip_reason(file: Path, inside: Path) -> str | None:
     """Why `file` (found under the resolved tree `inside`) is not mined, or None to mine it."""
+    try:
+        str(file).encode("utf-8")
+    except UnicodeEncodeError:
+        return "name_not_utf8"  # it could not be written as the pair's `path` and `url`
     try:
         info = file.lstat()
         if stat.S_ISLNK(info.st_mode):
