@@ -62,6 +62,12 @@ def world(cli_world, tmp_path_factory):
     (runs / "analyses" / "anatomy").mkdir(parents=True)
     (runs / "analyses" / "anatomy" / "adapter.json").write_text('{"kind": "anatomy", "name": "adap')  # truncated
 
+    (runs / "analyses" / "ablate").mkdir(parents=True)
+    (runs / "analyses" / "ablate" / "lora.drop1.json").symlink_to(runs / "lora" / "manifest.json")  # a link to a run's manifest
+    analyses_file = root / "analyses-file"
+    shutil.copytree(cli_world.runs / "lora", analyses_file / "lora")
+    (analyses_file / "analyses").write_text("not a folder\n")
+
     bad_manifest = root / "bad-manifest"
     shutil.copytree(cli_world.runs / "lora", bad_manifest / "lora")
     text = (bad_manifest / "lora" / "manifest.json").read_text()
@@ -73,6 +79,16 @@ def world(cli_world, tmp_path_factory):
         if isinstance(info, dict) and "file" in info:
             info["file"] = str(root / "moved" / Path(info["file"]).name)
     (no_data / "lora" / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+    bad_weights = root / "bad-weights"
+    shutil.copytree(cli_world.runs / "lora", bad_weights / "lora")
+    weights = (bad_weights / "lora" / "adapter_model.safetensors").read_bytes()
+    (bad_weights / "lora" / "adapter_model.safetensors").write_bytes(weights[: len(weights) // 2])
+    moved_base = root / "moved-base"
+    shutil.copytree(cli_world.runs / "lora", moved_base / "lora")
+    manifest = json.loads((moved_base / "lora" / "manifest.json").read_text())
+    manifest["base"]["source"] = str(root / "moved-base-model")
+    (moved_base / "lora" / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
     files = root / "files"
     files.mkdir()
@@ -298,8 +314,16 @@ REFUSED = _run_name_cases() + [
                                    ("nokeys", "", ("'fingerprint'",)), ("noranks", "", ("'ranks'",)), ("badrank", "", ("'first'",)),
                                    ("fewranks", "", ("no rank",)), ("binary", "", ("UTF-8",)))
       for cmd, pre, post in (("compare", (), ("adapter",)), ("qualitative", ("--runs",), ()))],
+    # -- a run whose weights are damaged, or whose base model was moved away -------------------
+    *[case(*args, "--runs-dir", f"{{root}}/{where}", names=(needle,))
+      for where, needle in (("bad-weights", "lora/adapter_model.safetensors"), ("moved-base", "moved-base-model"))
+      for args in (("attn-diff", "lora", "base", "--limit", "2"), ("ablate", "lora", "--layers", "1"), ("anatomy", "lora"),
+                   ("attribute", "lora", "--example", "{idx}"), ("compare", "lora", "base"), ("qualitative", "--runs", "lora,base"))],
     # -- where results go: something else is there --------------------------------------------
     case("compare", "lora", "adapter", *R, names=("lora-vs-adapter.json", "directory")),
+    case("ablate", "lora", "--layers", "1", *R, names=("lora.drop1.json", "not a regular file")),
+    case("anatomy", "lora", "--runs-dir", "{root}/analyses-file", names=("analyses-file/analyses/anatomy/lora.json",)),
+    case("compare", "lora", "base", "--runs-dir", "{root}/analyses-file", names=("analyses-file/analyses/compare",)),
     case("qualitative", "--runs", "lora,adapter", *R, names=("lora+adapter.json", "not an interp qualitative result")),
     case("anatomy", "adapter", *R, names=("adapter.json", "line 1")),
     # -- report -------------------------------------------------------------------------------
@@ -313,6 +337,11 @@ REFUSED = _run_name_cases() + [
     case("report", *R, "--out", "{data}", names=("--out",)),
     case("report", *R, "--out", "{runs}/analyses", names=("--out", "analyses")),
     case("report", *R, "--out", "{files}/notes.txt", names=("--out", "notes.txt")),
+    case("report", *R, "--out", "{runs}/lora/site", names=("--out", "a run")),
+    case("report", *R, "--out", "{data}/site", names=("--out", "a data directory")),
+    case("report", *R, "--out", "{root}", names=("--out", "runs directory")),
+    case("report", *R, "--out", "{runs}/..", names=("--out", "runs directory")),
+    case("report", "--runs-dir", "{root}/bad-manifest", "--out", "{root}/bad-manifest/lora", names=("--out", "lora")),
     case("report", *R, "--out", "{files}", names=("--out",)),
     case("report", *R, "--out", "{files}/notes.txt/site", names=("--out",)),
     case("report", *R, "--out", "/dev/null", names=("--out", "/dev/null")),

@@ -205,5 +205,8 @@ def _parse(spec: str | None, depth: int) -> tuple[int, ...]:
         return ()
     try:
         return methods.parse_layers(spec, depth)
-    except ValueError as exc:
-        raise InterpError(f"--layers {spec}: {exc} The encoder has {depth} layers (1-{depth}).") from None
+    except (ValueError, InterpError) as exc:  # a malformed spec, or layers the encoder does not have
+        why = str(exc).removeprefix(f"layers {spec}: ")
+        if not why.startswith("the encoder has"):
+            why += f" The encoder has {depth} layers (1-{depth})."
+        raise InterpError(f"--layers {spec}: {why}") from None

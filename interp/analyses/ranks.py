@@ -90,6 +90,11 @@ def read_saved_ranks(path: Path) -> dict:
 
 def load_model(ref: RunRef):
     """(encoder, model) for a run (its best delta) or for the base (the bare encoder)."""
+    source = ref.base.get("source")
+    if isinstance(source, str) and Path(source).is_absolute() and not Path(source).exists():
+        whose = f"run {ref.name!r} was" if ref.run is not None else "the runs beside 'base' were"
+        raise InterpError(f"{whose} trained on the base model at {source} (base.source in the manifest), which is no "
+                          "longer there; put it back to analyse the run")
     if ref.run is not None:
         return load_run_model(ref.run)
     encoder = load_encoder(ref.base["source"])
