@@ -90,21 +90,26 @@ METHOD_CASES = [
     case(*T, *LORA, "--lora-scaling", "bogus", names=("--lora-scaling", "bogus")),
     case(*T, *LORA, "--lora-scaling", "", names=("--lora-scaling",)),
     # bad values of the method's own options
-    *[case(*T, "--method", "lora", "--r", v, names=("--r", v)) for v in ("0", "-3", "1000000000000", "385")],
+    *[case(*T, "--method", "lora", "--r", v, names=("--r", v)) for v in ("0", "-3")],
+    # sizes by the study's formula beyond the whole base (22,713,216 weights; r 2464 is the largest LoRA that fits)
+    *[case(*T, "--method", "lora", "--r", v, names=("--r", v, "whole base")) for v in ("1000000000000", "2465")],
     *[case(*T, "--method", "lora", "--r", v, names=("--r",)) for v in ("abc", "", "4.5", "1e3", "99999999999999999999999999")],
-    *[case(*T, "--method", "adapter", "--r", v, names=("--r", v)) for v in ("0", "-1", "1000000000000", "1537")],
-    *[case(*T, "--method", "prefix", "--length", v, names=("--length", v)) for v in ("0", "-5", "513", "1000000000000")],
+    *[case(*T, "--method", "adapter", "--r", v, names=("--r", v)) for v in ("0", "-1")],
+    *[case(*T, "--method", "adapter", "--r", v, names=("--r", v, "whole base")) for v in ("1000000000000", "2465")],
+    case(*T, "--method", "adapter", "--placement", "ffn", "--r", "4930", names=("--r", "4930", "whole base")),
+    *[case(*T, "--method", "prefix", "--length", v, names=("--length", v)) for v in ("0", "-5")],
+    *[case(*T, "--method", "prefix", "--length", v, names=("--length", v, "whole base")) for v in ("4930", "1000000000000")],
     case(*T, "--method", "prefix", "--length", "x", names=("--length",)),
     *[case(*T, "--method", "lora", "--r", "4", "--alpha", v, names=("--alpha", v)) for v in ("nan", "inf", "-inf", "0", "-1")],
     case(*T, "--method", "lora", "--r", "4", "--alpha", "four", names=("--alpha",)),
     *[case(*T, "--method", "adapter", "--r", "4", "--placement", v, names=("--placement",)) for v in ("ATTN", "", "middle")],
-    # tiny base: ranks and lengths above its widths, presets that do not fit it
-    case(*T, *TINY, "--method", "lora", "--r", "33", names=("--r", "33", "32")),
-    case(*T, *TINY, "--method", "adapter", "--r", "129", names=("--r", "129", "128")),
-    case(*T, *TINY, "--method", "prefix", "--length", "129", names=("--length", "129", "128")),
-    case(*T, *TINY, *LORA, names=("--preset lora64", "32")),
-    case(*T, *TINY, "--preset", "loFF", names=("--preset loFF",)),
-    case(*T, *TINY, "--preset", "adapter-h512", names=("--preset adapter-h512", "128")),
+    # tiny base (75,328 weights): deltas larger than it, presets that do not fit it
+    case(*T, *TINY, "--method", "lora", "--r", "148", names=("--r", "148", "75,328")),
+    case(*T, *TINY, "--method", "adapter", "--placement", "ffn", "--r", "295", names=("--r", "295", "75,328")),
+    case(*T, *TINY, "--method", "prefix", "--length", "295", names=("--length", "295", "75,328")),
+    case(*T, *TINY, "--preset", "loFF", names=("--preset loFF", "75,328")),
+    case(*T, *TINY, "--preset", "adapter-h512", names=("--preset adapter-h512", "75,328")),
+    case(*T, *TINY, "--preset", "prefix5", "--max-len", "129", names=("--max-len", "129", "128")),
     case(*T, "--preset", "loFF_9-12", names=("--preset loFF_9-12", "6 layers")),
     case(*T, *TINY, "--preset", "loFF_9-12", names=("--preset loFF_9-12", "4 layers")),
 ]
@@ -319,12 +324,29 @@ def test_a_preset_restricted_to_layers_builds_and_fits(preset, layers, depth):
     from trainers import methods
     from trainers.encoders import BaseShape
 
-    config = method_config(preset, None, None, None, None, None, layers, shape=BaseShape(depth=depth, hidden=384, ffn=1536, positions=512))
+    config = method_config(preset, None, None, None, None, None, layers, shape=BaseShape(**(MINILM | {"depth": depth})))
     assert config.layers == layers
     assert all(part.layers == layers for part in getattr(config, "parts", ()))
     assert methods.method_from_dict(config.to_dict()) == config  # a manifest records it as it is
     unrestricted = methods.get_preset(preset)
     assert set(config.layer_indices(depth)) <= set(unrestricted.layer_indices(depth))
+
+
+MINILM = dict(depth=6, hidden=384, ffn=1536, positions=512, parameters=22_713_216)
+TINY_SHAPE = dict(depth=4, hidden=32, ffn=128, positions=128, parameters=75_328)
+
+
+@pytest.mark.parametrize("shape,preset,method,r,length", [
+    (MINILM, None, "lora", 2464, None), (MINILM, None, "adapter", 2464, None), (MINILM, None, "prefix", None, 4928),
+    (MINILM, "adapter-h512", None, None, None), (MINILM, "prefix256", None, None, None),
+    (TINY_SHAPE, "lora64", None, None, None), (TINY_SHAPE, None, "lora", 147, None), (TINY_SHAPE, "full", None, None, None),
+])
+def test_the_largest_deltas_that_fit_the_base_are_accepted(shape, preset, method, r, length):
+    from interp.commands.train import Method, method_config
+    from trainers.encoders import BaseShape
+
+    config = method_config(preset, method and Method(method), r, None, length, None, None, shape=BaseShape(**shape))
+    assert preset is not None or config.formula(shape["hidden"], shape["depth"]) <= shape["parameters"]
 
 
 @pytest.mark.parametrize("preset,layers", [("lora64", "5-6"), ("loFF", "5-6"), ("adapter-h64", "last:1"), ("prefix5", "2")])

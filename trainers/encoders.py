@@ -66,11 +66,15 @@ class BaseShape:
     hidden: int
     ffn: int  # the FFN's inner width
     positions: int  # the longest input in tokens
+    parameters: int  # the base's weights, counted from the config (BERT's layout: embeddings, layers, pooler)
 
     @classmethod
     def of(cls, config, spec: FamilySpec) -> BaseShape:
-        return cls(depth=config.num_hidden_layers, hidden=config.hidden_size, ffn=config.intermediate_size,
-                   positions=config.max_position_embeddings - spec.position_offset)
+        h, f, depth = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+        per_layer = 4 * (h * h + h) + (h * f + f) + (f * h + h) + 2 * 2 * h  # Q, K, V, O; FFN in and out; two LayerNorms
+        embeddings = (config.vocab_size + config.max_position_embeddings + (getattr(config, "type_vocab_size", 0) or 0)) * h + 2 * h
+        return cls(depth=depth, hidden=h, ffn=f, positions=config.max_position_embeddings - spec.position_offset,
+                   parameters=embeddings + depth * per_layer + h * h + h)
 
 POOLINGS = ("cls", "pooler", "mean")
 DEFAULT_POOLING = "cls"

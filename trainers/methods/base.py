@@ -148,14 +148,21 @@ class MethodConfig:
     def describe(self) -> str:
         raise NotImplementedError
 
+    size_field: ClassVar[str] = "layers"  # the field that sets the delta's size (r, length), named when it is too big
+
     def check_fits(self, shape) -> None:
         """FieldError naming the field unless this method fits a base of `shape` (an encoder's
-        `BaseShape`: depth, hidden, ffn, positions). Checked before anything is allocated, so a
-        rank of 10^12 is refused instead of tried. Subclasses add their own sizes."""
+        `BaseShape`): its layers exist, and by the study's formula it trains no more parameters
+        than the whole base (full fine-tuning trains fewer). Checked before anything is
+        allocated, so a rank of 10^12 is refused instead of tried."""
         try:
             self.layer_indices(shape.depth)
         except InterpError as exc:
             raise FieldError("layers", str(exc)) from None
+        trained = self.formula(shape.hidden, shape.depth)
+        if trained > shape.parameters:
+            raise FieldError(self.size_field, f"`{self.size_field}` {getattr(self, self.size_field)}: {self.describe()} would "
+                                              f"train {trained:,} parameters, more than the whole base (about {shape.parameters:,}).")
 
     def with_layers(self, layers: str) -> MethodConfig:
         """This method restricted to `layers` (a spec such as '5-6' or 'last:2').

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trainers.errors import FieldError
 from trainers.methods.base import MethodConfig, check_layers_spec, one_of, positive_int
 
 # placement -> the Encoder roles whose outputs the adapter follows
@@ -23,6 +22,7 @@ class AdapterConfig(MethodConfig):
     """
 
     method = "adapter"
+    size_field = "r"  # named by check_fits when the delta would outgrow the base
     r: int
     placement: str = "both"
     layers: str | None = None
@@ -38,12 +38,6 @@ class AdapterConfig(MethodConfig):
 
     def roles(self) -> tuple[str, ...]:
         return PLACEMENTS[self.placement]
-
-    def check_fits(self, shape) -> None:
-        super().check_fits(shape)  # the study's Adapter-H512 on a 384-wide base is wider than hidden: allowed up to the FFN
-        if self.r > shape.ffn:
-            raise FieldError("r", f"`r` {self.r}: a bottleneck wider than the encoder's widest layer "
-                                  f"(its FFN, {shape.ffn}) is not a bottleneck.")
 
     def formula(self, hidden: int, depth: int) -> int:
         # Table 4.2: 2rd per adapter (Adapter-ATTN/FFN 2rd, Adapter-H 4rd per layer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trainers.errors import FieldError, InterpError
 from trainers.methods.base import ROLE_WORDS, MethodConfig, check_layers_spec
 
 
@@ -19,6 +20,12 @@ class FullConfig(MethodConfig):
 
     def roles(self) -> tuple[str, ...]:
         return tuple(ROLE_WORDS)
+
+    def check_fits(self, shape) -> None:
+        try:  # full fine-tuning trains the base's own weights: only its layers are checked
+            self.layer_indices(shape.depth)
+        except InterpError as exc:
+            raise FieldError("layers", str(exc)) from None
 
     def formula(self, hidden: int, depth: int) -> int:
         raise NotImplementedError("full fine-tuning has no Table 4.2 formula; count the base model")

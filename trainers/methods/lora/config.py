@@ -32,6 +32,7 @@ class LoraConfig(MethodConfig):
     """
 
     method = "lora"
+    size_field = "r"  # named by check_fits when the delta would outgrow the base
     r: int
     alpha: float = 4.0
     dropout: float = 0.0
@@ -91,12 +92,6 @@ class LoraConfig(MethodConfig):
 
     def roles(self) -> tuple[str, ...]:
         return ("query", "value")
-
-    def check_fits(self, shape) -> None:
-        super().check_fits(shape)
-        if self.r > shape.hidden:
-            raise FieldError("r", f"`r` {self.r} is above the rank of the {shape.hidden}x{shape.hidden} query and value "
-                                  f"projections it adapts (at most {shape.hidden}).")
 
     def formula(self, hidden: int, depth: int) -> int:
         return 4 * self.r * hidden * len(self.layer_indices(depth))  # Table 4.2: 4rd per layer

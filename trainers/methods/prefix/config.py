@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trainers.errors import FieldError
 from trainers.methods.base import MethodConfig, check_layers_spec, one_of, positive_int
 
 INITS = ("vocab", "normal")
@@ -22,6 +21,7 @@ class PrefixConfig(MethodConfig):
     """
 
     method = "prefix"
+    size_field = "length"  # named by check_fits when the delta would outgrow the base
     length: int
     init: str = "vocab"
     layers: str | None = None
@@ -33,12 +33,6 @@ class PrefixConfig(MethodConfig):
 
     def roles(self) -> tuple[str, ...]:
         return ("self_attention",)
-
-    def check_fits(self, shape) -> None:
-        super().check_fits(shape)
-        if self.length > shape.positions:
-            raise FieldError("length", f"`length` {self.length} is longer than the longest input the encoder "
-                                       f"takes ({shape.positions} tokens).")
 
     def formula(self, hidden: int, depth: int) -> int:
         return 2 * self.length * hidden * len(self.layer_indices(depth))  # Table 4.2: 2ld per layer

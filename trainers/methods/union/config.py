@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-from trainers.errors import FieldError, InterpError
+from trainers.errors import FieldError
 from trainers.methods.base import ROLE_WORDS, MethodConfig, check_layers_spec, fixed_layers, parse_layers
 
 
@@ -74,6 +74,10 @@ class UnionConfig(MethodConfig):
         for part in self.parts:
             part.check_fits(shape)
         self.check_depth(shape.depth)
+        trained = self.formula(shape.hidden, shape.depth)
+        if trained > shape.parameters:
+            raise FieldError("parts", f"{self.describe()} would train {trained:,} parameters, more than the whole base "
+                                      f"(about {shape.parameters:,}).")
 
     def with_layers(self, layers: str) -> UnionConfig:
         """Every part restricted to `layers` (each part answers for itself)."""
@@ -86,7 +90,7 @@ class UnionConfig(MethodConfig):
         return tuple(sorted({i for part in self.parts for i in part.layer_indices(depth)}))
 
     def check_depth(self, depth: int) -> None:
-        """The overlap check for layers that depend on the depth; InterpError if two parts clash."""
+        """The overlap check for layers that depend on the depth; FieldError (an InterpError) if two parts clash."""
         clash = find_overlap(self.parts, depth=depth)
         if clash:
             raise FieldError("layers", clash)
