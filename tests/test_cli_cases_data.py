@@ -53,6 +53,7 @@ DAMAGED_LINES = {
     "no-query": ('{"idx": 3, "url": "u", "code_tokens": ["b"]}', "'docstring_tokens'"),
     "no-code": ('{"idx": 3, "url": "u", "docstring_tokens": ["a"]}', "'code_tokens'"),
     "repo-number": ('{"idx": 3, "url": "u", "docstring_tokens": ["a"], "code_tokens": ["b"], "repo": 7}', "'repo'"),
+    "surrogate": ('{"idx": 3, "url": "u", "docstring_tokens": ["a\\ud800"], "code_tokens": ["b"]}', "lone surrogate"),
     "blank": ("   ", "blank line"),
     "duplicate-idx": (GOOD_LINES[0], "duplicate idx"),
 }

@@ -114,6 +114,13 @@ def test_read_source_never_blocks_and_stops_at_the_cap(tmp_path, make, reason):
         assert mine_file(path, repo="r", path="x.py").skipped == reason
 
 
+def test_a_docstring_that_is_not_text_is_filtered(tmp_path):
+    """A lone surrogate written as an escape in a docstring would reach the tokenizer, which refuses it."""
+    path = tmp_path / "odd.py"
+    path.write_text('def f(x):\n    """Return the odd value \\ud800 of x quickly."""\n    return 3 * x + 1\n')
+    assert mine_file(path, repo="r", path="odd.py").rejected == [("f", "query_not_english")]
+
+
 def _generated(path: Path, numbered: int, named: int) -> None:
     """`numbered` functions that differ in a number only (as a generator writes them), then `named`
     ones that differ in the names they use."""

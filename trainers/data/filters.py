@@ -18,7 +18,9 @@ of `FILTERS`:
 - `query_is_section_header`: the first paragraph is a section such as `Args:` or `Returns:`,
   or a parameter entry (`x (int): ...`, ``input_ids (`torch.LongTensor`): ...``), not a summary.
 - `query_not_english`: no letters at all, or fewer than 90% of its letters are ASCII. A cheap
-  heuristic: it catches Chinese, Japanese, Cyrillic and Greek text, not German or French.
+  heuristic: it catches Chinese, Japanese, Cyrillic and Greek text, not German or French. A
+  query holding a lone surrogate (`\ud800` written as an escape in the docstring) is not text
+  either: tokenizers refuse it.
 - `exact_duplicate`: the same query and the same code as a pair kept earlier.
 - `duplicate_query`: the same query (lower-cased words, punctuation ignored) as a pair kept
   earlier; a query must point at one function, and generated code repeats its docstrings.
@@ -76,6 +78,7 @@ FILTERS = (
 )
 ACROSS_SPLIT_FILTERS = FILTERS[-2:]  # applied after the split, by `neardup.py`
 
+SURROGATE = re.compile("[\ud800-\udfff]")  # not Unicode text: no UTF-8 encoding, no tokenizer takes it
 _URL = re.compile(r"(?i)\b(?:https?|ftp|file)://|\bwww\.\w")
 _TAG = re.compile(r"</?[A-Za-z][\w:.-]*(?:\s[^<>]*)?/?>|<!--")
 _SPECIAL = re.compile(
@@ -117,7 +120,9 @@ def query_filter(query: str, tokens: list[str]) -> str | None:
 
 
 def is_english(text: str) -> bool:
-    """At least one letter, and at least 90% of the letters ASCII."""
+    """Text (no lone surrogates), at least one letter, and at least 90% of the letters ASCII."""
+    if SURROGATE.search(text):
+        return False
     letters = [c for c in text if c.isalpha()]
     if not letters:
         return False

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 from trainers.errors import DataError, InterpError, did_you_mean
 
 SPLITS = ("train", "valid", "test")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,8 @@ def _tokens(record: dict, *names: str) -> tuple[str, ...]:
         raise ValueError(f"field {name!r} should be a list of strings")
     if not value:
         raise ValueError(f"field {name!r} is empty")
+    if _SURROGATE.search("".join(value)):
+        raise ValueError(f"field {name!r} holds a lone surrogate (an escape such as \\ud800), which is not text a tokenizer can read")
     return tuple(value)
 
 
