@@ -31,7 +31,7 @@ def _workers(ctx: typer.Context, param: typer.CallbackParam, value: int | None) 
 
 @app.command()
 def build(
-    out: Annotated[str, typer.Option("--out", help="Directory to write train/valid/test.jsonl and manifest.json into: "
+    out: Annotated[str, typer.Option("--out", metavar="DIR", help="Directory to write train/valid/test.jsonl and manifest.json into: "
                                                    "a new or empty one, or an earlier build.")] = str(DEFAULT_DATA_DIR),
     source: Annotated[
         list[str] | None,
@@ -39,7 +39,7 @@ def build(
                                       f"Default: {', '.join(DEFAULT_SOURCES)}."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the file-to-split assignment.")] = 0,
-    workers: Annotated[int | None, typer.Option(callback=_workers, help="Mining processes (default: one per CPU); the output does not depend on it.")] = None,
+    workers: Annotated[int | None, typer.Option(callback=_workers, help="Mining processes (default: one per CPU, at most 4 per CPU); the output does not depend on it.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Mine docstring/function pairs from Python source into an AdvTest-style directory."""
