@@ -33,8 +33,11 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="refused only whe
 def world(cli_world, tmp_path_factory):
     """cli_world's runs copied beside damaged copies of them and odd files; cases may only read it.
 
-    runs/          lora, adapter, and copies of lora whose ranks.json is damaged (lora-<damage>)
+    runs/          lora and adapter, and odd things where analyses write their results
+    bad-ranks/     adapter, and copies of lora whose ranks.json is damaged (lora-<damage>)
     bad-manifest/  a run whose manifest is truncated; no-data/: a run whose data was moved away
+    bad-weights/   a run whose adapter weights are cut short; moved-base/: one whose base model is gone
+    analyses-file/ a run beside a file named analyses
     files/         code files, data files (good and damaged), a directory, a plain text file
     """
     root = tmp_path_factory.mktemp("analyses-cases")
@@ -52,9 +55,11 @@ def world(cli_world, tmp_path_factory):
         "fewranks": json.dumps(json.loads(ranks) | {"ranks": {}}),
         "binary": "\udcff",
     }
+    bad_ranks = root / "bad-ranks"  # apart, so that the cases on runs/ list two runs, not eleven
+    shutil.copytree(runs / "adapter", bad_ranks / "adapter")
     for damage, text in damages.items():
-        shutil.copytree(runs / "lora", runs / f"lora-{damage}")
-        (runs / f"lora-{damage}" / "ranks.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+        shutil.copytree(runs / "lora", bad_ranks / f"lora-{damage}")
+        (bad_ranks / f"lora-{damage}" / "ranks.json").write_bytes(text.encode("utf-8", "surrogateescape"))
     (runs / "analyses" / "compare").mkdir(parents=True)
     (runs / "analyses" / "compare" / "lora-vs-adapter.json").mkdir()  # a directory where compare's result goes
     (runs / "analyses" / "qualitative").mkdir(parents=True)
@@ -309,7 +314,8 @@ REFUSED = _run_name_cases() + [
     case("compare", "lora", "base", "--runs-dir", "{root}/bad-manifest", names=("manifest.json",)),
     case("compare", "lora", "base", "--runs-dir", "{root}/no-data", names=("test.jsonl",)),
     # -- damaged ranks.json (compare and qualitative read them) ---------------------------------
-    *[case(cmd, *pre, f"lora-{damage}", *post, "--limit", str(EXAMPLES), *R, names=(f"lora-{damage}/ranks.json{colon}",) + extra)
+    *[case(cmd, *pre, f"lora-{damage}", *post, "--limit", str(EXAMPLES), "--runs-dir", "{root}/bad-ranks",
+           names=(f"lora-{damage}/ranks.json{colon}",) + extra)
       for damage, colon, extra in (("trunc", ":", ()), ("notjson", ":1", ()), ("empty", ":1", ()), ("list", "", ("list",)),
                                    ("nokeys", "", ("'fingerprint'",)), ("noranks", "", ("'ranks'",)), ("badrank", "", ("'first'",)),
                                    ("fewranks", "", ("no rank",)), ("binary", "", ("UTF-8",)))
