@@ -150,12 +150,10 @@ def train(
         raise InterpError(f"{options.option_name(exc.field)}: {exc}") from exc
     if cfg.max_len > shape.positions:
         raise InterpError(f"--max-len {cfg.max_len}: the base takes at most {shape.positions} tokens")
-    if not resume:
-        pairs = count_lines(data / "train.jsonl")
-        usable = pairs if train_limit is None else min(pairs, train_limit)
-        if usable < cfg.batch_size:
-            what = f"--train-limit {train_limit}" if train_limit is not None and train_limit < pairs else f"{data / 'train.jsonl'} ({pairs} pairs)"
-            raise InterpError(f"--batch-size {cfg.batch_size}: larger than the training set, {what}")
+    if not resume and train_limit is not None and train_limit < cfg.batch_size:
+        raise InterpError(f"--batch-size {cfg.batch_size}: larger than the training set, --train-limit {train_limit}")
+    if not resume and (pairs := count_lines(data / "train.jsonl", stop=cfg.batch_size)) < cfg.batch_size:
+        raise InterpError(f"--batch-size {cfg.batch_size}: larger than the training set, {data / 'train.jsonl'} ({pairs} lines)")
     options.device(device.value)
     spec = RunSpec(name=name, method=config, data_dir=data, preset=preset, base=base, train_limit=train_limit, eval_limit=eval_limit)
     manifest = train_run(spec, cfg, runs_dir=runs_dir, device=device.value, resume=resume, progress=progress, num_processes=num_processes,
@@ -183,11 +181,11 @@ def check_name(name: str) -> str:
         raise InterpError(f"--name: {exc}") from exc
 
 
-def count_lines(path: Path) -> int:
-    """Lines of a file, read in blocks without parsing: an upper bound on the pairs of a jsonl split."""
+def count_lines(path: Path, stop: int) -> int:
+    """Lines of a file up to about `stop`, read in blocks without parsing: an upper bound on a split's pairs."""
     count, last = 0, b"\n"
     with open(path, "rb") as f:
-        while block := f.read(1 << 20):
+        while count < stop and (block := f.read(1 << 16)):
             count += block.count(b"\n")
             last = block[-1:]
     return count + (last != b"\n")
