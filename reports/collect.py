@@ -70,8 +70,12 @@ def printable(text: str) -> str:
 
 
 def read_json(path: Path, problems: list[str]) -> Any | None:
-    """The JSON in `path`, or None with a problem listed: unreadable, not UTF-8, not JSON, nested too deeply."""
+    """The JSON in `path`, or None with a problem listed: unreadable, not UTF-8, not JSON, nested too deeply,
+    or not a regular file (a FIFO would never finish reading)."""
     try:
+        if not path.is_file():
+            problems.append(f"{printable(str(path))}: cannot be read (not a regular file)")
+            return None
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         problems.append(f"{printable(str(path))}:{exc.lineno}: not valid JSON ({exc.msg})")

@@ -103,6 +103,8 @@ def world(cli_world, tmp_path_factory):
     (files / "broken.py").write_text("def f(:\n  '''\n")
     (files / "notes.txt").write_text("keep me\n")
     (files / "folder").mkdir()
+    os.mkfifo(files / "fifo.jsonl")  # nothing ever writes to it: reading it would wait for ever
+    os.mkfifo(files / "fifo.py")
     test_lines = (cli_world.data / "test.jsonl").read_text().splitlines()
     (files / "small.jsonl").write_text("\n".join(test_lines[:6]) + "\n")
     (files / "badline.jsonl").write_text("\n".join(test_lines[:2] + ["{not json"] + test_lines[3:5]) + "\n")
@@ -247,6 +249,10 @@ REFUSED = _run_name_cases() + [
     case("attribute", "lora", "--query", "add", "--code", "{files}/broken.py", *R, names=("broken.py",)),
     case("attribute", "lora", "--query", "add", "--code", "{files}/nope.py", *R, names=("--code", "nope.py")),
     case("attribute", "lora", "--query", "add", "--code", "{files}/folder", *R, names=("--code", "folder")),
+    case("attribute", "lora", "--query", "add", "--code", "{files}/fifo.py", *R, names=("fifo.py",)),
+    case("attribute", "lora", "--example", "{idx}", "--data", "{files}/fifo.jsonl", *R, names=("fifo.jsonl",)),
+    case("attn-diff", "lora", "adapter", "--data", "{files}/fifo.jsonl", *R, names=("fifo.jsonl",)),
+    case("compare", "lora", "adapter", "--data", "{files}/fifo.jsonl", *R, names=("fifo.jsonl",)),
     case("attribute", "lora", "--example", "999999999", *R, names=("--example", "999999999")),
     case("attribute", "lora", "--example", "-1", *R, names=("--example", "-1")),
     case("attribute", "lora", "--example", "x", *R, names=("--example",)),
@@ -472,7 +478,15 @@ def hostile_site(good_runs, tmp_path_factory):
     shutil.copytree(good_runs, runs)
     for kind, file, content, _ in HOSTILE_FILES:
         put(runs, kind, file, content)
+    os.mkfifo(runs / "analyses" / "compare" / "fifo.json")  # never written to: reading it would wait for ever
+    (runs / "analyses" / "compare" / "folder.json").mkdir()
     return rendered(runs)
+
+
+@pytest.mark.parametrize("file", ["fifo.json", "folder.json"])
+def test_a_result_that_is_not_a_file_is_listed(hostile_site, file):
+    site, _ = hostile_site
+    assert sum(f"/compare/{file}: cannot be read" in p for p in site.problems) == 1, site.problems
 
 
 def test_the_good_results_render_beside_hostile_ones(hostile_site):

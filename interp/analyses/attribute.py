@@ -261,6 +261,8 @@ def read_code(path: Path) -> str:
     from trainers.data.text import code_tokens
 
     path = Path(path)
+    if not path.is_file():  # a FIFO would never finish reading
+        raise InterpError(f"--code {path}: not a regular file")
     try:
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
