@@ -251,6 +251,7 @@ STUDY_CASES = [
     case("study", "rq1", "--seeds", "1,1", *S, names=("--seeds", "1")),
     case("study", "rq1", "--seeds", "", *S, names=("--seeds",)),
     case("study", "rq1", "--seeds", "1,,2", *S, names=("--seeds",)),
+    case("study", "rq1", "--seeds", "1,36893488147419103232", *S, names=("--seeds", "36893488147419103232")),
     case("study", "rq1", "--scale", "huge", *S, names=("'huge'",)),
     case("study", "rq1", "--scale", "", *S, names=("scale",)),
     case("study", "rq1", "--device", "bogus", *S, names=("--device", "bogus")),

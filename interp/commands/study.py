@@ -36,7 +36,7 @@ def study(
     (exit status 1 at the end); a full disk stops the study (exit status 2). A second process on
     the same grid and RUNS_DIR is refused, naming the first (or waits for it, with --wait).
     """
-    from trainers.errors import InterpError
+    from trainers.errors import FieldError, InterpError
 
     from interp.study import get_grid, get_scale, load_grid_file, parse_seeds, run_study
 
@@ -46,7 +46,12 @@ def study(
     if grid is None:
         raise InterpError("give a GRID (see `interp study --list`)")
     chosen, chosen_scale, seed_list = get_grid(grid), get_scale(scale), parse_seeds(seeds)
-    options.creatable_dir("--runs-dir", runs_dir)  # checked before anything loads or trains
+    for seed in seed_list:  # checked before anything loads or trains
+        try:
+            chosen_scale.config(seed)
+        except FieldError as exc:
+            raise InterpError(f"--seeds {seeds}: {exc}") from exc
+    options.creatable_dir("--runs-dir", runs_dir)
     options.data_dir("--data", data)
     options.base_shape(base)
     options.device(device.value)
