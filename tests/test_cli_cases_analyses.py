@@ -575,6 +575,24 @@ def test_the_command_renders_the_rest_and_warns_one_line_each(good_runs, tmp_pat
     assert "a\\nb.json" in (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
 
 
+def test_a_full_disk_keeps_the_previous_site_and_says_so(good_runs, tmp_path, monkeypatch):
+    import errno
+
+    runs = tmp_path / "runs"
+    shutil.copytree(good_runs, runs)
+    assert invoke(["report", "--runs-dir", runs]).exit_code == 0
+    before = snapshot(tmp_path)
+
+    def full(folder):
+        folder.mkdir(parents=True)
+        (folder / "plotly.min.js").write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("reports.site.write_assets", full)
+    check_refused(["report", "--runs-dir", runs], ["No space left on device", "report", "kept"], watched=tmp_path)
+    assert snapshot(tmp_path) == before
+
+
 def test_the_shared_world_is_as_it_was(world):
     """No case of this module wrote into cli_world (cases read its data through the runs' manifests)."""
     assert snapshot(world.cli_world.root) == world.shared
