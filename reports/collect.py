@@ -58,7 +58,7 @@ class Site:
     runs: list[Run] = field(default_factory=list)
     groups: list[Group] = field(default_factory=list)
     analyses: dict[str, list[dict]] = field(default_factory=dict)  # kind -> saved results, sorted by file name
-    sources: dict[int, Path] = field(default_factory=dict)  # id() of a saved result -> the file it was read from
+    sources: dict[int, Path] = field(default_factory=dict)  # id() of a saved result or study -> the file it was read from
     studies: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -105,6 +105,7 @@ def collect(runs_dir: Path) -> Site:
             study = read_json(path, site.problems)
             if isinstance(study, dict) and study.get("kind") == "study" and isinstance(study.get("tables"), list):
                 site.studies.append(study)
+                site.sources[id(study)] = path
             elif study is not None:
                 site.problems.append(f"{printable(str(path))}: not a study tables file (no kind 'study' with tables)")
     else:

@@ -66,7 +66,7 @@ def render(site: Site) -> dict[str, str]:
     env = environment()
     done: dict[str, str] = {}
 
-    def attempt(make, source: str, names: set[str] | None = None) -> bool:
+    def attempt(make, source: str) -> bool:
         try:
             texts = {path: _render(env, template, context, site) for path, template, context in make()}
             for path, text in texts.items():  # lone surrogates ("\ud800" in the JSON) cannot be written as UTF-8
@@ -86,7 +86,7 @@ def render(site: Site) -> dict[str, str]:
         site.analyses[kind] = [saved for saved in results if attempt(
             lambda: _analysis_pages(kind, saved), printable(str(site.sources.get(id(saved), saved["name"]))))]
     site.studies = [study for study in site.studies if attempt(
-        lambda: [pages.study_page(study)], f"{printable(str(site.runs_dir))}/study/{printable(str(study.get('grid')))}/tables.json")]
+        lambda: [pages.study_page(study)], printable(str(site.sources.get(id(study), study.get("grid")))))]
     site.runs = [run for run in site.runs if attempt(
         lambda: [pages.run_page(run, site)], printable(str(site.runs_dir / run.name / "manifest.json")))]
     site.groups = group_runs(site.runs)
