@@ -137,6 +137,8 @@ RUN_NAMES = [  # any command that takes run names: unknown, not allowed, or wher
     ("", ("''",)),
     ("x" * 300, ("x" * 20,)),
     ("analyses", ("analyses",)),
+    ("lora\nx", ("'lora\\nx'",)),
+    ("lorä", ("lorä",)),
 ]
 
 
@@ -354,6 +356,7 @@ REFUSED = _run_name_cases() + [
     case("report", *R, "--out", "{root}", names=("--out", "runs directory")),
     case("report", *R, "--out", "{runs}/..", names=("--out", "runs directory")),
     case("report", "--runs-dir", "{root}/bad-manifest", "--out", "{root}/bad-manifest/lora", names=("--out", "lora")),
+    case("report", "--runs-dir", "{runs}/lora", names=("--out", "a run")),
     case("report", *R, "--out", "{files}", names=("--out",)),
     case("report", *R, "--out", "{files}/notes.txt/site", names=("--out",)),
     case("report", *R, "--out", "/dev/null", names=("--out", "/dev/null")),
