@@ -308,6 +308,7 @@ class Compare:
 
 
 MIN_BOOTSTRAP = 40  # resamples: with fewer, 2.5% of them is less than one draw, so a 95% interval has no ends
+MAX_RESAMPLES = 1_000_000  # of the bootstrap and of a Monte Carlo randomisation test
 
 
 def run_compare(*, runs_dir: Path, names: list[str], split: str = "test", data_file: Path | None = None,
@@ -317,7 +318,9 @@ def run_compare(*, runs_dir: Path, names: list[str], split: str = "test", data_f
     if len(names) < 2:
         raise InterpError("compare needs at least two runs")
     at_least("--bootstrap", bootstrap, MIN_BOOTSTRAP)
+    at_most("--bootstrap", bootstrap, MAX_RESAMPLES, "the interval's ends no longer move; the time grows with it")
     at_least("--permutations", permutations, 1)
+    at_most("--permutations", permutations, MAX_RESAMPLES, "a Monte Carlo p-value's standard error is then below 0.0005")
     at_least("--seed", seed, 0)
     at_most("--seed", seed, 2**64 - 1, "a 64-bit seed")
     check_split(split, data_file)
