@@ -36,6 +36,7 @@ class BottleneckConfig(LayerTargetsConfig):
     """peft config of bottleneck adapters after each target projection, bottleneck `r` (ReLU, biases)."""
 
     r: int = 64
+    init_weights: bool = True  # False: W_up and b_up start random too, so the untrained adapter is not the identity
 
     def __post_init__(self):
         super().__post_init__()
@@ -60,9 +61,10 @@ class BottleneckModel(BaseTuner):
 
     def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key, **kwargs) -> None:
         if isinstance(target, BottleneckLayer):
-            target.update_layer(adapter_name, peft_config.r, inference_mode=peft_config.inference_mode)
+            target.update_layer(adapter_name, peft_config.r, init_weights=peft_config.init_weights, inference_mode=peft_config.inference_mode)
             return
-        new_module = BottleneckLayer(target, adapter_name, peft_config.r, inference_mode=peft_config.inference_mode)
+        new_module = BottleneckLayer(target, adapter_name, peft_config.r, init_weights=peft_config.init_weights,
+                                     inference_mode=peft_config.inference_mode)
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)

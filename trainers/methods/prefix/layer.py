@@ -46,9 +46,13 @@ class PrefixLayer(nn.Module, BaseTunerLayer):
     other_param_names = INIT_STORES
     optional_state = INIT_STORES  # older checkpoints lack them (delta.load_delta accepts that)
 
+    mergeable = False  # keys and values in front of the base's own: no weight to fold them into
+
     def __init__(self, adapter_name: str, length: int, num_heads: int, hidden: int, *, device=None, dtype=None, inference_mode=False):
         super().__init__()
         self.num_heads, self.hidden = num_heads, hidden
+        self.in_features = self.out_features = hidden  # peft's layers expose both; attention maps hidden to hidden
+        self.__dict__["_attention"] = None  # the self-attention module it sits in (set by attach; not a child module)
         self.kv_prefix_key = nn.ParameterDict()
         self.kv_prefix_value = nn.ParameterDict()
         self.kv_prefix_init_key = BufferDict(persistent=True)
@@ -77,11 +81,13 @@ class PrefixLayer(nn.Module, BaseTunerLayer):
         return None if any(torch.isnan(p).any() for p in pair) else pair
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Runs before the buffers' own loading: what the checkpoint has overwrites the NaN.
+        # Runs before the buffers' own loading: what the checkpoint has overwrites the NaN. Only the adapters
+        # this state dict loads are touched (loading a second adapter leaves the first one's initial values).
         for name in INIT_STORES:
             store = getattr(self, name)
             for adapter in list(store):
-                if f"{prefix}{name}.{adapter}" not in state_dict:
+                loads = any(f"{prefix}{trained}.{adapter}" in state_dict for trained in self.adapter_layer_names)
+                if loads and f"{prefix}{name}.{adapter}" not in state_dict:
                     store[adapter] = torch.full_like(store[adapter], float("nan"))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
@@ -97,8 +103,30 @@ class PrefixLayer(nn.Module, BaseTunerLayer):
             out.append(prefix.expand(batch, -1, -1, -1))
         return out[0], out[1]
 
+    def attach(self, attention: nn.Module) -> None:
+        """Sit in `attention` (as its child CHILD) and route its attention through the prefix."""
+        attention.add_module(CHILD, self)
+        self.__dict__["_attention"] = attention
+        route_attention(attention)
+
+    def get_base_layer(self) -> nn.Module:
+        """The self-attention module the prefix sits in (peft's other layers wrap theirs; this one is a child of it).
+
+        Without it peft's `get_base_layer()` would return the layer itself, and `.weight` would recurse forever."""
+        attention = self.__dict__["_attention"]
+        if attention is None:
+            raise AttributeError("this PrefixLayer is not attached to a self-attention module")
+        return attention
+
+    def _get_base_layer_device_and_dtype(self, base_layer):
+        weight = next(base_layer.parameters(), None)  # a self-attention module has no `weight` of its own
+        return (None, None) if weight is None else (weight.device, weight.dtype)
+
     def merge(self, safe_merge: bool = False, adapter_names=None) -> None:
         raise NotImplementedError("prefix keys and values cannot be merged into the base weights")
+
+    def unmerge(self) -> None:
+        raise NotImplementedError("prefix keys and values are never merged into the base weights")
 
     def __repr__(self) -> str:
         return "kv_prefix." + super().__repr__()

@@ -9,7 +9,7 @@ from peft.tuners.tuners_utils import BaseTuner
 
 from trainers.methods.adapter.model import LayerTargetsConfig
 from trainers.methods.peft_types import PeftType, matches_layer_target
-from trainers.methods.prefix.layer import CHILD, PrefixLayer, route_attention, unroute_attention
+from trainers.methods.prefix.layer import CHILD, PrefixLayer, unroute_attention
 
 
 @dataclass
@@ -53,8 +53,7 @@ class KvPrefixModel(BaseTuner):
         layer = PrefixLayer(adapter_name, peft_config.length, config.num_attention_heads, config.hidden_size, **factory)
         if adapter_name not in self.active_adapters:
             layer.requires_grad_(False)
-        target.add_module(CHILD, layer)
-        route_attention(target)
+        layer.attach(target)
 
     def _post_injection_hook(self, model, config: KvPrefixConfig, adapter_name: str) -> None:
         if config.init == "vocab" and not config.inference_mode:
@@ -72,8 +71,10 @@ class KvPrefixModel(BaseTuner):
 def detach_prefixes(model: torch.nn.Module) -> None:
     """Remove every PrefixLayer and give the self-attention modules their config back."""
     for module in list(model.modules()):
-        if isinstance(getattr(module, CHILD, None), PrefixLayer):
+        layer = getattr(module, CHILD, None)
+        if isinstance(layer, PrefixLayer):
             delattr(module, CHILD)
+            layer.__dict__["_attention"] = None
             unroute_attention(module)
 
 
