@@ -23,8 +23,8 @@ Only regular files of at most `MAX_FILE_BYTES` are read (opened without blocking
 named `x.py` is skipped, not waited on); a file that is not one, or cannot be read, gives no
 pairs and the reason it was skipped.
 
-The per-pair filters in `filters.py` run here; the duplicate filters need all files and run in
-the build.
+A pair is a `Pair` (`pair.py`). The per-pair filters in `filters.py` run here; the duplicate
+filters need all files and run in the build.
 """
 
 from __future__ import annotations
@@ -43,46 +43,11 @@ from pathlib import Path
 
 from trainers.data import filters, text
 from trainers.data.normalize import FunctionNode, normalize_function
-from trainers.data.schema import Example
+from trainers.data.pair import Pair
 
 _DEF_LINE = re.compile(r"([ \t]*)(?:async[ \t]+)?def[ \t]+(\w+)")
 _OPENS_STRING = re.compile(r"[ \t]*[rRbBuUfF]{0,2}['\"]")
 MAX_FILE_BYTES = 2 * 1024 * 1024  # the largest file in the default sources (pydoc_data/topics.py) has 0.76 MB
-
-
-@dataclass(frozen=True, slots=True)
-class Pair:
-    """One query/code pair as mined, before the duplicate filters and the split."""
-
-    repo: str
-    path: str
-    func_name: str
-    start: int  # first line of the `def`, 1-based
-    end: int
-    original_string: str
-    docstring: str
-    docstring_tokens: tuple[str, ...]
-    code: str
-    code_tokens: tuple[str, ...]
-    normalized_code: str
-    normalized_tokens: tuple[str, ...]
-    query_key: str
-    code_key: str  # hash of the normalised code tokens
-    template_key: str  # hash of the normalised code tokens with string literals and digits masked
-    shape_key: str  # hash of the same with names masked too
-
-    @property
-    def url(self) -> str:
-        return f"{self.repo}/{self.path}#L{self.start}-L{self.end}"
-
-    def to_example(self, *, idx: int, normalized: bool) -> Example:
-        """The AdvTest example: valid and test carry the normalised code."""
-        return Example(
-            idx=idx, url=self.url, docstring_tokens=self.docstring_tokens,
-            code_tokens=self.normalized_tokens if normalized else self.code_tokens,
-            repo=self.repo, path=self.path, func_name=self.func_name, original_string=self.original_string,
-            language="python", code=self.normalized_code if normalized else self.code, docstring=self.docstring,
-        )
 
 
 @dataclass

@@ -51,7 +51,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from trainers.data.extract import Pair
+    from trainers.data.pair import Pair
 
 MIN_QUERY_TOKENS = 3
 MAX_QUERY_TOKENS = 256

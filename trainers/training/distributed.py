@@ -10,7 +10,7 @@ Under DDP every forward call is a collective (it broadcasts the buffers), so all
 must make the same number of calls per step: a random batch's slices are cut into the same
 number of micro-batches on every process (`batching.shard_groups`).
 
-`launch` starts N copies of this module through `accelerate launch --multi_gpu` (torchrun
+`launch` starts N copies of `worker.py` through `accelerate launch --multi_gpu` (torchrun
 underneath: NCCL between GPUs, gloo between CPU processes) and waits for them. Only the main
 process writes; the others wait for it (see `train.RunCheckpoints`).
 """
@@ -108,7 +108,7 @@ def launch(spec, cfg, *, runs_dir: Path, device: str, resume: bool, progress: bo
         command = [
             sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
             "--num_machines", "1", "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "-m", __name__, str(job),
+            "-m", "trainers.training.worker", str(job),
         ]
         launcher = subprocess.Popen(command)
         try:
@@ -120,28 +120,3 @@ def launch(spec, cfg, *, runs_dir: Path, device: str, resume: bool, progress: bo
             raise InterpError(error.read_text().strip())
         if returncode != 0:
             raise InterpError(f"the {num_processes} training processes failed (exit status {returncode}); see their output above")
-
-
-def _main(job_file: str) -> None:
-    """One of the launched processes: the run described in `job_file`."""
-    import torch.distributed as dist
-
-    from trainers import methods
-    from trainers.training.loop import TrainConfig
-    from trainers.training.train import RunSpec, train_run
-
-    job = json.loads(Path(job_file).read_text())
-    spec = RunSpec(**{**job["spec"], "method": methods.method_from_dict(job["spec"]["method"]), "data_dir": Path(job["spec"]["data_dir"])})
-    try:
-        train_run(spec, TrainConfig(**job["cfg"]), runs_dir=Path(job["runs_dir"]), device=job["device"],
-                  resume=job["resume"], progress=job["progress"])
-    except InterpError as exc:  # reported by `launch` through the error file (torchrun's traceback would bury it)
-        if process_rank() == 0:
-            Path(job["error_file"]).write_text(str(exc))
-    finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    _main(sys.argv[1])
