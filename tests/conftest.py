@@ -11,6 +11,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_configure(config):
+    """Under pytest-xdist every core already runs a worker: one torch thread each, and in the
+    processes the tests start. Two threads per worker on a shared core wait for each other."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def make_tiny_roberta(path: Path, *, layers: int = 4, heads: int = 4, hidden: int = 32, vocab_texts: list[str] | None = None) -> Path:
     """A randomly initialised RoBERTa encoder with a byte-level BPE tokenizer trained on stdlib source.
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,13 +115,34 @@ def snapshot(root: Path) -> dict[str, str | None]:
     return found
 
 
-def invoke(args: list[str]):
-    """`interp ARGS` in this process (Typer's CliRunner; stdout and stderr kept apart)."""
-    from typer.testing import CliRunner
+@functools.cache
+def _interp_command():
+    """The `interp` command tree, built once (building it is most of a refused case's time)."""
+    from typer.main import get_command
 
     from interp.cli import app
 
-    return CliRunner().invoke(app, [str(a) for a in args])
+    return get_command(app)
+
+
+def invoke(args: list[str]):
+    """`interp ARGS` in this process, as Typer's CliRunner runs it (stdout and stderr kept apart), on
+    the command tree built once."""
+    from typer.testing import CliRunner, Result
+
+    runner = CliRunner()
+    code, exception, exc_info = 0, None, None
+    with runner.isolation() as (out, err, mixed):
+        try:
+            _interp_command().main(args=[str(a) for a in args], prog_name="interp")
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+            exception, exc_info = (exc, sys.exc_info()) if code else (None, None)
+        except Exception as exc:  # a bug: kept for the assertion to show
+            code, exception, exc_info = 1, exc, sys.exc_info()
+        sys.stdout.flush(), sys.stderr.flush()
+        streams = out.getvalue(), err.getvalue(), mixed.getvalue()
+    return Result(runner, *streams, return_value=None, exit_code=code, exception=exception, exc_info=exc_info)
 
 
 def check_refused(args: list[str], names: tuple[str, ...] | list[str], *, watched: Path) -> str:
