@@ -1,5 +1,5 @@
-"""Everything up to a checkpoint: data, the base encoder, PEFT methods, training, evaluation."""
+"""Everything up to a checkpoint: data, the base encoder, PEFT methods, training, evaluation.
 
-from trainers.methods.registration import register_with_peft as _register_with_peft
-
-_register_with_peft()  # our peft methods register when peft is imported (peft itself is not imported here)
+Importing this package (or any module of it) registers nothing with peft and imports neither
+torch nor peft; `trainers.methods.register()` registers the project's peft methods.
+"""

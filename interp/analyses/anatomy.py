@@ -67,12 +67,10 @@ from interp.analyses.base import resolve_runs, save_result
 from interp.analyses.checks import at_least
 from interp.analyses.ranks import load_model
 from trainers.errors import InterpError
+from trainers.methods.protocol import frobenius
 
 TOP = 32  # singular values kept in `spectrum`
 OVERLAP_K = 8  # dimensions of the compared singular subspaces (at most)
-_LINEAR_KINDS = {"lora": "update", "full": "update", "adapter": "adapter"}  # which kinds can be compared
-LINEAR = {"left": "output", "right": "input"}  # the sides of a linear map written as (d_out, d_in)
-RAW = " (raw: no initial values stored)"
 
 
 def effective_rank(singular_values: np.ndarray) -> float:
@@ -156,27 +154,21 @@ class _Matrix:
     rank_bound: int
     factors: dict[str, float]
     sides: dict[str, str]
+    family: str | None  # which matrices of two runs may be compared (the method says; None: never)
     svd: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # top-k U (rows, k), all S, top-k Vh (k, columns)
     shape: tuple[int, int] = (0, 0)
 
     @property
     def place(self) -> tuple:
-        return self.layer, self.module, _LINEAR_KINDS.get(self.kind)
-
-
-def _fro(t: torch.Tensor) -> float:
-    return float(torch.linalg.matrix_norm(t.detach().double()) if t.dim() == 2 else torch.linalg.vector_norm(t.detach().double()))
+        return self.layer, self.module, self.family
 
 
 def find_matrices(encoder, model) -> tuple[list[_Matrix], list[str]]:
-    """The delta's matrices in `model` (from `load_delta` on `encoder`), layer by layer, and notes."""
-    from peft.tuners.lora import LoraLayer
+    """The delta's matrices in `model` (from `load_delta` on `encoder`), layer by layer, and notes.
 
-    from trainers.methods.adapter.layer import BottleneckLayer
-    from trainers.methods.apply import full_state, transformers_model
-    from trainers.methods.prefix.layer import PrefixLayer
+    Which matrices are the delta is the method's to say (its tuner's `delta_matrices`)."""
+    from trainers.methods.apply import tuner_of
 
-    base = transformers_model(model)
     root = encoder.spec.layers + "."
 
     def where(name: str) -> tuple[int | None, str]:
@@ -185,68 +177,14 @@ def find_matrices(encoder, model) -> tuple[list[_Matrix], list[str]]:
             return int(layer) + 1, rest
         return None, name
 
-    found: list[_Matrix] = []
-    state = full_state(model)
-    if state is not None:
-        return _full_matrices(base, state[1], where), []
-    raw = []
-    for name, m in base.named_modules():
-        if isinstance(m, LoraLayer):
-            for adapter in m.lora_A:
-                a, b = m.lora_A[adapter].weight.detach().double().cpu(), m.lora_B[adapter].weight.detach().double().cpu()  # (r, d_in), (d_out, r)
-                scale = float(m.scaling[adapter])
-                found.append(_Matrix(*where(name), "lora", "scale*B@A", scale * b @ a, min(a.shape[0], b.shape[0], a.shape[1]),
-                                     {"A": _fro(a), "B": _fro(b), "scale": scale}, LINEAR))
-        elif isinstance(m, BottleneckLayer):
-            for adapter in m.bottleneck_down:
-                down = m.bottleneck_down[adapter].weight.detach().double().cpu()  # (r, d) = W_down^T
-                up = m.bottleneck_up[adapter].weight.detach().double().cpu()  # (d, r) = W_up^T
-                found.append(_Matrix(*where(name), "adapter", "(W_down@W_up)^T", up @ down, min(down.shape),  # (d_out, d_in)
-                                     {"W_down": _fro(down), "W_up": _fro(up)}, LINEAR))
-        elif isinstance(m, PrefixLayer):
-            layer, module = where(name.rsplit(".", 1)[0])  # the self-attention module that holds it
-            for adapter in m.kv_prefix_key:
-                initial = m.initial(adapter)
-                if initial is None:
-                    raw.append(f"layer {layer}")
-                for i, (kind, label, side, store) in enumerate((("prefix_key", "P_k", "key", m.kv_prefix_key),
-                                                                 ("prefix_value", "P_v", "value", m.kv_prefix_value))):
-                    p = store[adapter].detach().double().cpu()  # (length, d)
-                    factors = {"P": _fro(p)}
-                    if initial is None:
-                        label += RAW
-                    else:
-                        p0 = initial[i].detach().double().cpu()
-                        p, label, factors["P_init"] = p - p0, f"{label}-{label}0", _fro(p0)
-                    found.append(_Matrix(layer, module, kind, label, p, min(p.shape), factors, {"left": "position", "right": side}))
+    matrices = tuner_of(model).delta_matrices(model)
+    found = [_Matrix(*where(m.module), m.kind, m.label, m.value, m.rank_bound, m.factors, m.sides, m.family) for m in matrices]
     if not found:
         raise InterpError("this model carries no delta that anatomy knows (LoRA, adapters, prefix or full)")
+    raw = dict.fromkeys(f"layer {where(m.module)[0]}" for m in matrices if m.raw)
     notes = [f"the checkpoint holds no initial prefix values (saved before they were kept) in {', '.join(raw)}: "
              "P_k and P_v are analysed raw there, not as their change from initialisation"] if raw else []
     return found, notes
-
-
-def _full_matrices(base, before: dict[str, torch.Tensor], where) -> list[_Matrix]:
-    """W_run - W_base for every 2-D weight that changed, oriented (d_out, d_in)."""
-    tuned = dict(base.named_parameters())
-    found = []
-    for name, weight in before.items():
-        if not name.endswith(".weight") or weight.dim() != 2:
-            continue
-        delta = tuned[name].detach().double().cpu() - weight.double()
-        if not delta.any():
-            continue
-        module = name[: -len(".weight")]
-        owner = base.get_submodule(module)
-        label, sides = "W_run-W_base", LINEAR
-        if isinstance(owner, torch.nn.Embedding) or type(owner).__name__ == "Conv1D":  # stored (d_in, d_out)
-            delta, label = delta.T, "(W_run-W_base)^T"
-        elif not isinstance(owner, torch.nn.Linear):
-            sides = {"left": "rows", "right": "columns"}  # not a known linear map: no sides claimed
-        bias = tuned.get(module + ".bias")
-        factors = {} if bias is None else {"bias": _fro(bias.detach().double().cpu() - before[module + ".bias"].double())}
-        found.append(_Matrix(*where(module), "full", label, delta, min(delta.shape), factors, sides))
-    return found
 
 
 def _summary(m: _Matrix, top: int, k: int, vectors: int) -> MatrixStats:
@@ -264,7 +202,7 @@ def _summary(m: _Matrix, top: int, k: int, vectors: int) -> MatrixStats:
         n = min(vectors, int((s > 0).sum()))
         sign = np.sign(vh[np.arange(n), np.abs(vh[:n]).argmax(axis=1)])  # (n,): the largest entry of each right vector positive
         kept = {m.sides["left"]: (u[:, :n] * sign).T.tolist(), m.sides["right"]: (vh[:n] * sign[:, None]).tolist()}
-    stats = MatrixStats(m.layer, m.module, m.kind, m.matrix, list(m.value.shape), dict(m.sides), m.rank_bound, _fro(m.value), largest,
+    stats = MatrixStats(m.layer, m.module, m.kind, m.matrix, list(m.value.shape), dict(m.sides), m.rank_bound, frobenius(m.value), largest,
                         effective_rank(s), spectrum, m.factors, kept)
     m.value = None  # the SVD is all that overlaps need
     return stats
@@ -340,8 +278,9 @@ class Anatomy:
                     _summary(m, top, k, 0)
                 every.append({m.place: m for m in matrices})
         out, missing = [], []
+        family_of = {m.kind: m.family for matrices in found for m in matrices}
         for o in overlaps:
-            family = _LINEAR_KINDS[o.kinds[0]], _LINEAR_KINDS[o.kinds[1]]
+            family = family_of[o.kinds[0]], family_of[o.kinds[1]]
             here = [places.get((o.layer, o.module, family[i >= sizes[0]])) for i, places in enumerate(every)]
             if any(m is None or m.shape != here[0].shape for m in here):
                 missing.append(f"layer {o.layer} {o.module}")

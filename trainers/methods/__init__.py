@@ -12,10 +12,13 @@ The model-side API is imported on first use (it needs torch and peft):
     delta_state(model) / load_delta_state(model, state)  # in-memory snapshots
     disabled_layers(model, layers)                       # context manager for ablations
     count_parameters(encoder, config) -> ParameterCount
+    register()                                           # the project's peft methods, with peft (once)
 
 Each method lives in its own folder: config.py (the frozen config, validated in
-__post_init__), and for the peft-registered ones layer.py (the tuner layer) and model.py
-(peft's config and tuner). The registry is one line per method in registry.py.
+__post_init__), tuner.py (what the method does on a model: build, save, load, count, switch
+off per layer, expose its delta matrices; see protocol.py), and for the peft-registered ones
+layer.py (the tuner layer) and model.py (peft's config and tuner). The registry is one line
+per method in registry.py. Nothing is registered with peft on import: `register()` does it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ _LAZY = {
     "load_delta_state": "trainers.methods.delta",
     "disabled_layers": "trainers.methods.delta",
     "count_parameters": "trainers.methods.counting",
+    "register": "trainers.methods.registration",
     "ParameterCount": "trainers.methods.counting",
 }
 

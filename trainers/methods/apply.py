@@ -1,26 +1,23 @@
-"""Apply a method config to an encoder, and tell a delta's parameters from the base's.
+"""Apply a method config to an encoder, and find what a model's delta is.
 
-peft methods (LoRA, adapters, prefix, unions) go through `peft.get_peft_model`, which injects
-the delta into `encoder.model` in place and returns a `PeftModel`; `full` returns the base
-model itself with the chosen weights trainable, keeping a copy of the base weights so that
-`disabled_layers` can swap them back in.
+The method's tuner (registry line -> `<method>/tuner.py`) builds the delta: peft methods go
+through `peft.get_peft_model`, which injects it into `encoder.model` in place and returns a
+`PeftModel`; full fine-tuning returns the base model itself with the chosen weights trainable.
+Either way the transformers model remembers the config it was given (`applied_method`), so
+everything later asks that method's tuner instead of guessing from the model's structure.
 """
 
 from __future__ import annotations
 
-import warnings
-import weakref
-
-import torch
 from torch import nn
 
 from trainers.encoders import FAMILIES, Encoder
 from trainers.errors import InterpError
 from trainers.methods.base import MethodConfig
-from trainers.methods.full.config import FullConfig
+from trainers.methods.registration import register
+from trainers.methods.registry import tuner_for
 
-# base model -> (its full config, a CPU copy of its base weights) for models trained with `full`
-_FULL: weakref.WeakKeyDictionary[nn.Module, tuple[FullConfig, dict[str, torch.Tensor]]] = weakref.WeakKeyDictionary()
+APPLIED = "interp_method"  # attribute of the transformers model: the MethodConfig applied to it
 
 
 def apply_method(encoder: Encoder, config: MethodConfig) -> nn.Module:
@@ -32,43 +29,22 @@ def apply_method(encoder: Encoder, config: MethodConfig) -> nn.Module:
     """
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    from trainers.methods.peft_types import register_all
-
+    if applied_method(encoder.model) is not None:
+        raise InterpError(f"the encoder already carries a delta ({applied_method(encoder.model).describe()}); "
+                          "apply a method to a freshly loaded encoder")
     if hasattr(encoder.model, "peft_config") or any(isinstance(m, BaseTunerLayer) for m in encoder.model.modules()):
         raise InterpError("the encoder already carries a PEFT delta; apply a method to a freshly loaded encoder")
-    if encoder.model in _FULL:
-        raise InterpError("the encoder is already set up for full fine-tuning; apply a method to a freshly loaded encoder")
     config.layer_indices(encoder.num_layers)  # InterpError for layers outside the encoder
     encoder.num_parameters  # noqa: B018 - cached now, so the Encoder keeps describing the base once the delta is in
-    if isinstance(config, FullConfig):
-        return _apply_full(encoder, config)
-    import peft
-
-    register_all()
-    with warnings.catch_warnings():  # peft asks the model a question transformers 5 has deprecated
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        return peft.get_peft_model(encoder.model, config.to_peft(encoder))
-
-
-def _apply_full(encoder: Encoder, config: FullConfig) -> nn.Module:
-    model = encoder.model
-    on_meta = any(p.is_meta for p in model.parameters())
-    base = {} if on_meta else {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters()}
-    _FULL[model] = (config, base)
-    chosen = full_delta_names(model, config)
-    for name, p in model.named_parameters():
-        p.requires_grad_(name in chosen)
+    register()
+    model = tuner_for(config).apply(encoder, config)
+    setattr(transformers_model(model), APPLIED, config)
     return model
 
 
-def full_delta_names(model: nn.Module, config: FullConfig) -> set[str]:
-    """Every parameter, or with `layers` only those inside the chosen encoder layers."""
-    if config.layers is None:
-        return {name for name, _ in model.named_parameters()}
-    root = layers_path(model)
-    depth = len(model.get_submodule(root))
-    prefixes = tuple(f"{root}.{i}." for i in config.layer_indices(depth))
-    return {name for name, _ in model.named_parameters() if name.startswith(prefixes)}
+def applied_method(model: nn.Module) -> MethodConfig | None:
+    """The config `apply_method` applied to `model` (a PeftModel or the transformers model), or None."""
+    return transformers_model(model).__dict__.get(APPLIED)
 
 
 def transformers_model(model: nn.Module) -> nn.Module:
@@ -86,28 +62,14 @@ def layers_path(model: nn.Module) -> str:
     return family.layers
 
 
-def full_state(model: nn.Module) -> tuple[FullConfig, dict[str, torch.Tensor]] | None:
-    return _FULL.get(transformers_model(model))
+def tuner_of(model: nn.Module):
+    """The tuner of the method applied to `model`; InterpError when it carries no delta."""
+    config = applied_method(model)
+    if config is None:
+        raise InterpError("this model carries no delta: use apply_method or load_delta first")
+    return tuner_for(config)
 
 
 def delta_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The delta's parameters by structure (not by requires_grad), under `model`'s own names.
-
-    peft models: every parameter of a peft tuner layer except its wrapped base layer.
-    full: the base weights it trains. Anything else has no delta: InterpError.
-    """
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    state = full_state(model)
-    if state is not None:
-        chosen = full_delta_names(model, state[0])
-        return {name: p for name, p in model.named_parameters() if name in chosen}
-    owners = [name for name, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
-    if not owners:
-        raise InterpError("this model carries no delta: use apply_method or load_delta first")
-    params = {}
-    for name, p in model.named_parameters():
-        for owner in owners:
-            if name.startswith(owner + ".") and not name.startswith(owner + ".base_layer."):
-                params[name] = p
-    return params
+    """The delta's parameters by structure (not by requires_grad), under `model`'s own names, as its method says."""
+    return tuner_of(model).delta_parameters(model)

@@ -141,8 +141,8 @@ class MethodConfig:
         """The Encoder roles this method modifies in each of its layers."""
         raise NotImplementedError
 
-    def formula(self, hidden: int, depth: int) -> int:
-        """Trainable parameters by the study's Table 4.2 (adapter biases excluded)."""
+    def formula(self, hidden: int, depth: int) -> int | None:
+        """Trainable parameters by the study's Table 4.2 (adapter biases excluded); None where it has none."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -181,3 +181,18 @@ class MethodConfig:
     def layers_note(self) -> str:
         layers = getattr(self, "layers", None)
         return "" if layers is None else f" layers {layers}"
+
+
+# name -> config class; filled by registry.py (one line per method), read here so that a config
+# holding other configs (a union's parts) can read them without importing the registry.
+KNOWN_METHODS: dict[str, type[MethodConfig]] = {}
+
+
+def method_from_dict(data: dict[str, Any]) -> MethodConfig:
+    """The inverse of `MethodConfig.to_dict()`: ValueError naming the field for bad input."""
+    if not isinstance(data, dict) or "method" not in data:
+        raise ValueError(f"a method config should be a dict with a `method` field, got {data!r}.")
+    cls = KNOWN_METHODS.get(data["method"])
+    if cls is None:
+        raise ValueError(f"`method` should be one of {', '.join(map(repr, KNOWN_METHODS))}, got {data['method']!r}.")
+    return cls.from_dict(data)

@@ -48,15 +48,14 @@ def meta_encoder(encoder: Encoder) -> Encoder:
 
 def count_parameters(encoder: Encoder, config: MethodConfig) -> ParameterCount:
     """Apply `config` to a meta copy of `encoder` and count; InterpError if it does not fit."""
-    from trainers.methods.apply import apply_method, delta_parameters
+    from trainers.methods.apply import apply_method, tuner_of
 
     meta = meta_encoder(encoder)
     base = sum(p.numel() for p in meta.model.parameters())  # not encoder.num_parameters: a delta may already be in it
     model = apply_method(meta, config)
-    delta = delta_parameters(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    biases = sum(p.numel() for name, p in delta.items() if ".bottleneck_" in name and name.endswith(".bias"))
-    formula = None if config.method == "full" else config.formula(encoder.hidden_size, encoder.num_layers)
+    biases = tuner_of(model).outside_formula(model)  # what the method says Table 4.2 leaves out (adapter biases)
+    formula = config.formula(encoder.hidden_size, encoder.num_layers)  # None: the method has no formula (full)
     return ParameterCount(
         method=config.describe(),
         trainable=trainable,

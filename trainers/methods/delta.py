@@ -1,9 +1,10 @@
 """A delta on disk and in memory: save, load, snapshot, and switch off per layer.
 
-On disk a delta is peft's own format for everything peft-registered (adapter_config.json +
-adapter_model.safetensors, loadable with `peft.PeftModel.from_pretrained` after `import
-trainers`), or the model's weights (config.json + model.safetensors) for `full`; beside it,
-method.json holds the method config so `load_delta` needs nothing else.
+On disk a delta is what its method's tuner writes (peft's own format for the peft methods:
+adapter_config.json + adapter_model.safetensors, loadable with `peft.PeftModel.from_pretrained`
+after `trainers.methods.register()`; the model's weights for full fine-tuning); beside it,
+method.json holds the method config so `load_delta` needs nothing else. Everything
+method-specific is asked of the tuner (`protocol.py`).
 """
 
 from __future__ import annotations
@@ -21,15 +22,15 @@ from torch import nn
 from trainers.encoders import Encoder
 from trainers.errors import InterpError
 from trainers.io import atomic_dir, write_json
-from trainers.methods.apply import apply_method, delta_parameters, full_state, layers_path, transformers_model
+from trainers.methods.apply import apply_method, applied_method, delta_parameters, layers_path, transformers_model, tuner_of
 from trainers.methods.base import MethodConfig
-from trainers.methods.registry import method_from_dict
+from trainers.methods.registry import method_from_dict, tuner_for, tuners
+from trainers.methods.state import METHOD_FILE, check_keys, read_safetensors
 
-METHOD_FILE = "method.json"
-PEFT_WEIGHTS, PEFT_CONFIG = "adapter_model.safetensors", "adapter_config.json"
-FULL_WEIGHTS = "model.safetensors"
-# What save_delta writes; anything else already in the run directory (a manifest, metrics) is kept.
-DELTA_FILES = {METHOD_FILE, PEFT_WEIGHTS, PEFT_CONFIG, FULL_WEIGHTS, "config.json", "README.md"}
+
+def delta_files() -> set[str]:
+    """What save_delta may write, for any method; anything else already in a run directory (a manifest, metrics) is kept."""
+    return {METHOD_FILE}.union(*(tuner.files for tuner in tuners()))
 
 
 def save_delta(model: nn.Module, config: MethodConfig, out_dir: str | os.PathLike) -> Path:
@@ -39,20 +40,17 @@ def save_delta(model: nn.Module, config: MethodConfig, out_dir: str | os.PathLik
     `out_dir` that are not delta files are carried over (hard links where possible).
     """
     out_dir = Path(out_dir)
-    is_full = config.method == "full"
-    from peft import PeftModel
-
-    if (full_state(model) is not None) != is_full or (not is_full and not isinstance(model, PeftModel)):
+    applied = applied_method(model)
+    if applied is None or applied.method != config.method:
         raise InterpError(f"save_delta: pass the model apply_method returned for {config.describe()!r}")
+    tuner = tuner_for(config)
+    keep = delta_files()
     with atomic_dir(out_dir) as tmp:
         if out_dir.is_dir():
             for entry in out_dir.iterdir():
-                if entry.name not in DELTA_FILES:
+                if entry.name not in keep:
                     _link_or_copy(entry, tmp / entry.name)
-        if is_full:
-            transformers_model(model).save_pretrained(tmp)
-        else:
-            model.save_pretrained(tmp)
+        tuner.save(model, tmp)
         write_json(tmp / METHOD_FILE, config.to_dict())
     return out_dir
 
@@ -80,18 +78,6 @@ def read_method(run_dir: str | os.PathLike) -> MethodConfig:
         raise InterpError(f"{path}: not a method config: {exc}") from exc
 
 
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of `path`; a missing or corrupted file is an InterpError naming it."""
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise InterpError(f"{path}: not found")
-    try:
-        return load_file(str(path))
-    except Exception as exc:  # safetensors raises SafetensorError, OSError, ...: all mean "unreadable"
-        raise InterpError(f"{path}: corrupted or unreadable safetensors file ({exc})") from exc
-
-
 def load_delta(encoder: Encoder, run_dir: str | os.PathLike, *, trainable: bool = False) -> nn.Module:
     """`encoder` with the delta saved in `run_dir` (method read from its method.json).
 
@@ -101,40 +87,15 @@ def load_delta(encoder: Encoder, run_dir: str | os.PathLike, *, trainable: bool 
     """
     run_dir = Path(run_dir)
     config = read_method(run_dir)
-    state = read_safetensors(run_dir / (FULL_WEIGHTS if config.method == "full" else PEFT_WEIGHTS))
+    tuner = tuner_for(config)
+    path = run_dir / tuner.weights_file
+    state = read_safetensors(path)
     model = apply_method(encoder, config)
-    if config.method == "full":
-        _check_keys(run_dir / FULL_WEIGHTS, expected=set(model.state_dict()), found=set(state), allow_missing=_buffers(model))
-        model.load_state_dict(state, strict=False)
-    else:
-        from peft import get_peft_model_state_dict, set_peft_model_state_dict
-
-        expected = set(get_peft_model_state_dict(model))
-        _check_keys(run_dir / PEFT_WEIGHTS, expected=expected, found=set(state), allow_missing=_optional_state(model, expected))
-        set_peft_model_state_dict(model, state)
+    tuner.load(model, state, path)
     if not trainable:
         model.requires_grad_(False)
         model.eval()
     return model
-
-
-def _buffers(model: nn.Module) -> set[str]:
-    return {name for name, _ in model.named_buffers()}
-
-
-def _optional_state(model: nn.Module, keys: set[str]) -> set[str]:
-    """Those of `keys` a delta file may lack: state a method began saving later (a prefix's initial
-    values), named by its tuner layers' `optional_state`; the layer marks what was not loaded."""
-    names = {n for m in model.modules() for n in getattr(m, "optional_state", ())}
-    return {k for k in keys if k.rsplit(".", 1)[-1] in names}
-
-
-def _check_keys(path: Path, expected: set[str], found: set[str], allow_missing: set[str] = frozenset()) -> None:
-    missing, extra = sorted(expected - found - allow_missing), sorted(found - expected)
-    if missing or extra:
-        said = [f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"] if missing else []
-        said += [f"unexpected {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}"] if extra else []
-        raise InterpError(f"{path}: does not match the method in {METHOD_FILE}: {'; '.join(said)}")
 
 
 def delta_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -146,7 +107,7 @@ def delta_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def load_delta_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Copy a `delta_state` snapshot back in; the names must match the delta's exactly."""
     params = delta_parameters(model)
-    _check_keys(Path("<delta state>"), expected=set(params), found=set(state))
+    check_keys(Path("<delta state>"), expected=set(params), found=set(state))
     for name, p in params.items():
         p.copy_(state[name])
 
@@ -155,44 +116,17 @@ def load_delta_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 def disabled_layers(model: nn.Module, layers: Iterable[int]) -> Iterator[nn.Module]:
     """Switch the delta off in the given 0-based encoder layers, for the duration of the block.
 
-    peft methods (LoRA, adapters, prefix, unions): the tuner layers inside those encoder layers
-    are switched off. full: those layers get the base weights back; switching off every layer
-    also restores the weights outside the layers (embeddings, pooler), so disabling all layers
-    gives exactly the base model. Always restored, even if the block raises.
+    How is the method's (its tuner's `disabled`): peft methods switch off their tuner layers
+    inside those encoder layers; full fine-tuning puts the base weights back in them, and
+    switching off every layer also restores the weights outside the layers (embeddings,
+    pooler), so disabling all layers gives exactly the base model. Always restored, even if
+    the block raises.
     """
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    root = layers_path(model)
-    base = transformers_model(model)
-    layer_list = base.get_submodule(root)
-    depth, layers = len(layer_list), sorted(set(layers))
+    tuner = tuner_of(model)
+    depth = len(transformers_model(model).get_submodule(layers_path(model)))
+    layers = sorted(set(layers))
     outside = [i for i in layers if not 0 <= i < depth]
     if outside:
         raise InterpError(f"layers {outside} (0-based): the encoder has {depth} layers (0-{depth - 1})")
-    state = full_state(model)
-    if state is None:
-        switched = [m for i in layers for m in layer_list[i].modules() if isinstance(m, BaseTunerLayer)]
-        saved = [m._disable_adapters for m in switched]  # set directly: enable_adapters() would also flip requires_grad
-        try:
-            for m in switched:
-                m._disable_adapters = True
-            yield model
-        finally:
-            for m, flag in zip(switched, saved):
-                m._disable_adapters = flag
-        return
-    base_weights = state[1]
-    prefixes = tuple(f"{root}.{i}." for i in layers)
-    every = layers == list(range(depth))
-    chosen = {n: p for n, p in base.named_parameters() if n.startswith(prefixes) or (every and not n.startswith(root + "."))}
-    with torch.no_grad():
-        tuned = {n: p.detach().clone() for n, p in chosen.items()}
-    try:
-        with torch.no_grad():
-            for n, p in chosen.items():
-                p.copy_(base_weights[n])
+    with tuner.disabled(model, layers):
         yield model
-    finally:
-        with torch.no_grad():
-            for n, p in chosen.items():
-                p.copy_(tuned[n])

@@ -1,50 +1,55 @@
-"""Register the project's peft methods when peft is imported, without importing peft here.
+"""Registering the project's peft methods with peft: explicit, once, in `register()`.
 
-`import trainers` calls `register_with_peft()`. If peft is already imported the methods are
-registered at once; otherwise a one-shot import hook registers them right after peft's own
-import finishes. So `import trainers; peft.PeftModel.from_pretrained(base, "runs/loFF")`
-works, while commands that never touch peft (`interp --help`) do not pay for importing it.
+Importing `trainers` (or `trainers.errors`, or the configs) registers nothing and imports no
+peft. `apply_method` and `load_delta` call `register()` before they build or load a delta; a
+user who loads a run with peft alone calls it first:
+
+    import trainers.methods, peft
+    trainers.methods.register()
+    model = peft.PeftModel.from_pretrained(base, "runs/loFF")
+
+What is registered comes from the registry: every method whose tuner names a `peft_method`
+(name, peft config class, peft tuner class); LoRA is peft's own, full fine-tuning needs none.
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
-import sys
+from trainers.methods.registry import tuners
 
 
-def _register() -> None:
-    try:
-        from trainers.methods.peft_types import register_all
-    except ImportError as exc:
-        if "partially initialized module" in str(exc):
-            return  # peft_types itself imported peft; it registers at its end
-        raise
-    register_all()
+def register() -> None:
+    """Register every project method that is a peft method (idempotent: a second call does nothing)."""
+    from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
+    from peft.utils import register_peft_method
+
+    for tuner in tuners():
+        if tuner.peft_method is None:
+            continue
+        name, config_cls, model_cls = tuner.peft_method
+        peft_type = add_peft_type(name.upper())
+        if peft_type not in PEFT_TYPE_TO_TUNER_MAPPING:
+            register_peft_method(name=name, config_cls=config_cls, model_cls=model_cls, prefix=model_cls.prefix)
 
 
-class _AfterPeftImport(importlib.abc.MetaPathFinder):
-    """Finds 'peft' like the normal finders do, and registers our methods once it has run."""
+def add_peft_type(name: str):
+    """The member `name` of peft's `PeftType`, added if peft does not have it (idempotent).
 
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != "peft":
-            return None
-        sys.meta_path.remove(self)  # one shot; also keeps the lookup below from recursing
-        spec = importlib.util.find_spec("peft")
-        if spec is None or spec.loader is None:
-            return spec
-        exec_module = spec.loader.exec_module
+    peft 0.21.2 offers no supported way to add a type: `register_peft_method` requires the
+    member to exist already and says to add an entry to `PeftType`, a closed `str` enum. So
+    the member is built the way `enum` builds its own members, and entered in the enum's
+    lookup tables; nothing else of peft is touched.
+    """
+    from peft.utils.peft_types import PeftType
 
-        def exec_then_register(module):
-            exec_module(module)
-            _register()
-
-        spec.loader.exec_module = exec_then_register
-        return spec
-
-
-def register_with_peft() -> None:
-    if "peft" in sys.modules:
-        _register()
-    elif not any(isinstance(finder, _AfterPeftImport) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _AfterPeftImport())
+    if name in PeftType.__members__:
+        return PeftType[name]
+    member = str.__new__(PeftType, name)
+    member._name_ = name
+    member._value_ = name
+    member.__objclass__ = PeftType
+    member.__init__(name)
+    PeftType._member_map_[name] = member
+    PeftType._value2member_map_[name] = member
+    PeftType._member_names_.append(name)
+    type.__setattr__(PeftType, name, member)
+    return member

@@ -27,8 +27,8 @@ class FullConfig(MethodConfig):
         except InterpError as exc:
             raise FieldError("layers", str(exc)) from None
 
-    def formula(self, hidden: int, depth: int) -> int:
-        raise NotImplementedError("full fine-tuning has no Table 4.2 formula; count the base model")
+    def formula(self, hidden: int, depth: int) -> None:
+        return None  # Table 4.2 has no formula for full fine-tuning: it trains the base model itself
 
     def describe(self) -> str:
         return "full fine-tuning" + self.layers_note()

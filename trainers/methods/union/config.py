@@ -8,7 +8,7 @@ from itertools import combinations
 from typing import Any
 
 from trainers.errors import FieldError
-from trainers.methods.base import ROLE_WORDS, MethodConfig, check_layers_spec, fixed_layers, parse_layers
+from trainers.methods.base import ROLE_WORDS, MethodConfig, check_layers_spec, fixed_layers, method_from_dict, parse_layers
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,6 @@ class UnionConfig(MethodConfig):
     layers: str | None = None
 
     def __post_init__(self):
-        from trainers.methods.registry import method_from_dict
-
         check_layers_spec(self.layers)
         if isinstance(self.parts, (str, bytes, dict)) or not hasattr(self.parts, "__iter__"):
             raise FieldError("parts", f"`parts` should be a list of method configs, got {self.parts!r}.")
