@@ -89,7 +89,8 @@ def collect(runs_dir: Path) -> Site:
     site = Site(runs_dir=runs_dir)
     if runs_dir.is_dir():
         for path in sorted(runs_dir.iterdir()):
-            if path.name not in NOT_RUNS and (path / "manifest.json").is_file():
+            hidden = path.name.startswith(".")  # an interrupted write's temporary directory, never a run
+            if not hidden and path.name not in NOT_RUNS and (path / "manifest.json").is_file():
                 run = _read_run(path, site.problems)
                 if run is not None:
                     site.runs.append(run)

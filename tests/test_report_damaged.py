@@ -207,3 +207,13 @@ def test_a_full_disk_keeps_the_previous_site_and_says_so(good_runs, tmp_path, mo
     monkeypatch.setattr("reports.site.write_assets", full)
     check_refused(["report", "--runs-dir", runs], ["No space left on device", "report", "kept"], watched=tmp_path)
     assert snapshot(tmp_path) == before
+
+
+def test_an_interrupted_writes_temporary_directory_is_no_run(cli_world, tmp_path):
+    """A kill during a run's directory swap leaves `.NAME.XXXX.tmp/` with a manifest: never a run on the site."""
+    runs = tmp_path / "runs"
+    shutil.copytree(cli_world.runs, runs)
+    shutil.copytree(runs / "lora", runs / ".lora.k2j4.tmp")
+    site, pages = rendered(runs)
+    assert [r.name for r in site.runs] == ["adapter", "lora"], site.problems
+    assert not any(".lora" in page for page in pages) and not site.problems

@@ -165,16 +165,11 @@ def train(
                f"(pooling {cfg.pooling}, ties {cfg.ties}) -> {runs_dir / name}")
 
 
-NAME_LIMIT = 100  # characters of a run name (a directory name, listed in tables and report pages)
-
-
 def check_name(name: str) -> str:
-    """--name: a plain directory name of at most NAME_LIMIT characters, not one reserved under runs/."""
+    """--name: a plain directory name of at most `NAME_LIMIT` characters, not one reserved under runs/."""
     from trainers.errors import InterpError
     from trainers.training.runs import check_run_name
 
-    if len(name) > NAME_LIMIT:
-        raise InterpError(f"--name {name[:20]}...: {len(name)} characters, at most {NAME_LIMIT}")
     try:
         return check_run_name(name)
     except InterpError as exc:

@@ -32,7 +32,12 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "numpy", "interp")
 
 
+NAME_LIMIT = 100  # characters of a run name (a directory name, listed in tables and report pages)
+
+
 def check_run_name(name: str) -> str:
+    if len(name) > NAME_LIMIT:
+        raise InterpError(f"run name {name[:20]!r}...: {len(name)} characters, at most {NAME_LIMIT}")
     if "/" in name or "\\" in name or ".." in name or not _NAME.fullmatch(name):
         raise InterpError(
             f"run name {name!r} is not allowed: use letters, digits and . _ + - (no path separators, no '..')"
