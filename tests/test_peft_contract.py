@@ -2,8 +2,9 @@
 
 The check bodies are peft 0.21.2's (tests/peft_contract/, named after the peft test each mirrors);
 here they run as a case table: check x method x tiny base (BERT, RoBERTa, built here, no hub).
-BOTTLENECK, KV_PREFIX and UNION (loFF: LoRA on query/value + a bottleneck after the FFN output) are
-configured the way a peft user would, through their registered peft configs.
+BOTTLENECK, KV_PREFIX and UNION (loFF: LoRA on query/value + a bottleneck after the FFN output; and
+a bottleneck + a prefix, so a union's unload also detaches prefixes) are configured the way a peft
+user would, through their registered peft configs.
 
 A small subset runs by default; the whole table is marked `peft_contract`
 (`pytest -m peft_contract tests/test_peft_contract.py`).
@@ -19,7 +20,7 @@ import torch
 from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
 
 import trainers  # noqa: F401  (registers the project's peft methods)
-from peft_contract import checks, custom_checks
+from peft_contract import checks, custom_checks, lifecycle_checks
 from peft_contract.checks import Method
 from trainers.methods.adapter.model import BottleneckConfig
 from trainers.methods.prefix.model import KvPrefixConfig
@@ -49,16 +50,21 @@ def _union(init_weights=True):
     return UnionPeftConfig(parts=[_lora(), _bottleneck()], init_weights=init_weights)
 
 
+def _union_kv(init_weights=True):
+    return UnionPeftConfig(parts=[_bottleneck(), _kv_prefix()], init_weights=init_weights)
+
+
 METHODS = {
     "lora": Method("lora", _lora, mergeable=True),
     "bottleneck": Method("bottleneck", _bottleneck, mergeable=False),
     "kv_prefix": Method("kv_prefix", _kv_prefix, mergeable=False, identity_at_init=False),
     "union": Method("union", _union, mergeable=False),
+    "union_kv": Method("union_kv", _union_kv, mergeable=False, identity_at_init=False),
 }
 
 CHECKS = {
     name: fn
-    for module in (checks, custom_checks)
+    for module in (checks, custom_checks, lifecycle_checks)
     for name, fn in vars(module).items()
     if name.startswith("test_") and callable(fn)
 }
@@ -72,12 +78,9 @@ DEFAULT = {
 }
 
 # Known failures, each with its reason (strict: once fixed they fail as XPASS, and leave this table).
-KNOWN = {
-    ("test_prefix_in_parameter_names", "union"): (
-        "a union's parameters keep their parts' names (lora_A, bottleneck_up), which no single registered prefix "
-        "matches; renaming them would change the saved keys of every union run"
-    ),
-}
+_UNION_PREFIX = ("a union's parameters keep their parts' names (lora_A, bottleneck_up, kv_prefix_key), which no single "
+                 "registered prefix matches; renaming them would change the saved keys of every union run")
+KNOWN = {("test_prefix_in_parameter_names", "union"): _UNION_PREFIX, ("test_prefix_in_parameter_names", "union_kv"): _UNION_PREFIX}
 
 
 @pytest.fixture(scope="module")

@@ -94,8 +94,8 @@ class UnionModel(BaseTuner):
             tuner.inject_adapter(model, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype, low_cpu_mem_usage=low_cpu_mem_usage)
             tuner._post_injection_hook(model, part, adapter_name)
             self.targeted_module_names.extend(n for n in tuner.targeted_module_names if n not in self.targeted_module_names)
-        self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
-        self._mark_only_adapters_as_trainable(model)
+        # Each part's inject_adapter already kept the active adapters active, froze the base, left the new adapter
+        # frozen unless active, and restored the trainability of what existed before (another adapter's parameters).
 
     def _create_and_replace(self, *args, **kwargs) -> None:
         raise NotImplementedError("a union injects through its parts' tuners")
