@@ -164,3 +164,77 @@ def check_refused(args: list[str], names: tuple[str, ...] | list[str], *, watche
     assert not missing, f"the error line does not name {missing}\n{shown}"
     assert snapshot(watched) == before, f"{shown}\nthe disk changed under {watched}"
     return lines[0]
+
+
+# -- run directories written by hand: what `compare` and `qualitative` read, no model trained ------
+
+BASE_SHA = "5" * 64  # a base weights hash no model has: enough while only ranks are read
+
+
+def _code_tokens(code: str) -> list[str]:
+    """Python tokens without layout, comments, or the docstring (a string right after the def's ':')."""
+    import io
+    import tokenize
+
+    layout = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+    out: list[str] = []
+    for t in tokenize.generate_tokens(io.StringIO(code).readline):
+        if t.type in layout or (t.type == tokenize.STRING and out[-1:] == [":"] and ":" not in out[:-1]):
+            continue
+        out.append(t.string)
+    return out
+
+
+def write_split(path: Path, functions: list[tuple[str, str]], first_idx: int = 100) -> Path:
+    """An AdvTest-format jsonl: one line per (docstring, code), idx counting from `first_idx`."""
+    import re
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for i, (doc, code) in enumerate(functions):
+            record = {"repo": "python/cpython", "path": "Lib/x.py", "func_name": f"f{i}", "original_string": code,
+                      "language": "python", "code": code, "code_tokens": _code_tokens(code), "docstring": doc,
+                      "docstring_tokens": re.findall(r"\w+|[^\w\s]+", doc), "url": f"https://example.org/{i}", "idx": first_idx + i}
+            f.write(json.dumps(record) + "\n")
+    return path
+
+
+def make_run(runs_dir: Path, name: str, ranks: list[int], data_file: Path, *, preset: str | None = None, seed: int = 123456,
+             max_len: int = 256, pooling: str = "cls", test_fingerprint: str | None = None, base: dict | None = None) -> Path:
+    """A finished run directory with the manifest keys the analyses read and a ranks.json.
+
+    `base` is the manifest's base entry (source, weights_sha256): by default the MiniLM directory
+    under a hash no model has, which is enough while only ranks are read."""
+    from trainers.data import fingerprint, read_split
+    from trainers.encoders import default_base_dir
+    from trainers.training.splits import split_fingerprint
+
+    examples = read_split(data_file)
+    assert len(ranks) == len(examples), "one rank per test example"
+    fp = test_fingerprint or split_fingerprint(fingerprint(data_file), examples)
+    rr = [1 / r for r in ranks]
+    manifest = {
+        "name": name, "status": "finished", "preset": preset, "method": {"method": "lora"},
+        "train": {"seed": seed, "max_len": max_len, "pooling": pooling, "ties": "codexglue"},
+        "base": base or {"source": str(default_base_dir()), "weights_sha256": BASE_SHA},
+        "data": {"test": {"file": str(data_file.resolve()), "fingerprint": fp, "pairs": len(examples), "used": len(examples)}},
+        "metrics": {"test_mrr": sum(rr) / len(rr), "valid_mrr": 0.0, "best_step": 1},
+    }
+    path = runs_dir / name
+    path.mkdir(parents=True)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    (path / "ranks.json").write_text(json.dumps({"split": "test", "fingerprint": fp, "ties": "codexglue", "pooling": pooling, "ranks": {str(e.idx): r for e, r in zip(examples, ranks)}}))
+    return path
+
+
+def check_golden_exact(path: Path, golden: Path) -> None:
+    """The saved result equals the golden one, floats to 1e-9 (no rounding: results computed from
+    hand-written ranks, with no model's float noise); versions and inputs (tmp paths) ignored.
+
+    UPDATE_GOLDEN=1 rewrites the golden file instead. (`check_golden` rounds and allows 1e-4.)
+    """
+    got = json.loads(path.read_text())
+    got = {k: got[k] for k in ("kind", "name", "result")}
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
+    assert json_close(got, json.loads(golden.read_text()), 1e-9, 1e-12), f"{path} differs from {golden} (UPDATE_GOLDEN=1 to accept)"

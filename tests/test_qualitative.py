@@ -2,7 +2,7 @@
 
 Token counts use the real MiniLM tokenizer (lower-cased WordPiece: 'a', 'b', 'sort' are one
 token each), so the small cases below can be counted by hand. Run directories are written by
-hand (see test_compare.make_run): the analysis reads exactly those files.
+hand (helpers.make_run): the analysis reads exactly those files.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import scipy.stats
 import typer
 from typer.testing import CliRunner
 
+from helpers import GOLDEN, check_golden_exact, make_run, write_split
 from interp.analyses.compare import BaseScoring
 from interp.analyses.qualitative import PAIRS, Qualitative, run_qualitative, token_attributes
-from test_compare import GOLDEN, check_golden, make_run, write_split
 from trainers.data import Example, read_split
 from trainers.encoders import default_base_dir
 
@@ -159,7 +159,7 @@ def test_golden(runs):
     assert path == runs / "analyses" / "qualitative" / "prefix256+lora256+full+loFF.lora256-vs-loFF.json"
     saved = json.loads(path.read_text())
     assert [r["name"] for r in saved["inputs"]["runs"]] == list(RANKS) and saved["inputs"]["data"]["examples"] == 10
-    check_golden(path, GOLDEN / "qualitative.json")
+    check_golden_exact(path, GOLDEN / "qualitative.json")
 
 
 def test_base_is_scored_and_counted_at_the_runs_length(tmp_path, tiny_roberta_dir):
