@@ -238,3 +238,18 @@ def check_golden_exact(path: Path, golden: Path) -> None:
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
     assert json_close(got, json.loads(golden.read_text()), 1e-9, 1e-12), f"{path} differs from {golden} (UPDATE_GOLDEN=1 to accept)"
+
+
+# -- attn-diff on tiny runs, shared by test_attn_diff.py and test_attn_diff_seeds.py --------------
+
+
+def attn_diff(runs: Path, a: str, b: str, **kw):
+    """`run_attn_diff` of a against b over 12 examples, without progress bars (`kw` overrides)."""
+    from interp.analyses.attn_diff import run_attn_diff
+
+    return run_attn_diff(runs_dir=runs, a=a, b=b, **({"limit": 12, "progress": False} | kw))
+
+
+def flat(grid) -> list[float]:
+    """A (layers, heads) grid's values in one list."""
+    return [v for row in grid for v in row]
