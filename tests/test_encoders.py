@@ -137,3 +137,24 @@ def test_poolings_differ_and_unknown_pooling_is_named(minilm):
     assert not torch.allclose(vectors["cls"], vectors["pooler"]) and not torch.allclose(vectors["cls"], vectors["mean"])
     with pytest.raises(InterpError, match="pooling should be one of cls, pooler, mean, got 'max'"):
         minilm.embed(**batch, pooling="max")
+
+
+def test_an_unreachable_hub_is_looked_up_in_the_cache_only_and_named(monkeypatch):
+    """Online mode, but the hub's host does not resolve: no retries (they take half a minute), one line saying why."""
+    import socket
+
+    from huggingface_hub import constants
+
+    import trainers.encoders as encoders
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror("Name or service not known")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    encoders.hub_reachable.cache_clear()
+    try:
+        with pytest.raises(InterpError, match=r"--base nosuch/model: not found locally .*cannot be reached"):
+            load_encoder("nosuch/model")
+    finally:
+        encoders.hub_reachable.cache_clear()

@@ -16,6 +16,7 @@ The sequence embedding is chosen by `pooling` (recorded with every run and resul
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -240,7 +241,7 @@ def load_encoder(base: str | os.PathLike | None = None, *, attention: str = "sdp
 
     hf_logging.disable_progress_bar()
     source, name, local = resolve_base(base)
-    kwargs = {"local_files_only": True} if local else {}
+    kwargs = {"local_files_only": True} if local or not hub_reachable() else {}
     config, family = _base_config(base, source, local)
     has_weights = not local or any(Path(source).glob("*.safetensors")) or any(Path(source).glob("pytorch_model*.bin"))
     with _unreadable_base(base, source, local):
@@ -272,7 +273,7 @@ def _base_config(base, source: str, local: bool):
     from transformers import AutoConfig
 
     with _unreadable_base(base, source, local):
-        config = AutoConfig.from_pretrained(source, **({"local_files_only": True} if local else {}))
+        config = AutoConfig.from_pretrained(source, **({"local_files_only": True} if local or not hub_reachable() else {}))
     family = FAMILIES.get(config.model_type)
     if family is None:
         raise InterpError(
@@ -280,6 +281,24 @@ def _base_config(base, source: str, local: bool):
             f"(supported: {', '.join(sorted(FAMILIES))})"
         )
     return config, family
+
+
+@functools.cache
+def hub_reachable() -> bool:
+    """Whether the hub's host resolves: when it does not, a hub id is looked up in the local cache
+    only, at once, instead of through huggingface_hub's five retries (half a minute of warnings)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
+    except OSError:
+        return False
+    return True
 
 
 @contextmanager
@@ -299,6 +318,7 @@ def _unreadable_base(base, source: str, local: bool):
             raise
         from huggingface_hub import constants
 
-        offline = " (offline: HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
+        offline = (" (offline: HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE
+                   else "" if hub_reachable() else f" (offline: {constants.ENDPOINT} cannot be reached)")
         raise InterpError(f"--base {base}: not found locally (no such directory, not in the hub cache) and not "
                           f"downloadable{offline}; give a local model directory") from exc
