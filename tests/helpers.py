@@ -253,3 +253,107 @@ def attn_diff(runs: Path, a: str, b: str, **kw):
 def flat(grid) -> list[float]:
     """A (layers, heads) grid's values in one list."""
     return [v for row in grid for v in row]
+
+
+# -- the analysis commands' case tables (test_cli_cases_analyses.py, test_cli_cases_stats.py) ------
+
+ANALYSIS_PROGRESS = {"attn-diff", "ablate", "qualitative", "compare"}  # commands with --progress/--no-progress
+
+
+def analyses_cases_world(cli_world, root: Path):
+    """cli_world's runs copied under `root` beside damaged copies of them and odd files; cases may only read it.
+
+    runs/          lora and adapter, and odd things where analyses write their results
+    bad-ranks/     adapter, and copies of lora whose ranks.json is damaged (lora-<damage>)
+    bad-manifest/  a run whose manifest is truncated; no-data/: a run whose data was moved away
+    bad-weights/   a run whose adapter weights are cut short; moved-base/: one whose base model is gone
+    analyses-file/ a run beside a file named analyses
+    files/         code files, data files (good and damaged), a directory, a plain text file
+    """
+    import shutil
+    from types import SimpleNamespace
+
+    runs = root / "runs"
+    shutil.copytree(cli_world.runs, runs)
+    ranks = (runs / "lora" / "ranks.json").read_text()
+    damages = {
+        "trunc": ranks[: len(ranks) // 2],
+        "notjson": "ranks\n",
+        "empty": "",
+        "list": "[1, 2, 3]\n",
+        "nokeys": "{}\n",
+        "noranks": json.dumps({k: v for k, v in json.loads(ranks).items() if k != "ranks"}),
+        "badrank": json.dumps(json.loads(ranks) | {"ranks": {k: "first" for k in json.loads(ranks)["ranks"]}}),
+        "fewranks": json.dumps(json.loads(ranks) | {"ranks": {}}),
+        "binary": "\udcff",
+    }
+    bad_ranks = root / "bad-ranks"  # apart, so that the cases on runs/ list two runs, not eleven
+    shutil.copytree(runs / "adapter", bad_ranks / "adapter")
+    for damage, text in damages.items():
+        shutil.copytree(runs / "lora", bad_ranks / f"lora-{damage}")
+        (bad_ranks / f"lora-{damage}" / "ranks.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+    (runs / "analyses" / "compare").mkdir(parents=True)
+    (runs / "analyses" / "compare" / "lora-vs-adapter.json").mkdir()  # a directory where compare's result goes
+    (runs / "analyses" / "qualitative").mkdir(parents=True)
+    (runs / "analyses" / "qualitative" / "lora+adapter.json").write_text('{"mine": "notes"}\n')  # not a result
+    (runs / "analyses" / "anatomy").mkdir(parents=True)
+    (runs / "analyses" / "anatomy" / "adapter.json").write_text('{"kind": "anatomy", "name": "adap')  # truncated
+
+    (runs / "analyses" / "ablate").mkdir(parents=True)
+    (runs / "analyses" / "ablate" / "lora.drop1.json").symlink_to(runs / "lora" / "manifest.json")  # a link to a run's manifest
+    analyses_file = root / "analyses-file"
+    shutil.copytree(cli_world.runs / "lora", analyses_file / "lora")
+    (analyses_file / "analyses").write_text("not a folder\n")
+
+    bad_manifest = root / "bad-manifest"
+    shutil.copytree(cli_world.runs / "lora", bad_manifest / "lora")
+    text = (bad_manifest / "lora" / "manifest.json").read_text()
+    (bad_manifest / "lora" / "manifest.json").write_text(text[: len(text) // 2])
+    no_data = root / "no-data"
+    shutil.copytree(cli_world.runs / "lora", no_data / "lora")
+    manifest = json.loads((no_data / "lora" / "manifest.json").read_text())
+    for info in manifest["data"].values():
+        if isinstance(info, dict) and "file" in info:
+            info["file"] = str(root / "moved" / Path(info["file"]).name)
+    (no_data / "lora" / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+    bad_weights = root / "bad-weights"
+    shutil.copytree(cli_world.runs / "lora", bad_weights / "lora")
+    weights = (bad_weights / "lora" / "adapter_model.safetensors").read_bytes()
+    (bad_weights / "lora" / "adapter_model.safetensors").write_bytes(weights[: len(weights) // 2])
+    moved_base = root / "moved-base"
+    shutil.copytree(cli_world.runs / "lora", moved_base / "lora")
+    manifest = json.loads((moved_base / "lora" / "manifest.json").read_text())
+    manifest["base"]["source"] = str(root / "moved-base-model")
+    (moved_base / "lora" / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+    files = root / "files"
+    files.mkdir()
+    (files / "code.py").write_text("def add(a, b):\n    return a + b\n")
+    (files / "empty.py").write_text("")
+    (files / "binary.py").write_bytes(b"\xff\xfe\x00def")
+    (files / "broken.py").write_text("def f(:\n  '''\n")
+    (files / "notes.txt").write_text("keep me\n")
+    (files / "folder").mkdir()
+    os.mkfifo(files / "fifo.jsonl")  # nothing ever writes to it: reading it would wait for ever
+    os.mkfifo(files / "fifo.py")
+    test_lines = (cli_world.data / "test.jsonl").read_text().splitlines()
+    (files / "small.jsonl").write_text("\n".join(test_lines[:6]) + "\n")
+    (files / "badline.jsonl").write_text("\n".join(test_lines[:2] + ["{not json"] + test_lines[3:5]) + "\n")
+    (files / "empty.jsonl").write_text("")
+    (files / "nested.jsonl").write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    idx = json.loads(test_lines[0])["idx"]
+    return SimpleNamespace(root=root, runs=runs, files=files, data=cli_world.data, idx=idx, cli_world=cli_world,
+                           shared=snapshot(cli_world.root))
+
+
+def fill_analysis_args(args: list[str], world) -> list[str]:
+    """The case's arguments with the world's paths, and --no-progress where the command has it (bars are not errors)."""
+    quiet = ["--no-progress"] if args and args[0] in ANALYSIS_PROGRESS and "--bogus" not in args else []
+    return [a.format(runs=world.runs, files=world.files, data=world.data, root=world.root, idx=world.idx) for a in args] + quiet
+
+
+def analysis_case(*args: str, names: tuple[str, ...] = (), marks=()):
+    """One refused case: `interp ARGS` and what its error line must name; its id is the command line, abridged."""
+    return pytest.param(list(args), names, id=" ".join(args).replace("{runs}", "R").replace("{files}/", "").replace("{root}/", "")[:90],
+                        marks=marks)

@@ -1,26 +1,26 @@
-"""The analysis commands and the report refuse bad input as the README promises (issue 12).
+"""attn-diff, ablate, anatomy and attribute refuse bad input as the README promises (issue 12).
 
-attn-diff, ablate, anatomy, attribute, qualitative, compare and report, each given bad values,
-damaged inputs and output paths that hold something else: exit status 2, one `error:` line
-naming the option, file or line at fault, no traceback, and nothing on disk changed
-(`helpers.check_refused`). Almost every case is refused before a model loads. (The report given
-damaged or hostile analysis files: tests/test_report_damaged.py.)
+attn-diff, ablate, anatomy and attribute given bad values and damaged inputs, and every analysis
+command given bad run names, damaged weights, a moved base model and output paths that hold
+something else: exit status 2, one `error:` line naming the option, file or line at fault, no
+traceback, and nothing on disk changed (`helpers.check_refused`). Almost every case is refused
+before a model loads. (qualitative, compare and report: tests/test_cli_cases_stats.py; the
+report given damaged or hostile analysis files: tests/test_report_damaged.py.)
 
-    OMP_NUM_THREADS=1 python -m pytest -q -p no:cacheprovider tests/test_cli_cases_analyses.py
+    OMP_NUM_THREADS=1 python -m pytest -q -p no:cacheprovider -n 0 tests/test_cli_cases_analyses.py
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-from helpers import EXAMPLES, check_refused, invoke, snapshot
+from helpers import EXAMPLES, analyses_cases_world, check_refused, invoke, snapshot
+from helpers import analysis_case as case, fill_analysis_args as fill
 
 R = ["--runs-dir", "{runs}"]
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="refused only where there is no CUDA device")
@@ -28,102 +28,8 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="refused only whe
 
 @pytest.fixture(scope="module")
 def world(cli_world, tmp_path_factory):
-    """cli_world's runs copied beside damaged copies of them and odd files; cases may only read it.
-
-    runs/          lora and adapter, and odd things where analyses write their results
-    bad-ranks/     adapter, and copies of lora whose ranks.json is damaged (lora-<damage>)
-    bad-manifest/  a run whose manifest is truncated; no-data/: a run whose data was moved away
-    bad-weights/   a run whose adapter weights are cut short; moved-base/: one whose base model is gone
-    analyses-file/ a run beside a file named analyses
-    files/         code files, data files (good and damaged), a directory, a plain text file
-    """
-    root = tmp_path_factory.mktemp("analyses-cases")
-    runs = root / "runs"
-    shutil.copytree(cli_world.runs, runs)
-    ranks = (runs / "lora" / "ranks.json").read_text()
-    damages = {
-        "trunc": ranks[: len(ranks) // 2],
-        "notjson": "ranks\n",
-        "empty": "",
-        "list": "[1, 2, 3]\n",
-        "nokeys": "{}\n",
-        "noranks": json.dumps({k: v for k, v in json.loads(ranks).items() if k != "ranks"}),
-        "badrank": json.dumps(json.loads(ranks) | {"ranks": {k: "first" for k in json.loads(ranks)["ranks"]}}),
-        "fewranks": json.dumps(json.loads(ranks) | {"ranks": {}}),
-        "binary": "\udcff",
-    }
-    bad_ranks = root / "bad-ranks"  # apart, so that the cases on runs/ list two runs, not eleven
-    shutil.copytree(runs / "adapter", bad_ranks / "adapter")
-    for damage, text in damages.items():
-        shutil.copytree(runs / "lora", bad_ranks / f"lora-{damage}")
-        (bad_ranks / f"lora-{damage}" / "ranks.json").write_bytes(text.encode("utf-8", "surrogateescape"))
-    (runs / "analyses" / "compare").mkdir(parents=True)
-    (runs / "analyses" / "compare" / "lora-vs-adapter.json").mkdir()  # a directory where compare's result goes
-    (runs / "analyses" / "qualitative").mkdir(parents=True)
-    (runs / "analyses" / "qualitative" / "lora+adapter.json").write_text('{"mine": "notes"}\n')  # not a result
-    (runs / "analyses" / "anatomy").mkdir(parents=True)
-    (runs / "analyses" / "anatomy" / "adapter.json").write_text('{"kind": "anatomy", "name": "adap')  # truncated
-
-    (runs / "analyses" / "ablate").mkdir(parents=True)
-    (runs / "analyses" / "ablate" / "lora.drop1.json").symlink_to(runs / "lora" / "manifest.json")  # a link to a run's manifest
-    analyses_file = root / "analyses-file"
-    shutil.copytree(cli_world.runs / "lora", analyses_file / "lora")
-    (analyses_file / "analyses").write_text("not a folder\n")
-
-    bad_manifest = root / "bad-manifest"
-    shutil.copytree(cli_world.runs / "lora", bad_manifest / "lora")
-    text = (bad_manifest / "lora" / "manifest.json").read_text()
-    (bad_manifest / "lora" / "manifest.json").write_text(text[: len(text) // 2])
-    no_data = root / "no-data"
-    shutil.copytree(cli_world.runs / "lora", no_data / "lora")
-    manifest = json.loads((no_data / "lora" / "manifest.json").read_text())
-    for info in manifest["data"].values():
-        if isinstance(info, dict) and "file" in info:
-            info["file"] = str(root / "moved" / Path(info["file"]).name)
-    (no_data / "lora" / "manifest.json").write_text(json.dumps(manifest, indent=2))
-
-    bad_weights = root / "bad-weights"
-    shutil.copytree(cli_world.runs / "lora", bad_weights / "lora")
-    weights = (bad_weights / "lora" / "adapter_model.safetensors").read_bytes()
-    (bad_weights / "lora" / "adapter_model.safetensors").write_bytes(weights[: len(weights) // 2])
-    moved_base = root / "moved-base"
-    shutil.copytree(cli_world.runs / "lora", moved_base / "lora")
-    manifest = json.loads((moved_base / "lora" / "manifest.json").read_text())
-    manifest["base"]["source"] = str(root / "moved-base-model")
-    (moved_base / "lora" / "manifest.json").write_text(json.dumps(manifest, indent=2))
-
-    files = root / "files"
-    files.mkdir()
-    (files / "code.py").write_text("def add(a, b):\n    return a + b\n")
-    (files / "empty.py").write_text("")
-    (files / "binary.py").write_bytes(b"\xff\xfe\x00def")
-    (files / "broken.py").write_text("def f(:\n  '''\n")
-    (files / "notes.txt").write_text("keep me\n")
-    (files / "folder").mkdir()
-    os.mkfifo(files / "fifo.jsonl")  # nothing ever writes to it: reading it would wait for ever
-    os.mkfifo(files / "fifo.py")
-    test_lines = (cli_world.data / "test.jsonl").read_text().splitlines()
-    (files / "small.jsonl").write_text("\n".join(test_lines[:6]) + "\n")
-    (files / "badline.jsonl").write_text("\n".join(test_lines[:2] + ["{not json"] + test_lines[3:5]) + "\n")
-    (files / "empty.jsonl").write_text("")
-    (files / "nested.jsonl").write_text("[" * 100_000 + "]" * 100_000 + "\n")
-    idx = json.loads(test_lines[0])["idx"]
-    return SimpleNamespace(root=root, runs=runs, files=files, data=cli_world.data, idx=idx, cli_world=cli_world,
-                           shared=snapshot(cli_world.root))
-
-
-PROGRESS = {"attn-diff", "ablate", "qualitative", "compare"}  # commands with --progress/--no-progress
-
-
-def fill(args: list[str], world) -> list[str]:
-    """The case's arguments with the world's paths, and --no-progress where the command has it (bars are not errors)."""
-    quiet = ["--no-progress"] if args and args[0] in PROGRESS and "--bogus" not in args else []
-    return [a.format(runs=world.runs, files=world.files, data=world.data, root=world.root, idx=world.idx) for a in args] + quiet
-
-
-def case(*args: str, names: tuple[str, ...] = (), marks=()):
-    return pytest.param(list(args), names, id=" ".join(args).replace("{runs}", "R").replace("{files}/", "").replace("{root}/", "")[:90],
-                        marks=marks)
+    """cli_world's runs beside damaged copies of them and odd files (helpers.analyses_cases_world); cases may only read it."""
+    return analyses_cases_world(cli_world, tmp_path_factory.mktemp("analyses-cases"))
 
 
 RUN_NAMES = [  # any command that takes run names: unknown, not allowed, or where no runs are
@@ -277,60 +183,6 @@ REFUSED = _run_name_cases() + [
     case("attribute", "lora", "--example", "{idx}", "--runs-dir", "{root}/nosuch", names=("--runs-dir", "nosuch")),
     case("attribute", "lora", "--example", "{idx}", "--runs-dir", "{root}/bad-manifest", names=("manifest.json",)),
     case("attribute", "lora", "--example", "{idx}", "--runs-dir", "{root}/no-data", names=("test.jsonl",)),
-    # -- qualitative --------------------------------------------------------------------------
-    case("qualitative", *R, names=("--runs", "--baseline")),
-    case("qualitative", "--baseline", "lora", *R, names=("--baseline", "--candidate")),
-    case("qualitative", "--candidate", "lora", *R, names=("--baseline", "--candidate")),
-    case("qualitative", "--baseline", "lora", "--candidate", "lora", *R, names=("'lora'", "twice")),
-    case("qualitative", "--baseline", "lroa", "--candidate", "adapter", *R, names=("'lroa'", "did you mean 'lora'")),
-    case("qualitative", "--baseline", "lora", "--candidate", "adaptr", *R, names=("'adaptr'", "did you mean 'adapter'")),
-    case("qualitative", "--baseline", "lora", "--candidate", "base", "--runs", "lora,lora", *R, names=("'lora'", "twice")),
-    case("qualitative", "--runs", "lora,lora", *R, names=("'lora'", "twice")),
-    case("qualitative", "--runs", "lora,,adapter", *R, names=("--runs", "lora,,adapter")),
-    case("qualitative", "--runs", ",", *R, names=("--runs",)),
-    case("qualitative", "--runs", "", *R, names=("--runs",)),
-    case("qualitative", "--runs", "lora,adapter", "--samples", "-1", *R, names=("--samples", "-1")),
-    case("qualitative", "--runs", "lora,adapter", "--samples", "x", *R, names=("--samples",)),
-    case("qualitative", "--runs", "lora,adapter", "--limit", "0", *R, names=("--limit", "0")),
-    case("qualitative", "--runs", "lora,adapter", "--limit", "-1", *R, names=("--limit", "-1")),
-    case("qualitative", "--runs", "lora,adapter", "--split", "bogus", *R, names=("--split", "bogus")),
-    case("qualitative", "--runs", "lora,adapter", "--data", "{files}/badline.jsonl", *R, names=("badline.jsonl:3",)),
-    case("qualitative", "--runs", "lora,adapter", "--data", "{files}/empty.jsonl", *R, names=("empty.jsonl",)),
-    case("qualitative", "--runs", "lora,adapter", "--data", "{files}/nope.jsonl", *R, names=("--data",)),
-    case("qualitative", "--runs", "lora,adapter", "--runs-dir", "{root}/nosuch", names=("--runs-dir", "nosuch")),
-    case("qualitative", "--runs", "lora", "--runs-dir", "{root}/bad-manifest", names=("manifest.json",)),
-    case("qualitative", "--runs", "lora", "--runs-dir", "{root}/no-data", names=("test.jsonl",)),
-    # -- compare ------------------------------------------------------------------------------
-    case("compare", *R, names=("'runs'",)),
-    case("compare", "lora", *R, names=("two",)),
-    case("compare", "lora", "lora", *R, names=("'lora'", "twice")),
-    case("compare", "base", "base", *R, names=("'base'", "twice")),
-    case("compare", "lora", "adapter", "--bootstrap", "0", *R, names=("--bootstrap", "0")),
-    case("compare", "lora", "adapter", "--bootstrap", "-1", *R, names=("--bootstrap", "-1")),
-    case("compare", "lora", "adapter", "--bootstrap", "1", *R, names=("--bootstrap", "1", "40")),
-    case("compare", "lora", "adapter", "--bootstrap", "39", *R, names=("--bootstrap", "39")),
-    case("compare", "lora", "adapter", "--bootstrap", "1000000000000", *R, names=("--bootstrap", "1000000000000")),
-    case("compare", "lora", "adapter", "--permutations", "1000000000000", *R, names=("--permutations", "1000000000000")),
-    case("compare", "lora", "adapter", "--permutations", "0", *R, names=("--permutations", "0")),
-    case("compare", "lora", "adapter", "--permutations", "-10", *R, names=("--permutations", "-10")),
-    case("compare", "lora", "adapter", "--seed", "-1", *R, names=("--seed", "-1")),
-    case("compare", "lora", "adapter", "--seed", str(2**64), *R, names=("--seed",)),
-    case("compare", "lora", "adapter", "--seed", "1.5", *R, names=("--seed",)),
-    case("compare", "lora", "adapter", "--limit", "0", *R, names=("--limit", "0")),
-    case("compare", "lora", "adapter", "--split", "bogus", *R, names=("--split", "bogus")),
-    case("compare", "lora", "adapter", "--data", "{files}/badline.jsonl", *R, names=("badline.jsonl:3",)),
-    case("compare", "lora", "adapter", "--data", "{files}/nested.jsonl", *R, names=("nested.jsonl:1",)),
-    case("compare", "lora", "adapter", "--runs-dir", "{root}/nosuch", names=("--runs-dir", "nosuch")),
-    case("compare", "lora", "adapter", "--runs-dir", "{files}/notes.txt", names=("--runs-dir",)),
-    case("compare", "lora", "base", "--runs-dir", "{root}/bad-manifest", names=("manifest.json",)),
-    case("compare", "lora", "base", "--runs-dir", "{root}/no-data", names=("test.jsonl",)),
-    # -- damaged ranks.json (compare and qualitative read them) ---------------------------------
-    *[case(cmd, *pre, f"lora-{damage}", *post, "--limit", str(EXAMPLES), "--runs-dir", "{root}/bad-ranks",
-           names=(f"lora-{damage}/ranks.json{colon}",) + extra)
-      for damage, colon, extra in (("trunc", ":", ()), ("notjson", ":1", ()), ("empty", ":1", ()), ("list", "", ("list",)),
-                                   ("nokeys", "", ("'fingerprint'",)), ("noranks", "", ("'ranks'",)), ("badrank", "", ("'first'",)),
-                                   ("fewranks", "", ("no rank",)), ("binary", "", ("UTF-8",)))
-      for cmd, pre, post in (("compare", (), ("adapter",)), ("qualitative", ("--runs",), ()))],
     # -- a run whose weights are damaged, or whose base model was moved away -------------------
     *[case(*args, "--runs-dir", f"{{root}}/{where}", names=(needle,))
       for where, needle in (("bad-weights", "lora/adapter_model.safetensors"), ("moved-base", "moved-base-model"))
@@ -343,28 +195,6 @@ REFUSED = _run_name_cases() + [
     case("compare", "lora", "base", "--runs-dir", "{root}/analyses-file", names=("analyses-file/analyses/compare",)),
     case("qualitative", "--runs", "lora,adapter", *R, names=("lora+adapter.json", "not an interp qualitative result")),
     case("anatomy", "adapter", *R, names=("adapter.json", "line 1")),
-    # -- report -------------------------------------------------------------------------------
-    case("report", "--runs-dir", "{root}/nosuch", names=("--runs-dir", "nosuch")),
-    case("report", "--runs-dir", "{files}/notes.txt", names=("--runs-dir", "notes.txt")),
-    case("report", "--runs-dir", "", names=("--runs-dir",)),
-    case("report", *R, "--out", "", names=("--out",)),
-    case("report", *R, "--out", "{runs}", names=("--out",)),
-    case("report", *R, "--out", "{runs}/lora", names=("--out", "lora")),
-    case("report", *R, "--out", "{runs}/lora/manifest.json", names=("--out", "manifest.json")),
-    case("report", *R, "--out", "{data}", names=("--out",)),
-    case("report", *R, "--out", "{runs}/analyses", names=("--out", "analyses")),
-    case("report", *R, "--out", "{files}/notes.txt", names=("--out", "notes.txt")),
-    case("report", *R, "--out", "{runs}/lora/site", names=("--out", "a run")),
-    case("report", *R, "--out", "{data}/site", names=("--out", "a data directory")),
-    case("report", *R, "--out", "{root}", names=("--out", "runs directory")),
-    case("report", *R, "--out", "{runs}/..", names=("--out", "runs directory")),
-    case("report", "--runs-dir", "{root}/bad-manifest", "--out", "{root}/bad-manifest/lora", names=("--out", "lora")),
-    case("report", "--runs-dir", "{runs}/lora", names=("--out", "a run")),
-    case("report", *R, "--out", "{files}", names=("--out",)),
-    case("report", *R, "--out", "{files}/notes.txt/site", names=("--out",)),
-    case("report", *R, "--out", "/dev/null", names=("--out", "/dev/null")),
-    case("report", *R, "--out", "/dev/null/site", names=("--out",)),
-    case("report", *R, "--open", "yes", names=("yes",)),
 ]
 
 
