@@ -79,21 +79,25 @@ class UnionModel(BaseTuner):
         nn.Module.__init__(tuner)
         tuner.model = model
         # the part of this type in each union adapter, so the part's tuner sees every adapter it may be asked about
-        configs = {name: same for name, config in self.peft_config.items() for same in config.parts if same.peft_type == part.peft_type}
+        configs = {name: same for name, config in self.peft_config.items()
+                   for same in config.parts if same.peft_type == part.peft_type}
         tuner.peft_config = configs | {adapter_name: part}
         tuner.active_adapter = list(self.active_adapters)
         tuner.targeted_module_names, tuner.targeted_parameter_names = [], []
         return tuner
 
-    def inject_adapter(self, model, adapter_name: str, autocast_adapter_dtype: bool = True, low_cpu_mem_usage: bool = False, state_dict=None) -> None:
+    def inject_adapter(self, model, adapter_name: str, autocast_adapter_dtype: bool = True, low_cpu_mem_usage: bool = False,
+                       state_dict=None) -> None:
         config: UnionPeftConfig = self.peft_config[adapter_name]
         for part in config.parts:
             part.inference_mode = config.inference_mode
             tuner = self._part_tuner(model, part, adapter_name)
             tuner._pre_injection_hook(model, part, adapter_name)
-            tuner.inject_adapter(model, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype, low_cpu_mem_usage=low_cpu_mem_usage)
+            tuner.inject_adapter(model, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype,
+                                 low_cpu_mem_usage=low_cpu_mem_usage)
             tuner._post_injection_hook(model, part, adapter_name)
-            self.targeted_module_names.extend(n for n in tuner.targeted_module_names if n not in self.targeted_module_names)
+            new = [n for n in tuner.targeted_module_names if n not in self.targeted_module_names]
+            self.targeted_module_names.extend(new)
         # Each part's inject_adapter already kept the active adapters active, froze the base, left the new adapter
         # frozen unless active, and restored the trainability of what existed before (another adapter's parameters).
 
@@ -106,8 +110,8 @@ class UnionModel(BaseTuner):
         refused = sorted({str(part.peft_type.value) for name in names for part in self.peft_config[name].parts
                           if not getattr(PEFT_TYPE_TO_TUNER_MAPPING[part.peft_type].tuner_layer_cls, "mergeable", True)})
         if refused:
-            raise NotImplementedError(f"this union holds parts that cannot be merged into the base weights ({', '.join(refused)}); "
-                                      "nothing was merged")
+            raise NotImplementedError("this union holds parts that cannot be merged into the base weights "
+                                      f"({', '.join(refused)}); nothing was merged")
 
     def merge_adapter(self, adapter_names=None, safe_merge: bool = False) -> None:
         self._check_mergeable(adapter_names)
@@ -119,7 +123,8 @@ class UnionModel(BaseTuner):
         if merge:
             self._check_mergeable(adapter_names)
         detach_prefixes(self.model)
-        return super()._unload_and_optionally_merge(merge=merge, progressbar=progressbar, safe_merge=safe_merge, adapter_names=adapter_names)
+        return super()._unload_and_optionally_merge(merge=merge, progressbar=progressbar, safe_merge=safe_merge,
+                                                    adapter_names=adapter_names)
 
 
 # If importing this module is what first imported peft, finish registering our peft methods now.
