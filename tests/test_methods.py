@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import trainers  # noqa: F401  (registers the project's peft methods)
+import trainers.methods
 from trainers.encoders import load_encoder
 from trainers.errors import InterpError
 from trainers.methods import (
@@ -22,6 +22,8 @@ from trainers.methods import (
 )
 from trainers.methods.apply import delta_parameters
 from trainers.methods.lora.config import SCALINGS, lora_parts
+
+trainers.methods.register()  # the project's peft methods, for peft's own loading below
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-import trainers  # noqa: F401
+import trainers.methods
 from trainers.encoders import load_encoder
 from trainers.methods import PrefixConfig, UnionConfig, LoraConfig, apply_method, count_parameters, disabled_layers, load_delta, save_delta
 from trainers.methods.apply import delta_parameters
 from trainers.methods.prefix.layer import PrefixLayer
 from trainers.methods.prefix.model import init_from_vocabulary, random_token_ids
+
+trainers.methods.register()  # the project's peft methods, for peft's own loading below
 
 TEXTS = ["def add(a, b): return a + b  # a longer line of code", "import os", "x = 1"]
 L = 3

@@ -6,8 +6,9 @@ BOTTLENECK, KV_PREFIX and UNION (loFF: LoRA on query/value + a bottleneck after 
 a bottleneck + a prefix, so a union's unload also detaches prefixes) are configured the way a peft
 user would, through their registered peft configs.
 
-A small subset runs by default (one base, the checks the issue names); the rest is marked
-`peft_contract` and runs with `pytest -m peft_contract tests/test_peft_contract.py` (about 100 s on one core).
+All of it runs in the default `python -m pytest` (so CI runs the whole contract; about 100 s on one
+core). The cases beyond a one-base subset of the checks the issue names are marked `peft_contract`:
+`pytest -m "not peft_contract"` leaves them out of a quick run.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
 
-import trainers  # noqa: F401  (registers the project's peft methods)
+import trainers.methods
 from peft_contract import checks, custom_checks, lifecycle_checks
 from peft_contract.checks import Method
 from trainers.methods.adapter.model import BottleneckConfig
 from trainers.methods.prefix.model import KvPrefixConfig
 from trainers.methods.union.model import UnionPeftConfig
+
+trainers.methods.register()  # the project's peft methods, for peft's own loading below
 
 SIZES = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 37,
          "vocab_size": 99, "max_position_embeddings": 40}
@@ -70,7 +73,7 @@ CHECKS = {
 }
 
 # The default run: one base, the checks the issue names (second adapter, merge refusal, low_cpu_mem_usage,
-# delete_adapter, in/out features, init_weights, prefix, dtype); the rest runs under -m peft_contract.
+# delete_adapter, in/out features, init_weights, prefix, dtype); the rest is marked peft_contract.
 DEFAULT = {
     "test_save_pretrained_selected_adapters", "test_active_adapter", "test_merge_refusal_changes_nothing",
     "test_load_model_low_cpu_mem_usage", "test_delete_adapter", "test_in_features_out_features_exposed",
@@ -81,11 +84,6 @@ DEFAULT = {
 _UNION_PREFIX = ("a union's parameters keep their parts' names (lora_A, bottleneck_up, kv_prefix_key), which no single "
                  "registered prefix matches; renaming them would change the saved keys of every union run")
 KNOWN = {("test_prefix_in_parameter_names", "union"): _UNION_PREFIX, ("test_prefix_in_parameter_names", "union_kv"): _UNION_PREFIX}
-
-
-# Marked cases run only under `-m peft_contract` (deselected outright if addopts says -m "not peft_contract").
-_ONLY_WHEN_ASKED = pytest.mark.skipif("'peft_contract' not in (config.getoption('markexpr') or '')",
-                                      reason="the whole peft contract runs under -m peft_contract")
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +102,7 @@ def _cases():
     for check in CHECKS:
         for base in ("bert", "roberta"):
             for method in METHODS:
-                marks = [] if (check in DEFAULT and base == "bert") else [pytest.mark.peft_contract, _ONLY_WHEN_ASKED]
+                marks = [] if (check in DEFAULT and base == "bert") else [pytest.mark.peft_contract]
                 reason = KNOWN.get((check, method))
                 if reason:
                     marks.append(pytest.mark.xfail(reason=reason, strict=True))

@@ -14,6 +14,7 @@ What is registered comes from the registry: every method whose tuner names a `pe
 
 from __future__ import annotations
 
+from trainers.methods.peft_types import add_peft_type
 from trainers.methods.registry import tuners
 
 
@@ -29,27 +30,3 @@ def register() -> None:
         peft_type = add_peft_type(name.upper())
         if peft_type not in PEFT_TYPE_TO_TUNER_MAPPING:
             register_peft_method(name=name, config_cls=config_cls, model_cls=model_cls, prefix=model_cls.prefix)
-
-
-def add_peft_type(name: str):
-    """The member `name` of peft's `PeftType`, added if peft does not have it (idempotent).
-
-    peft 0.21.2 offers no supported way to add a type: `register_peft_method` requires the
-    member to exist already and says to add an entry to `PeftType`, a closed `str` enum. So
-    the member is built the way `enum` builds its own members, and entered in the enum's
-    lookup tables; nothing else of peft is touched.
-    """
-    from peft.utils.peft_types import PeftType
-
-    if name in PeftType.__members__:
-        return PeftType[name]
-    member = str.__new__(PeftType, name)
-    member._name_ = name
-    member._value_ = name
-    member.__objclass__ = PeftType
-    member.__init__(name)
-    PeftType._member_map_[name] = member
-    PeftType._value2member_map_[name] = member
-    PeftType._member_names_.append(name)
-    type.__setattr__(PeftType, name, member)
-    return member

@@ -59,9 +59,3 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
 
     def __repr__(self) -> str:
         return "bottleneck." + super().__repr__()
-
-
-# If importing this module is what first imported peft, finish registering our peft methods now.
-from trainers.methods.peft_types import register_all  # noqa: E402
-
-register_all()

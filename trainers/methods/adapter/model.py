@@ -8,27 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from peft.config import PeftConfig
 from peft.tuners.tuners_utils import BaseTuner
 
 from trainers.methods.adapter.layer import BottleneckLayer
-from trainers.methods.peft_types import PeftType, matches_layer_target
-
-
-@dataclass
-class LayerTargetsConfig(PeftConfig):
-    """Module paths inside one encoder layer, the layer list's path, and which layers (0-based)."""
-
-    target_modules: list[str] = field(default_factory=list)  # e.g. ["output.dense"]
-    layers_pattern: str = "encoder.layer"  # path of the ModuleList of encoder layers
-    layers_to_transform: list[int] | None = None  # None: every layer
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.target_modules or not all(isinstance(t, str) and t for t in self.target_modules):
-            raise ValueError(f"`target_modules` should list module paths inside a layer, got {self.target_modules!r}.")
-        if self.layers_to_transform is not None:
-            self.layers_to_transform = sorted(int(i) for i in self.layers_to_transform)
+from trainers.methods.peft_types import add_peft_type
+from trainers.methods.targets import LayerTargetsConfig, matches_layer_target
 
 
 @dataclass
@@ -40,7 +24,7 @@ class BottleneckConfig(LayerTargetsConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        self.peft_type = PeftType.BOTTLENECK
+        self.peft_type = add_peft_type("BOTTLENECK")
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
             raise ValueError(f"`r` should be a positive integer, got {self.r!r}.")
 
@@ -68,9 +52,3 @@ class BottleneckModel(BaseTuner):
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
-
-
-# If importing this module is what first imported peft, finish registering our peft methods now.
-from trainers.methods.peft_types import register_all  # noqa: E402
-
-register_all()

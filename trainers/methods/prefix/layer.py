@@ -216,9 +216,3 @@ def prefix_attention(module: nn.Module, query, key, value, attention_mask, **kwa
 
 
 AttentionInterface.register(PREFIX_ATTENTION, prefix_attention)
-
-
-# If importing this module is what first imported peft, finish registering our peft methods now.
-from trainers.methods.peft_types import register_all  # noqa: E402
-
-register_all()

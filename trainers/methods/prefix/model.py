@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from peft.tuners.tuners_utils import BaseTuner
 
-from trainers.methods.adapter.model import LayerTargetsConfig
-from trainers.methods.peft_types import PeftType, matches_layer_target
+from trainers.methods.peft_types import add_peft_type
+from trainers.methods.targets import LayerTargetsConfig, matches_layer_target
 from trainers.methods.prefix.layer import CHILD, PrefixLayer, unroute_attention
 
 
@@ -21,7 +21,7 @@ class KvPrefixConfig(LayerTargetsConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        self.peft_type = PeftType.KV_PREFIX
+        self.peft_type = add_peft_type("KV_PREFIX")
         if isinstance(self.length, bool) or not isinstance(self.length, int) or self.length < 1:
             raise ValueError(f"`length` should be a positive integer, got {self.length!r}.")
         if self.init not in ("vocab", "normal"):
@@ -113,9 +113,3 @@ def init_from_vocabulary(model: torch.nn.Module, adapter_name: str, token_ids: t
         for layer in layers:
             layer.capture = None
         model.train(was_training)
-
-
-# If importing this module is what first imported peft, finish registering our peft methods now.
-from trainers.methods.peft_types import register_all  # noqa: E402
-
-register_all()

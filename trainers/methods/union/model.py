@@ -18,7 +18,7 @@ from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from torch import nn
 
-from trainers.methods.peft_types import PeftType
+from trainers.methods.peft_types import add_peft_type
 
 
 @dataclass
@@ -30,13 +30,13 @@ class UnionPeftConfig(PeftConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        self.peft_type = PeftType.UNION
+        self.peft_type = add_peft_type("UNION")
         parts = []
         for part in self.parts:
             if isinstance(part, dict):
                 part = dict(part)
                 part = PEFT_TYPE_TO_CONFIG_MAPPING[part.pop("peft_type")](**part)
-            if not isinstance(part, PeftConfig) or part.peft_type == PeftType.UNION:
+            if not isinstance(part, PeftConfig) or part.peft_type == add_peft_type("UNION"):
                 raise ValueError(f"`parts` should hold peft configs other than unions, got {part!r}.")
             parts.append(part)
         if not parts:
@@ -125,9 +125,3 @@ class UnionModel(BaseTuner):
         detach_prefixes(self.model)
         return super()._unload_and_optionally_merge(merge=merge, progressbar=progressbar, safe_merge=safe_merge,
                                                     adapter_names=adapter_names)
-
-
-# If importing this module is what first imported peft, finish registering our peft methods now.
-from trainers.methods.peft_types import register_all  # noqa: E402
-
-register_all()
