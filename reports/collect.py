@@ -13,10 +13,11 @@ their valid and test MRR are reported as mean and sample std.
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from trainers.summaries import summarize
 
 ANALYSIS_KINDS = ("attn-diff", "ablate", "anatomy", "attribute", "qualitative", "compare")
 NOT_RUNS = {"analyses", "data", "report", "study", "base"}
@@ -208,15 +209,6 @@ def method_group(method: dict) -> str:
     return kind
 
 
-def summary(values: list[float]) -> dict:
-    """Mean and sample std (None when fewer than two values)."""
-    return {
-        "mean": statistics.fmean(values) if values else None,
-        "std": statistics.stdev(values) if len(values) > 1 else None,
-        "n": len(values),
-    }
-
-
 def group_runs(runs: list[Run]) -> list[Group]:
     keyed: dict[str, list[Run]] = {}
     for run in runs:
@@ -236,8 +228,8 @@ def group_runs(runs: list[Run]) -> list[Group]:
             runs=members,
             trainable=params.get("trainable"),
             share_of_base=params.get("share_of_base"),
-            valid=summary([r.metrics["valid_mrr"] for r in finished if r.metrics.get("valid_mrr") is not None]),
-            test=summary([r.metrics["test_mrr"] for r in finished]),
-            best_step=summary([r.metrics["best_step"] for r in finished if r.metrics.get("best_step") is not None]),
+            valid=summarize([r.metrics["valid_mrr"] for r in finished if r.metrics.get("valid_mrr") is not None]).mean_std(),
+            test=summarize([r.metrics["test_mrr"] for r in finished]).mean_std(),
+            best_step=summarize([r.metrics["best_step"] for r in finished if r.metrics.get("best_step") is not None]).mean_std(),
         ))
     return sorted(groups, key=lambda g: (g.group, g.trainable or 0, g.label))

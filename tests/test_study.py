@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import statistics
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from interp.cli import app
-from interp.study import Grid, Scale, Table, get_grid, load_grid_file, parse_seeds, render_markdown, run_study, summarize, table_row
+from interp.study import Grid, Scale, Table, get_grid, load_grid_file, parse_seeds, render_markdown, run_study, table_row
 from trainers.errors import InterpError
 
 TINY = Scale("tiny", (("epochs", 1), ("batch_size", 4), ("max_len", 32), ("evals_per_epoch", 2), ("max_steps", 4), ("pooling", "pooler"),
@@ -99,19 +98,6 @@ def test_list_shows_grids_tables_and_scales():
 
 
 # -- aggregation, by hand ----------------------------------------------------------------------
-
-@pytest.mark.parametrize("values, mean, std", [
-    ([0.3, 0.5], 0.4, math.sqrt(0.02)),  # ((0.1)^2 + (0.1)^2) / (2 - 1)
-    ([0.1, 0.2, 0.3], 0.2, 0.1),  # (0.01 + 0 + 0.01) / 2
-    ([0.25], 0.25, None),
-    ([], None, None),
-])
-def test_summarize_is_mean_and_sample_std(values, mean, std):
-    got = summarize(values)
-    assert got["n"] == len(values)
-    assert got["mean"] == (None if mean is None else pytest.approx(mean))
-    assert got["std"] == (None if std is None else pytest.approx(std))
-
 
 def _manifest(status, valid, test, step):
     return {"status": status, "metrics": {"valid_mrr": valid, "test_mrr": test, "best_step": step}}

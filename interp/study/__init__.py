@@ -8,9 +8,9 @@
 
 from interp.study.grid import GRIDS_FILE, STUDY_SEEDS, Grid, Scale, Table, get_grid, get_scale, load_grid_file, parse_seeds, run_name
 from interp.study.runner import RunOutcome, StudyResult, run_study
-from interp.study.tables import render_markdown, summarize, table_row
+from interp.study.tables import render_markdown, table_row
 
 __all__ = [
     "GRIDS_FILE", "STUDY_SEEDS", "Grid", "RunOutcome", "Scale", "StudyResult", "Table", "get_grid", "get_scale",
-    "load_grid_file", "parse_seeds", "render_markdown", "run_name", "run_study", "summarize", "table_row",
+    "load_grid_file", "parse_seeds", "render_markdown", "run_name", "run_study", "table_row",
 ]

@@ -11,33 +11,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict
 from pathlib import Path
 
 from interp.study.grid import Grid, Scale, run_name
-
-
-def summarize(values: list[float]) -> dict:
-    """{"mean", "std", "n"}: std is the sample std (ddof=1), None when n < 2; mean None when n = 0."""
-    n = len(values)
-    mean = sum(values) / n if n else None
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n >= 2 else None
-    return {"mean": mean, "std": std, "n": n}
+from trainers.summaries import summarize
 
 
 def table_row(preset: str, method: str, parameters: dict, manifests: dict[str, dict | None]) -> dict:
     """One row from the manifests of a preset's runs (name -> manifest, None when absent), in seed order."""
     done = {name: m for name, m in manifests.items() if m is not None and m.get("status") == "finished"}
     metric = lambda key: [m["metrics"][key] for m in done.values()]  # noqa: E731
-    steps = summarize(metric("best_step"))
+    steps = summarize(metric("best_step")).mean_std()
     return {
         "preset": preset,
         "method": method,
         "trainable": parameters.get("trainable"),
         "share_of_base": parameters.get("share_of_base"),
-        "valid_mrr": summarize(metric("valid_mrr")),
-        "test_mrr": summarize(metric("test_mrr")),
+        "valid_mrr": summarize(metric("valid_mrr")).mean_std(),
+        "test_mrr": summarize(metric("test_mrr")).mean_std(),
         "best_step": {"mean": steps["mean"], "n": steps["n"]},
         "runs": list(done),
         "missing": [name for name in manifests if name not in done],
