@@ -344,7 +344,7 @@ def test_the_largest_deltas_that_fit_the_base_are_accepted(shape, preset, method
     from trainers.encoders import BaseShape
 
     config = method_config(preset, method and Method(method), r, None, length, None, None, shape=BaseShape(**shape))
-    assert preset is not None or config.formula(shape["hidden"], shape["depth"]) <= shape["parameters"]
+    assert preset is not None or config.formula(BaseShape(**shape)) <= shape["parameters"]
 
 
 @pytest.mark.parametrize("preset,layers", [("lora64", "5-6"), ("loFF", "5-6"), ("adapter-h64", "last:1"), ("prefix5", "2")])

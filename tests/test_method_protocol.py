@@ -78,7 +78,7 @@ def test_each_tuner_answers_what_trainer_counting_and_anatomy_ask(method, tiny_r
         assert m.family in (None, "update", "adapter") and not m.raw
     count = count_parameters(encoder, config)
     assert count.adapter_biases == tuner.outside_formula(model)
-    assert count.matches_formula is (None if config.formula(encoder.hidden_size, encoder.num_layers) is None else True)
+    assert count.matches_formula is (None if config.formula(encoder.shape) is None else True)
 
 
 # -- a method added by one registry line -----------------------------------------------------------
@@ -92,7 +92,7 @@ class BiasConfig(MethodConfig):
     def roles(self) -> tuple[str, ...]:
         return ()
 
-    def formula(self, hidden: int, depth: int) -> None:
+    def formula(self, shape) -> None:
         return None
 
     def describe(self) -> str:

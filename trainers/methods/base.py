@@ -141,8 +141,9 @@ class MethodConfig:
         """The Encoder roles this method modifies in each of its layers."""
         raise NotImplementedError
 
-    def formula(self, hidden: int, depth: int) -> int | None:
-        """Trainable parameters by the study's Table 4.2 (adapter biases excluded); None where it has none."""
+    def formula(self, shape) -> int | None:
+        """Trainable parameters by the study's Table 4.2 (adapter biases excluded) on a base of `shape`
+        (an encoder's `BaseShape`: depth, hidden width d, FFN width d_ff); None where it has none."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -159,7 +160,7 @@ class MethodConfig:
             self.layer_indices(shape.depth)
         except InterpError as exc:
             raise FieldError("layers", str(exc)) from None
-        trained = self.formula(shape.hidden, shape.depth)
+        trained = self.formula(shape)
         if trained > shape.parameters:
             raise FieldError(self.size_field, f"`{self.size_field}` {getattr(self, self.size_field)}: {self.describe()} would "
                                               f"train {trained:,} parameters, more than the whole base (about {shape.parameters:,}).")

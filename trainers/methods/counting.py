@@ -55,7 +55,7 @@ def count_parameters(encoder: Encoder, config: MethodConfig) -> ParameterCount:
     model = apply_method(meta, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     biases = tuner_of(model).outside_formula(model)  # what the method says Table 4.2 leaves out (adapter biases)
-    formula = config.formula(encoder.hidden_size, encoder.num_layers)  # None: the method has no formula (full)
+    formula = config.formula(encoder.shape)  # None: the method has no formula (full)
     return ParameterCount(
         method=config.describe(),
         trainable=trainable,

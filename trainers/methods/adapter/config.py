@@ -39,9 +39,9 @@ class AdapterConfig(MethodConfig):
     def roles(self) -> tuple[str, ...]:
         return PLACEMENTS[self.placement]
 
-    def formula(self, hidden: int, depth: int) -> int:
+    def formula(self, shape) -> int:
         # Table 4.2: 2rd per adapter (Adapter-ATTN/FFN 2rd, Adapter-H 4rd per layer)
-        return 2 * self.r * hidden * len(self.roles()) * len(self.layer_indices(depth))
+        return 2 * self.r * shape.hidden * len(self.roles()) * len(self.layer_indices(shape.depth))
 
     def biases(self, hidden: int, depth: int) -> int:
         return (self.r + hidden) * len(self.roles()) * len(self.layer_indices(depth))

@@ -27,7 +27,7 @@ class FullConfig(MethodConfig):
         except InterpError as exc:
             raise FieldError("layers", str(exc)) from None
 
-    def formula(self, hidden: int, depth: int) -> None:
+    def formula(self, shape) -> None:
         return None  # Table 4.2 has no formula for full fine-tuning: it trains the base model itself
 
     def describe(self) -> str:

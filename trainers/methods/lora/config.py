@@ -93,8 +93,8 @@ class LoraConfig(MethodConfig):
     def roles(self) -> tuple[str, ...]:
         return ("query", "value")
 
-    def formula(self, hidden: int, depth: int) -> int:
-        return 4 * self.r * hidden * len(self.layer_indices(depth))  # Table 4.2: 4rd per layer
+    def formula(self, shape) -> int:
+        return 4 * self.r * shape.hidden * len(self.layer_indices(shape.depth))  # Table 4.2: 4rd per layer
 
     def describe(self) -> str:
         rule = "" if self.scaling == DEFAULT_SCALING else f" scaling={self.scaling}"

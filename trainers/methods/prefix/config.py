@@ -34,8 +34,8 @@ class PrefixConfig(MethodConfig):
     def roles(self) -> tuple[str, ...]:
         return ("self_attention",)
 
-    def formula(self, hidden: int, depth: int) -> int:
-        return 2 * self.length * hidden * len(self.layer_indices(depth))  # Table 4.2: 2ld per layer
+    def formula(self, shape) -> int:
+        return 2 * self.length * shape.hidden * len(self.layer_indices(shape.depth))  # Table 4.2: 2ld per layer
 
     def describe(self) -> str:
         return f"prefix l={self.length}" + self.layers_note()

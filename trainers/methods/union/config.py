@@ -57,8 +57,8 @@ class UnionConfig(MethodConfig):
     def roles(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(role for part in self.parts for role in part.roles()))
 
-    def formula(self, hidden: int, depth: int) -> int:
-        return sum(part.formula(hidden, depth) for part in self.parts)
+    def formula(self, shape) -> int:
+        return sum(part.formula(shape) for part in self.parts)
 
     def biases(self, hidden: int, depth: int) -> int:
         return sum(getattr(part, "biases", lambda *_: 0)(hidden, depth) for part in self.parts)
@@ -72,7 +72,7 @@ class UnionConfig(MethodConfig):
         for part in self.parts:
             part.check_fits(shape)
         self.check_depth(shape.depth)
-        trained = self.formula(shape.hidden, shape.depth)
+        trained = self.formula(shape)
         if trained > shape.parameters:
             raise FieldError("parts", f"{self.describe()} would train {trained:,} parameters, more than the whole base "
                                       f"(about {shape.parameters:,}).")
