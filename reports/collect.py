@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainers.places import NOT_RUNS
 from trainers.summaries import summarize
 
 ANALYSIS_KINDS = ("attn-diff", "ablate", "anatomy", "attribute", "qualitative", "compare")
-NOT_RUNS = {"analyses", "data", "report", "study", "base"}
 
 
 @dataclass

@@ -26,8 +26,8 @@ from pathlib import Path
 from trainers.errors import InterpError, did_you_mean
 from trainers.io import SWAP_TEMP, SWAP_JOURNAL, leftovers, recover_dir
 from trainers.locks import hold, run_lock_path, try_hold
+from trainers.places import NOT_RUNS
 
-RESERVED = {"base", "analyses", "data", "report", "study"}  # names with another meaning under runs/
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "numpy", "interp")
 
@@ -42,7 +42,7 @@ def check_run_name(name: str) -> str:
         raise InterpError(
             f"run name {name!r} is not allowed: use letters, digits and . _ + - (no path separators, no '..')"
         )
-    if name in RESERVED:
+    if name in NOT_RUNS:
         raise InterpError(f"run name {name!r} is reserved; choose another")
     return name
 
@@ -140,11 +140,11 @@ def scan_runs(runs_dir: Path) -> tuple[list[RunInfo], list[InterpError]]:
         return [], []
     for name in sorted({m["name"] for p in runs_dir.iterdir() if (m := SWAP_TEMP.fullmatch(p.name))}
                        | {p.name[1:-len(SWAP_JOURNAL)] for p in runs_dir.glob(f".*{SWAP_JOURNAL}")}):
-        if _NAME.fullmatch(name) and name not in RESERVED:
+        if _NAME.fullmatch(name) and name not in NOT_RUNS:
             tidy_run(runs_dir, name)
     runs, damaged = [], []
     for p in sorted(runs_dir.iterdir()):
-        if p.name.startswith(".") or p.name in RESERVED or not (p / "manifest.json").is_file():
+        if p.name.startswith(".") or p.name in NOT_RUNS or not (p / "manifest.json").is_file():
             continue  # runs/data holds a data manifest, runs/analyses results
         tidy_run(runs_dir, p.name)
         try:
