@@ -19,13 +19,6 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
-class Method(str, Enum):
-    full = "full"
-    lora = "lora"
-    prefix = "prefix"
-    adapter = "adapter"
-
-
 class Placement(str, Enum):
     attn = "attn"
     ffn = "ffn"
@@ -35,6 +28,22 @@ class Placement(str, Enum):
 # config field -> the option that sets it, for --method
 METHOD_OPTIONS = {"r": "--r", "alpha": "--alpha", "length": "--length", "placement": "--placement", "layers": "--layers",
                   "scaling": "--lora-scaling"}
+
+
+def _option_methods() -> list[str]:
+    """The registered methods that --method and its options can build: each required field of
+    their config is an option (a union's `parts` is not, so unions come from presets)."""
+    from trainers.methods.registry import REGISTRY
+
+    def buildable(config) -> bool:
+        required = [f.name for f in dataclasses.fields(config)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        return all(name in METHOD_OPTIONS for name in required)
+
+    return [name for name, (config, _) in REGISTRY.items() if buildable(config)]
+
+
+Method = Enum("Method", [(name, name) for name in _option_methods()], type=str)  # a registry line adds a choice
 
 
 def method_config(preset: str | None, method: Method | None, r: int | None, alpha: float | None, length: int | None,
