@@ -10,17 +10,10 @@ what is there: a file, the runs directory itself, a run, a data directory, other
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-MANIFEST = "manifest.json"
-_SHOWN = 3  # entries named in a message
-
-
-def is_report(path: Path) -> bool:
-    """A site `interp report` wrote: its index page and its assets folder."""
-    return (path / "index.html").is_file() and (path / "assets").is_dir()
+from trainers.places import MANIFEST, described, is_report, manifest_kind, some
 
 
 def problem(out: Path, runs_dir: Path) -> str | None:
@@ -60,21 +53,11 @@ def _contents(out: Path) -> str | None:
         return None
     held = _manifest_kind(out / MANIFEST) if MANIFEST in entries else None
     if held is None:
-        shown = ", ".join(entries[:_SHOWN]) + (f" and {len(entries) - _SHOWN} more" if len(entries) > _SHOWN else "")
-        held = f"a non-empty directory that is not a report ({shown})"
+        held = f"a non-empty directory that is not a report ({some(entries)})"
     return f"{held}; it would be replaced, so choose another"
 
 
 def _manifest_kind(manifest: Path) -> str | None:
     """What a run's or a data build's manifest.json says its folder is; None for any other file (or none)."""
-    try:
-        if not manifest.is_file() or manifest.stat().st_size > 1 << 24:
-            return None
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    if isinstance(data, dict) and "method" in data:
-        return "a run (its manifest.json names a method)"
-    if isinstance(data, dict) and "format" in data and "splits" in data:
-        return "a data directory (its manifest.json is a data build's)"
-    return None
+    kind = manifest_kind(manifest)
+    return None if kind is None else described(kind)

@@ -54,6 +54,7 @@ from trainers.data.schema import SPLITS, fingerprint
 from trainers.data.sources import DEFAULT_SOURCES, resolve_sources
 from trainers.errors import DataError, InterpError
 from trainers.io import dumps_json
+from trainers.places import DATA_FORMAT
 
 ADVTEST_SIZES = {"train": 251_820, "valid": 9_604, "test": 19_210}
 MANIFEST = "manifest.json"
@@ -86,7 +87,7 @@ class Manifest:
     split_files: dict[str, int]  # source files per split that kept a pair
     fingerprint: str  # `schema.fingerprint` of the directory
     missing_sources: tuple[str, ...] = ()  # default sources that were not installed
-    format: str = "codexglue-advtest-jsonl"
+    format: str = DATA_FORMAT
     near_duplicates: dict = field(default_factory=dict)  # `NearDuplicates.to_json()`; {} in older builds
     skipped_files: dict = field(default_factory=dict)  # reason -> files not mined (see sources.py); {} in older builds
     limits: dict = field(default_factory=dict)  # `limits()`; {} in older builds

@@ -17,17 +17,14 @@ inside a run or a report: they are replaced as a whole, and the data would go wi
 from __future__ import annotations
 
 import errno
-import json
 import os
 import tempfile
 from pathlib import Path
 
 from trainers.errors import InterpError
+from trainers.places import DATA, MANIFEST, RUN, described, is_report, is_run, manifest_kind, read_json, some
 
-MANIFEST = "manifest.json"
 MOVING = ".build-moving"  # present while a build moves its files in; such a directory is the build's own
-DATA_FORMAT = "codexglue-advtest-jsonl"
-_SHOWN = 3  # entries named in a message
 
 
 def check_out(path: str | Path, label: str) -> None:
@@ -47,9 +44,9 @@ def enclosing(path: Path) -> str | None:
     """None unless `path` lies inside a run or a report, which are replaced as a whole (what is put
     there would go with them); else which one, in words."""
     for folder in path.resolve().parents:
-        if _is_run(folder):
+        if is_run(folder):
             return f"is inside the run {folder}, which is replaced as a whole when it is written; choose a place outside it"
-        if (folder / "index.html").is_file() and (folder / "assets").is_dir():
+        if is_report(folder):
             return f"is inside the report {folder}, which is replaced as a whole when it is rendered; choose a place outside it"
     return None
 
@@ -103,50 +100,29 @@ def foreign_contents(path: Path) -> str | None:
         return _manifest_kind(path / MANIFEST)
     if "index.html" in entries:
         return "a report (index.html)"
-    runs = [name for name in entries if _is_run(path / name)]
+    runs = [name for name in entries if is_run(path / name)]
     if runs:
-        return f"runs ({_some(runs)})"
+        return f"runs ({some(runs)})"
     if {"train.jsonl", "valid.jsonl", "test.jsonl"} & set(entries):
-        return f"AdvTest files that no build made (no {MANIFEST}: {_some(entries)})"
+        return f"AdvTest files that no build made (no {MANIFEST}: {some(entries)})"
     if any(name.endswith(".json") and _json_has(path / name, "kind") for name in entries[:50]):
-        return f"analysis results ({_some(entries)})"
-    return f"files the project did not make as data ({_some(entries)})"
+        return f"analysis results ({some(entries)})"
+    return f"files the project did not make as data ({some(entries)})"
 
 
 def _manifest_kind(manifest: Path) -> str | None:
     """None for a data manifest; else what the manifest says the directory is."""
-    data = _read_json(manifest)
-    if not isinstance(data, dict):
-        return f"a {MANIFEST} that is not a data manifest"
-    if data.get("format") == DATA_FORMAT:
+    kind = manifest_kind(manifest)
+    if kind == DATA:
         return None
-    if "method" in data:
-        return f"a run (its {MANIFEST} names a method)"
+    if kind == RUN:
+        return described(RUN)
     return f"a {MANIFEST} that is not a data manifest"
 
 
-def _is_run(path: Path) -> bool:
-    return path.is_dir() and (path / MANIFEST).is_file() and _json_has(path / MANIFEST, "method")
-
-
 def _json_has(path: Path, key: str) -> bool:
-    data = _read_json(path)
+    data = read_json(path)
     return isinstance(data, dict) and key in data
-
-
-def _read_json(path: Path) -> object:
-    """The JSON in `path`, or None where it is not readable JSON (too large, damaged, nested too deeply)."""
-    try:
-        if path.stat().st_size > 16 * 1024 * 1024:
-            return None
-        return json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return None
-
-
-def _some(names: list[str]) -> str:
-    shown = ", ".join(names[:_SHOWN])
-    return shown + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
 
 
 def disk_full(exc: OSError) -> bool:
