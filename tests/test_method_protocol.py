@@ -26,6 +26,7 @@ from trainers.methods import (
     delta_state, disabled_layers, load_delta, save_delta,
 )
 from trainers.methods import registry
+from trainers.methods.ia3.config import Ia3Config
 from trainers.methods.apply import applied_method, delta_parameters, layers_path, tuner_of
 from trainers.methods.protocol import DeltaMatrix, Tuner, frobenius
 from trainers.methods.state import check_keys, read_safetensors
@@ -40,6 +41,7 @@ CASES = {
     "prefix": (PrefixConfig(length=2, layers="3"), {"prefix_key", "prefix_value"}, {2}),
     "adapter": (AdapterConfig(r=2, placement="ffn", layers="4"), {"adapter"}, {3}),
     "union": (UnionConfig(parts=(LoraConfig(r=2), AdapterConfig(r=2, placement="ffn")), layers="2-3"), {"lora", "adapter"}, {1, 2}),
+    "ia3": (Ia3Config(layers="2"), {"ia3"}, {1}),
 }
 
 

@@ -13,6 +13,7 @@ import importlib
 from trainers.methods.adapter.config import AdapterConfig
 from trainers.methods.base import KNOWN_METHODS, MethodConfig, method_from_dict
 from trainers.methods.full.config import FullConfig
+from trainers.methods.ia3.config import Ia3Config
 from trainers.methods.lora.config import LoraConfig
 from trainers.methods.prefix.config import PrefixConfig
 from trainers.methods.union.config import UnionConfig
@@ -22,6 +23,7 @@ REGISTRY: dict[str, tuple[type[MethodConfig], str]] = {
     "lora": (LoraConfig, "trainers.methods.lora.tuner"),
     "prefix": (PrefixConfig, "trainers.methods.prefix.tuner"),
     "adapter": (AdapterConfig, "trainers.methods.adapter.tuner"),
+    "ia3": (Ia3Config, "trainers.methods.ia3.tuner"),
     "union": (UnionConfig, "trainers.methods.union.tuner"),
 }
 METHODS: dict[str, type[MethodConfig]] = KNOWN_METHODS  # what `method_from_dict` reads (a union reads its parts with it)
