@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from interp.analyses.base import resolve_runs, save_result
-from interp.analyses.checks import at_least, check_device
+from interp.analyses.checks import at_least
 from interp.analyses.compare import data_label
 from interp.analyses.ranks import load_model, max_len_of, resolve_data
 from trainers import methods
+from trainers.devices import check_device, torch_device
 from trainers.encoders import DEFAULT_POOLING, check_pooling
 from trainers.errors import InterpError
 from trainers.training.evaluate import DEFAULT_TIE_RULE, check_tie_rule
@@ -105,8 +106,6 @@ class Ablation:
 
     def __init__(self, encoder, model, examples: list, *, name: str, config: methods.MethodConfig, max_len: int,
                  pooling: str = DEFAULT_POOLING, ties: str = DEFAULT_TIE_RULE, batch_size: int = 64, device: str = "auto", progress: bool = False):
-        import torch
-
         from trainers.training.splits import tokenize_examples
 
         if not examples:
@@ -116,7 +115,7 @@ class Ablation:
         self.depth = encoder.num_layers
         self.tok = tokenize_examples(encoder, examples, max_len)
         self.batch_size, self.progress = batch_size, progress
-        self.device = torch.device("cuda" if torch.cuda.is_available() and device != "cpu" else "cpu")
+        self.device = torch_device(device)
         self._scores: dict[frozenset[int], float] = {}
 
     def mrr(self, off: frozenset[int]) -> float:

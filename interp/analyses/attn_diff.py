@@ -61,10 +61,11 @@ from interp.analyses.attn_result import (DEFINITIONS, FULL_CAP, FULL_DECIMALS, M
                                          ExampleAttention, ExampleSide, HeadNull, SeedNull, SeedNullSide, SideStats,
                                          TokenChange)
 from interp.analyses.base import depth_of, save_result
-from interp.analyses.checks import at_least, check_device, check_layer
+from interp.analyses.checks import at_least, check_layer
 from interp.analyses.compare import data_label
 from interp.analyses.ranks import load_model, max_len_of, pooling_of, resolve_data
 from interp.analyses.seeds import ALPHA, PERMUTATION_SEED, benjamini_hochberg, null_note, permutation_test, resolve_sides, run_pairs
+from trainers.devices import check_device, torch_device
 from trainers.encoders import DEFAULT_POOLING, Encoder
 from trainers.errors import InterpError
 
@@ -187,7 +188,7 @@ class AttnDiff:
                 raise InterpError(f"runs {first.name!r} and {run.name!r} use different tokenizers; their attention cannot be compared token by token")
             if (run.encoder.num_layers, run.encoder.num_heads) != (first.encoder.num_layers, first.encoder.num_heads):
                 raise InterpError(f"runs {first.name!r} and {run.name!r} have differently shaped encoders")
-        self.device = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+        self.device = torch_device(device)
         for run in [*a, *b]:
             run.model.to(self.device).eval()
         self.a, self.b, self.labels, self.max_len = list(a), list(b), labels, max_len

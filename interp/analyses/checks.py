@@ -42,14 +42,6 @@ def check_split(split: str, data_file: Path | None = None) -> str:
     return split
 
 
-def check_device(device: str) -> str:
-    """auto, cpu or cuda; cuda only where there is a CUDA device (never silently the CPU instead)."""
-    from trainers.training.train import check_device as check
-
-    check(device)
-    return device
-
-
 def check_layer(option: str, layer: int | None, depth: int | None) -> None:
     """A 1-based layer of an encoder of `depth` layers (None: not known before the model loads)."""
     if layer is None:

@@ -129,7 +129,7 @@ def base_shape(base: str | None):
 
 def device(value: str) -> str:
     """--device: `cuda` without a GPU is refused here rather than run on the CPU."""
-    from trainers.training.train import check_device
+    from trainers.devices import check_device
 
     check_device(value)
     return value

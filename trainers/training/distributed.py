@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from trainers.devices import check_device
 from trainers.errors import InterpError
 
 WORLD_ENV = ["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"]
@@ -92,7 +93,7 @@ def gather_codes(code: torch.Tensor) -> torch.Tensor:
 
 def launch(spec, cfg, *, runs_dir: Path, device: str, resume: bool, progress: bool, num_processes: int) -> None:
     """Run `train.train_run(spec, cfg, ...)` on `num_processes` processes; InterpError if they fail."""
-    use_cuda = torch.cuda.is_available() and device != "cpu"
+    use_cuda = check_device(device)
     if use_cuda and num_processes > torch.cuda.device_count():
         raise InterpError(
             f"--num-processes {num_processes}: there are only {torch.cuda.device_count()} CUDA devices here "

@@ -15,6 +15,7 @@ import torch
 
 from trainers import methods
 from trainers.data import load_split, read_split
+from trainers.devices import torch_device
 from trainers.encoders import DEFAULT_POOLING, Encoder, check_pooling, load_encoder
 from trainers.errors import InterpError
 from trainers.io import atomic_open
@@ -52,8 +53,7 @@ def evaluate_examples(encoder: Encoder, model: torch.nn.Module, examples: list, 
     """MRR of `model` (a delta on `encoder`, or the bare base) over `examples`, embedded by `pooling`, ranked under `ties`."""
     check_pooling(pooling)
     check_tie_rule(ties)
-    use_cuda = torch.cuda.is_available() and device != "cpu"
-    target = torch.device("cuda" if use_cuda else "cpu")
+    target = torch_device(device)
     model.to(target).eval()
     tok = tokenize_examples(encoder, examples, max_len)
     embed = lambda ids, mask: encoder.embed(ids, mask, model=model, pooling=pooling)  # noqa: E731

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from trainers import methods
 from trainers.data import load_split
+from trainers.devices import check_device
 from trainers.encoders import Encoder, load_encoder
 from trainers.errors import InterpError
 from trainers.io import DiskFullError, atomic_dir, disk_full, write_json
@@ -47,15 +48,6 @@ class RunSpec:
     base: str | None = None
     train_limit: int | None = None  # use only this many training pairs (the demo)
     eval_limit: int | None = None  # and this many valid / test pairs
-
-
-def check_device(device: str) -> bool:
-    """Whether `device` (auto, cpu or cuda) means CUDA here."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise InterpError(f"--device should be auto, cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InterpError("--device cuda: no CUDA device is available here (use --device auto or cpu)")
-    return torch.cuda.is_available() and device != "cpu"
 
 
 def make_accelerator(device: str):
