@@ -98,6 +98,20 @@ def test_our_loader_gives_the_trained_outputs(trained, tiny_roberta_dir):
         torch.testing.assert_close(encoder.embed(**trained.batch, model=model), trained.trained, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("trained", ["lora+ia3"], indirect=True)
+def test_peft_reloads_the_union_once_the_project_registered_it(trained, tiny_roberta_dir):
+    """A union is the project's peft type: peft loads it after `register()`, (IA)3 part and all."""
+    import peft
+
+    import trainers.methods
+
+    trainers.methods.register()
+    encoder = load_encoder(tiny_roberta_dir)
+    model = peft.PeftModel.from_pretrained(encoder.model, str(trained.run_dir))
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.embed(**trained.batch, model=model), trained.trained, atol=1e-6, rtol=0)
+
+
 PLAIN_PEFT = """
 import sys, torch, peft, transformers
 model = peft.PeftModel.from_pretrained(transformers.AutoModel.from_pretrained(sys.argv[1]), sys.argv[2]).eval()
