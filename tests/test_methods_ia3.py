@@ -115,7 +115,7 @@ def test_peft_reloads_the_union_once_the_project_registered_it(trained, tiny_rob
 PLAIN_PEFT = """
 import sys, torch, peft, transformers
 model = peft.PeftModel.from_pretrained(transformers.AutoModel.from_pretrained(sys.argv[1]), sys.argv[2]).eval()
-batch = torch.load(sys.argv[3])
+batch = torch.load(sys.argv[3], weights_only=True)
 with torch.no_grad():
     torch.save(model(**batch).last_hidden_state[:, 0], sys.argv[4])
 assert not any(name == "trainers" or name.startswith("trainers.") for name in sys.modules)
@@ -130,7 +130,7 @@ def test_plain_peft_loads_it_without_the_project(tiny_roberta_dir, tmp_path):
     torch.save(batch, tmp_path / "batch.pt")
     subprocess.run([sys.executable, "-c", PLAIN_PEFT, str(tiny_roberta_dir), str(run_dir), str(tmp_path / "batch.pt"),
                     str(tmp_path / "out.pt")], check=True, cwd=tmp_path)
-    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(torch.load(tmp_path / "out.pt", weights_only=True), expected, atol=1e-6, rtol=0)
 
 
 def _one_trained(tiny_roberta_dir, tmp_path):
