@@ -25,6 +25,7 @@ directory is gone, so the table can be measured a few runs at a time. The table 
 RUNS_DIR/fidelity.md and RUNS_DIR/fidelity.json once every run has a score.
 
     python benchmarks/fidelity.py --data runs/data --runs-dir runs/fidelity            # 4,000 pairs, 256 tokens, 2 seeds
+    python benchmarks/fidelity.py ... --only batching-bucketed-s123456 scaling-alpha-r-s123457      # two of its runs, in a second process
     python benchmarks/fidelity.py --data D --runs-dir R --train-pairs 64 --max-len 32 --seeds 1 --max-steps 2   # a smoke test
 """
 
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 from trainers import methods
 from trainers.data import fingerprint, load_split
@@ -138,7 +140,9 @@ def score(name: str, key: dict, args, cache: dict) -> dict:
     if abs(out["test"][trained.ties] - recorded) > 1e-6:
         print(f"{name}: warning: re-scored test MRR {out['test'][trained.ties]:.6f} differs from the recorded {recorded:.6f}")
     cache[name] = {"key": key, "mrr": out, "elapsed_s": run.manifest.get("elapsed_s")}
-    write_json(args.scores, cache)
+    with FileLock(f"{args.scores}.lock"):  # processes splitting the table (--only) each add their own runs
+        kept = json.loads(args.scores.read_text()) if args.scores.is_file() else {}
+        write_json(args.scores, {**kept, name: cache[name]})
     print(f"{name}: scored, kept in {args.scores}", flush=True)
     return out
 
@@ -200,11 +204,16 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="stop every run after this many steps (smoke tests)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--only", nargs="+", metavar="RUN", default=None,
+                        help="train and score only these runs (to split the table over processes sharing --scores)")
     args = parser.parse_args()
     if args.seeds < 1 or args.train_pairs < args.batch_size:
         raise SystemExit("error: --seeds should be at least 1 and --train-pairs at least one batch")
 
     seeds = [TrainConfig.seed + i for i in range(args.seeds)]
+    names = [f"{v.run_prefix}-s{seed}" for seed in seeds for v in VARIANTS if v.trains_as is None]
+    if args.only and set(args.only) - set(names):
+        raise SystemExit(f"error: --only: no run {sorted(set(args.only) - set(names))[0]!r} in this table; its runs: {', '.join(names)}")
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     cache = json.loads(args.scores.read_text()) if args.scores.is_file() else {}
     start = time.perf_counter()
@@ -212,7 +221,7 @@ def main() -> None:
     try:
         for seed in seeds:  # seed-major: after the first seed every row has a value
             for v in VARIANTS:
-                if v.trains_as is None:
+                if v.trains_as is None and (args.only is None or f"{v.run_prefix}-s{seed}" in args.only):
                     spec, cfg = configs(v, seed, args)
                     key = run_key(spec, cfg, args)
                     if cache.get(spec.name, {}).get("key") != key:
@@ -223,6 +232,9 @@ def main() -> None:
     except InterpError as exc:
         raise SystemExit(f"error: {exc}") from None
 
+    if args.only:
+        print(f"scored {', '.join(args.only)} ({time.perf_counter() - start:.0f} s); the table is written by a run without --only")
+        return
     setup = {"preset": PRESET, "data": str(args.data), "train_pairs": args.train_pairs, "max_len": args.max_len, "epochs": args.epochs,
              "lr": args.lr, "batch_size": args.batch_size, "evals": args.evals, "max_steps": args.max_steps, "seeds": seeds,
              "valid_pairs": len(load_split(args.data, "valid")), "test_pairs": len(load_split(args.data, "test"))}
