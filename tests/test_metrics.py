@@ -68,3 +68,19 @@ REFERENCE = [
 @pytest.mark.parametrize("ranks", REFERENCE, ids=[f"{len(r)}q-max{max(r)}" for r in REFERENCE])
 def test_metrics_match_trec_eval(ranks):
     assert retrieval_metrics(torch.tensor(ranks)) == pytest.approx(trec_eval(ranks, docs=40), abs=1e-6)
+
+
+@pytest.mark.parametrize(("queries", "codes", "expected_ranks"), [
+    ([[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]], [1, 1]),  # each query's own code scores highest
+    ([[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [1.0, 0.0]], [2, 1]),  # query 0 prefers code 1
+    ([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]], [[1.0, 1.0]] * 3, [3, 3, 3]),  # constant: CodeXGLUE's ties count against
+])
+def test_evaluation_metrics_come_from_its_ranks(queries, codes, expected_ranks):
+    from trainers.training.evaluate import Evaluation, gold_ranks, mrr
+
+    q, c = torch.tensor(queries), torch.tensor(codes)
+    ranks = gold_ranks(q, c)
+    assert ranks.tolist() == expected_ranks
+    evaluation = Evaluation(mrr=mrr(ranks), ranks=ranks, query_emb=q, code_emb=c)
+    assert evaluation.metrics == retrieval_metrics(torch.tensor(expected_ranks))
+    assert evaluation.metrics["mrr"] == pytest.approx(evaluation.mrr)

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from trainers.errors import InterpError
 from trainers.training.batching import Tokenized, encode_side
+from trainers.training.metrics import retrieval_metrics
 
 
 class NonFiniteError(InterpError):
@@ -182,6 +183,11 @@ class Evaluation:
     ranks: torch.Tensor  # (N,) 1-based rank of the gold code per query
     query_emb: torch.Tensor  # (N, hidden)
     code_emb: torch.Tensor  # (N, hidden)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """MRR, MRR@10, NDCG@10, Recall@1/5/10 from the same ranks (`trainers.training.metrics`)."""
+        return retrieval_metrics(self.ranks)
 
 
 def evaluate(
