@@ -25,6 +25,9 @@ def study(
     scale: Annotated[str, typer.Option("--scale", help="full: the study's protocol (all pairs, 256 tokens, 2 epochs, lr 1e-5); demo: a sample sized for 2 CPU cores.")] = "full",
     runs_dir: options.RunsDir = Path("runs"),
     device: Annotated[Device, typer.Option(help="auto picks CUDA (bf16) when there is one.")] = Device.auto,
+    log_with: Annotated[str, typer.Option(
+        "--log-with", help="Each run trained also sends its curves to this tracker, offline, into its logs/ (see `interp train --log-with`): "
+                           "none, tensorboard or wandb. Changes no number: runs made with another value are still the same runs.")] = "none",
     list_grids: Annotated[bool, typer.Option("--list", help="List the grids, their tables and presets, and the scales; train nothing.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="If another process trains this grid in RUNS_DIR (or one of its runs), wait for it instead of stopping.")] = False,
     progress: options.Progress = True,
@@ -38,6 +41,7 @@ def study(
     """
     from trainers.errors import FieldError, InterpError
 
+    from interp.commands.train import check_log_with
     from interp.study import get_grid, get_scale, load_grid_file, parse_seeds, run_study
 
     if list_grids:
@@ -55,8 +59,9 @@ def study(
     options.data_dir("--data", data)
     options.base_shape(base)
     options.device(device.value)
+    check_log_with(log_with)
     result = run_study(grid=chosen, seeds=seed_list, scale=chosen_scale, data_dir=data, runs_dir=runs_dir, base=base,
-                       device=device.value, progress=progress, log=typer.echo, wait=wait)
+                       device=device.value, progress=progress, log=typer.echo, wait=wait, log_with=log_with)
     counts = ", ".join(f"{n} {status}" for status, n in result.counts().items())
     typer.echo(f"study {grid} ({scale}, seeds {seeds}): {counts}; tables -> {result.tables_json}, {result.tables_md}")
     if result.failed:

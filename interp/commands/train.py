@@ -95,6 +95,32 @@ def method_config(preset: str | None, method: Method | None, r: int | None, alph
     return config
 
 
+def tracker_choice(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
+    """Callback of --log-with: a tracker the library knows (`loop.TRACKERS`), else InterpError naming the option."""
+    if value is not None:
+        check_log_with(value)
+    return value
+
+
+def check_log_with(value: str) -> str:
+    """--log-with VALUE: known, and its package installed; InterpError naming the option otherwise (before anything is written)."""
+    from trainers.errors import InterpError
+    from trainers.training.loop import check_tracker
+
+    try:
+        return check_tracker(value)
+    except InterpError as exc:
+        raise InterpError(f"--log-with {value}: {exc}") from None
+
+
+LogWithOption = Annotated[str | None, typer.Option(
+    "--log-with",
+    help="Also send the loss, learning rate, gradient norm and valid MRR to a tracker, offline, into RUNS_DIR/NAME/logs: "
+         "tensorboard (event files) or wandb (offline mode unless WANDB_MODE says otherwise); none sends them nowhere. "
+         "Default none; with --resume, the run's own (its logs are appended to).",
+    callback=tracker_choice)]
+
+
 def train(
     name: Annotated[str, typer.Option("--name", help="Run name: the checkpoint goes to RUNS_DIR/NAME.")],
     preset: Annotated[str | None, typer.Option(help="A preset of the study, e.g. lora64, adapter-ffn256, loFF (see `interp params`).")] = None,
@@ -129,6 +155,7 @@ def train(
         callback=options.choice)] = None,
     train_limit: Annotated[int | None, typer.Option(help="Use only this many training pairs (a fixed sample).")] = None,
     eval_limit: Annotated[int | None, typer.Option(help="Use only this many valid and test pairs (a fixed sample).")] = None,
+    log_with: LogWithOption = None,
     device: Annotated[Device, typer.Option(help="auto picks CUDA (bf16) when there is one.")] = Device.auto,
     runs_dir: options.RunsDir = Path("runs"),
     resume: Annotated[bool, typer.Option(help="Continue RUNS_DIR/NAME from its last saved state.")] = False,
@@ -154,9 +181,10 @@ def train(
     try:
         cfg = train_config(runs_dir / name if resume else None, epochs=epochs, batch_size=batch_size, lr=lr, warmup_frac=warmup_frac,
                            seed=seed, evals_per_epoch=evals_per_epoch, max_steps=max_steps, max_len=max_len, pooling=pooling,
-                           batching=batching, ties=ties)
+                           batching=batching, ties=ties, log_with=log_with)
     except FieldError as exc:
         raise InterpError(f"{options.option_name(exc.field)}: {exc}") from exc
+    check_log_with(cfg.log_with)
     if cfg.max_len > shape.positions:
         raise InterpError(f"--max-len {cfg.max_len}: the base takes at most {shape.positions} tokens")
     if not resume and train_limit is not None and train_limit < cfg.batch_size:

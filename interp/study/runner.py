@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from trainers.errors import InterpError
@@ -172,12 +172,14 @@ def run_study(
     progress: bool = True,
     log: Callable[[str], None] = print,
     wait: bool = False,
+    log_with: str = "none",
 ) -> StudyResult:
     """Train (or skip, or resume) every run of `grid` x `seeds` under runs_dir; write runs/study/<grid>/tables.*.
 
     The study's lock (`trainers.locks.study_lock_path`) is held throughout, and each run's while it
     trains: another process on the same grid, or writing one of its runs, is refused with a message
     naming it, or waited for with `wait`. A full disk stops the study (DiskFullError saying what was kept).
+    `log_with`: the tracker each trained run also logs to (TrainConfig.log_with; not a setting runs are compared on).
     """
     from trainers.locks import hold, study_lock_path
 
@@ -186,11 +188,11 @@ def run_study(
     data_dir, runs_dir = Path(data_dir), Path(runs_dir)
     with hold(study_lock_path(runs_dir, grid.name), f"study {grid.name!r} in {runs_dir}", wait=wait):
         return _run_study(grid=grid, seeds=seeds, scale=scale, data_dir=data_dir, runs_dir=runs_dir, base=base, device=device,
-                          progress=progress, log=log, wait=wait)
+                          progress=progress, log=log, wait=wait, log_with=log_with)
 
 
 def _run_study(*, grid: Grid, seeds: tuple[int, ...], scale: Scale, data_dir: Path, runs_dir: Path, base: str | None, device: str,
-               progress: bool, log: Callable[[str], None], wait: bool) -> StudyResult:
+               progress: bool, log: Callable[[str], None], wait: bool, log_with: str = "none") -> StudyResult:
     from trainers.io import DiskFullError, disk_full
     from trainers.training.train import RunSpec, train_run
 
@@ -224,7 +226,7 @@ def _run_study(*, grid: Grid, seeds: tuple[int, ...], scale: Scale, data_dir: Pa
                        train_limit=scale.train_limit, eval_limit=scale.eval_limit)
         start = time.perf_counter()
         try:
-            manifest = train_run(spec, scale.config(run.seed), runs_dir=runs_dir, device=device, resume=run.action == RESUME, progress=progress,
+            manifest = train_run(spec, replace(scale.config(run.seed), log_with=log_with), runs_dir=runs_dir, device=device, resume=run.action == RESUME, progress=progress,
                                  wait=wait)
         except DiskFullError as exc:  # the next runs would fail the same way
             raise DiskFullError(f"study {grid.name!r} stopped at run {i} of {len(plan)}, {run.name}: {exc}") from None

@@ -9,13 +9,21 @@ clipping. It evaluates `evals_per_epoch` times per epoch and hands every evaluat
 On N data-parallel processes (see `distributed`) each process trains on its slice of the same
 global batch, scores its queries against the codes of the whole batch, and logs the loss of
 the whole batch: the curve is the one of a single process.
+
+With `log_with` (accelerate's trackers) the loop also sends each step's loss, learning rate and
+gradient norm, and each evaluation's valid MRR, to TensorBoard or W&B, offline, in the run's
+`logs/` directory (the accelerator's `logging_dir`; see `tracking`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -34,6 +42,15 @@ from trainers.training.distributed import check_batch_split, gather_codes
 
 
 SEED_LIMIT = 2**63  # torch, random and numpy all take seeds below it
+
+# Where `log_with` sends the curves: accelerate's tracker of that name, and the package it needs.
+# Both write offline into the run's logs/ (W&B in offline mode unless WANDB_MODE says otherwise).
+TRACKERS = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb"}
+TRACKED_PROJECT = "interp"  # accelerate's project name: TensorBoard writes into logs/interp/, W&B's project
+# The scalars written, by tag: per optimizer step, and per evaluation.
+STEP_TAGS = ("train/loss", "train/learning_rate", "train/grad_norm")
+EVAL_TAGS = ("valid/mrr",)
+UNCOMPARED = ("log_with",)  # TrainConfig fields that change no number: a run resumed or skipped with another value is the same run
 
 
 @dataclass(frozen=True)
@@ -55,9 +72,12 @@ class TrainConfig:
     pooling: str = DEFAULT_POOLING  # cls | pooler | mean (trainers.encoders)
     batching: str = "random"  # random | bucketed | codexglue (see BATCHINGS)
     ties: str = DEFAULT_TIE_RULE  # codexglue | optimistic: the rank rule of valid and test MRR
+    log_with: str = "none"  # none | tensorboard | wandb (TRACKERS): where the curves also go; changes no number
 
     def __post_init__(self):
         check_pooling(self.pooling)
+        if self.log_with not in TRACKERS:
+            raise FieldError("log_with", f"`log_with` should be one of {', '.join(TRACKERS)}, got {self.log_with!r}.")
         check_tie_rule(self.ties)
         if self.batching not in BATCHINGS:
             raise FieldError("batching", f"`batching` should be one of {', '.join(BATCHINGS)}, got {self.batching!r}.")
@@ -92,13 +112,14 @@ class TrainConfig:
 
         Before these were recorded, runs embedded with [CLS] (`pooling` "cls"), drew
         length-bucketed batches (`bucket` true: "bucketed"; false: "codexglue") and ranked
-        ties in the query's favour (`ties` "optimistic").
+        ties in the query's favour (`ties` "optimistic"), and sent their curves to no tracker (`log_with` "none").
         """
         data = dict(data)
         legacy_bucket = data.pop("bucket", True)
         data.setdefault("pooling", "cls")
         data.setdefault("batching", "bucketed" if legacy_bucket else "codexglue")
         data.setdefault("ties", "optimistic")
+        data.setdefault("log_with", "none")
         return cls(**data)
 
     def schedule(self, train_size: int) -> tuple[int, int, int]:
@@ -126,6 +147,52 @@ class TrainerState:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_tracker(name: str) -> str:
+    """`name` if it is a tracker of TRACKERS whose package is installed; else InterpError saying which and how to get it."""
+    if name not in TRACKERS:
+        raise InterpError(f"unknown tracker {name!r}; known: {', '.join(TRACKERS)}")
+    package = TRACKERS[name]
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise InterpError(f"tracker {name!r} needs the package {package!r}, which is not installed (pip install {package})")
+    return name
+
+
+@contextlib.contextmanager
+def tracking(accelerator, cfg: TrainConfig, step: int) -> Iterator[None]:
+    """accelerate's tracker `cfg.log_with` for the length of the block (nothing when "none"), started at `step`.
+
+    The accelerator must have been made with `log_with=cfg.log_with` and a `project_dir` (the run
+    directory; its `logging_dir` is where the logs go). A resumed run (`step` > 0: the steps done
+    before) appends: a new TensorBoard event file beside the earlier ones, which hides what they
+    logged past the state it resumed from (TensorBoard's `purge_step`: those steps are logged
+    again); a new W&B offline run. The trackers
+    are finished when the block ends, however it ends; the process group is left to the caller
+    (accelerate's `end_training` would destroy it, and the run still tests its best delta on it).
+    """
+    if cfg.log_with == "none":
+        yield
+        return
+    check_tracker(cfg.log_with)
+    if cfg.log_with not in map(str, accelerator.log_with) or accelerator.logging_dir is None:
+        raise InterpError(f"log_with {cfg.log_with!r}: the accelerator was made without it, or without a project_dir to log into")
+    logs = Path(accelerator.logging_dir)
+    if accelerator.is_main_process:
+        logs.mkdir(parents=True, exist_ok=True)
+    run_name = Path(accelerator.project_dir).name
+    init_kwargs = {
+        "tensorboard": {"purge_step": step + 1} if step > 0 else {},  # steps after `step` are logged again
+        "wandb": {"name": run_name, "dir": str(logs), "mode": os.environ.get("WANDB_MODE", "offline")},
+    }
+    hparams = {k: v for k, v in asdict(cfg).items() if v is not None}  # trackers take str, int, float and bool
+    accelerator.init_trackers(TRACKED_PROJECT, config=hparams, init_kwargs={cfg.log_with: init_kwargs[cfg.log_with]})
+    try:
+        yield
+    finally:
+        for tracker in accelerator.trackers:
+            tracker.finish()
+        accelerator.trackers.clear()
 
 
 class Checkpoints(Protocol):
@@ -171,21 +238,34 @@ def fit(
 
     `accelerator` (an `accelerate.Accelerator`) owns the device, mixed precision and the
     processes; `model` must already be prepared by it, and `embed` must call the prepared model.
-    `validate` and `checkpoints` are called on every process.
+    `validate` and `checkpoints` are called on every process. With `cfg.log_with`, the curves
+    also go to that tracker (`tracking`).
     """
-    rank, world = accelerator.process_index, accelerator.num_processes
-    check_batch_split(cfg.batch_size, world)
+    check_batch_split(cfg.batch_size, accelerator.num_processes)
     state = state or TrainerState()
-    per_epoch, total, every = cfg.schedule(len(train))
+    _, total, _ = cfg.schedule(len(train))
     optimizer, scheduler = make_optimizer(model, cfg, total)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state["optimizer"])
         scheduler.load_state_dict(optimizer_state["scheduler"])
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
-    device = accelerator.device
 
     bar = tqdm(total=total, initial=state.step, desc="train", disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
+    with tracking(accelerator, cfg, state.step):
+        _train(model, embed=embed, train=train, validate=validate, cfg=cfg, accelerator=accelerator, checkpoints=checkpoints, state=state,
+               optimizer=optimizer, scheduler=scheduler, trainable=trainable, bar=bar)
+    bar.close()
+    model.eval()
+    return state
+
+
+def _train(model, *, embed, train: Tokenized, validate, cfg: TrainConfig, accelerator, checkpoints: Checkpoints, state: TrainerState,
+           optimizer, scheduler, trainable, bar) -> None:
+    """The steps from `state.step` to the end of the schedule; `state` is updated in place."""
+    rank, world = accelerator.process_index, accelerator.num_processes
+    per_epoch, total, every = cfg.schedule(len(train))
+    device = accelerator.device
     while state.step < total:
         epoch, position = divmod(state.step, per_epoch)
         batches = epoch_order(train, cfg.batch_size, cfg.seed, epoch, cfg.batching)
@@ -198,6 +278,7 @@ def fit(
                 raise InterpError(f"step {state.step + 1}: the loss is {batch_loss}; stopping. Last good checkpoint kept: {kept}")
             accelerator.backward(loss)
             grad_norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step is taken at
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -205,6 +286,7 @@ def fit(
             state.losses.append(round(batch_loss, 6))
             state.grad_norms.append(float(f"{float(grad_norm):.7g}"))  # 7 significant digits: norms can be small
             bar.update(1)
+            accelerator.log(dict(zip(STEP_TAGS, (batch_loss, lr, state.grad_norms[-1]))), step=state.step)  # no tracker: nothing
             if state.step % every == 0 or state.step == total:
                 model.eval()
                 try:  # a non-finite embedding, score or MRR stops the run: it can never become the best
@@ -215,6 +297,7 @@ def fit(
                     kept = f"step {state.best_step}, valid MRR {state.best_mrr:.4f}" if state.best_step >= 0 else "none yet"
                     raise NonFiniteError(f"step {state.step}: {exc}; stopping. Last good checkpoint kept: {kept}") from None
                 state.valid.append({"step": state.step, "epoch": state.step / per_epoch, "mrr": score})
+                accelerator.log(dict(zip(EVAL_TAGS, (score,))), step=state.step)
                 if score > state.best_mrr:
                     checkpoints.save_best(state.step, score)  # refuses a non-finite delta
                     state.best_mrr, state.best_step = score, state.step
@@ -222,9 +305,6 @@ def fit(
             bar.set_postfix(loss=f"{batch_loss:.4f}", valid_mrr=f"{state.valid[-1]['mrr']:.4f}" if state.valid else "-")
             if state.step >= total:
                 break
-    bar.close()
-    model.eval()
-    return state
 
 
 def _step(embed, batch: Batch, accelerator) -> torch.Tensor:

@@ -7,6 +7,7 @@
         curves.json      loss per step, valid MRR per evaluation
         ranks.json       rank of the gold code for every test query, by idx
         state/           the last periodic state, for --resume (removed when the run ends)
+        logs/            the tracker's curves (`interp train --log-with`), kept across --resume
 
     runs/.NAME.lock      held while a process writes the run (`trainers.locks`)
 """
@@ -31,6 +32,8 @@ from trainers.places import NOT_RUNS
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "numpy", "interp")
 
+
+LOGS_DIR = "logs"  # a tracker's files inside a run (loop.tracking); not a checkpoint
 
 NAME_LIMIT = 100  # characters of a run name (a directory name, listed in tables and report pages)
 
@@ -181,8 +184,8 @@ def writing_into(run: RunInfo, target: Path | None) -> Iterator[None]:
 
 
 def half_made(path: Path) -> bool:
-    """Whether `path` is a run that never saved a checkpoint: a manifest (not finished) and nothing else of ours."""
-    if not (path / "manifest.json").is_file() or {p.name for p in path.iterdir() if not p.name.startswith(".")} != {"manifest.json"}:
+    """Whether `path` is a run that never saved a checkpoint: a manifest (not finished) and nothing else of ours (a tracker's logs aside)."""
+    if not (path / "manifest.json").is_file() or {p.name for p in path.iterdir() if not p.name.startswith(".")} - {LOGS_DIR} != {"manifest.json"}:
         return False
     try:
         return read_manifest(path).get("status") != "finished"

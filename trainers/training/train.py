@@ -32,8 +32,8 @@ from trainers.locks import held_by_parent, hold, lend_to_children, run_lock_path
 from trainers.training.batching import Tokenized, tokenize_pairs
 from trainers.training.distributed import check_batch_split, check_single_launch, launch, launched_processes, process_rank
 from trainers.training.evaluate import NonFiniteError, evaluate
-from trainers.training.loop import TrainConfig, TrainerState, fit
-from trainers.training.runs import check_run_name, code_version, half_made, package_versions, read_manifest, recover_run
+from trainers.training.loop import UNCOMPARED, TrainConfig, TrainerState, fit
+from trainers.training.runs import LOGS_DIR, check_run_name, code_version, half_made, package_versions, read_manifest, recover_run
 from trainers.training.splits import SplitData, load_split_data
 
 
@@ -50,19 +50,24 @@ class RunSpec:
     eval_limit: int | None = None  # and this many valid / test pairs
 
 
-def make_accelerator(device: str):
+def make_accelerator(device: str, *, log_with: str = "none", run_dir: Path | None = None):
     """Device, bf16 autocast on CUDA, and the processes (one unless launched as several).
 
     split_batches: the batch size is the global one, so the scheduler steps once per optimizer step.
     find_unused_parameters: a trainable parameter may play no part in the [CLS] embedding (the
     pooler, when everything is trained); DDP must not wait for its gradient.
+    log_with: accelerate's tracker (`loop.TRACKERS`), logging into `run_dir`/logs (`loop.tracking`).
     """
     from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+    from accelerate.utils import ProjectConfiguration
 
     use_cuda = check_device(device)
+    tracked = log_with != "none" and run_dir is not None
     return Accelerator(cpu=not use_cuda, mixed_precision="bf16" if use_cuda else "no",
                        dataloader_config=DataLoaderConfiguration(split_batches=True),
-                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+                       log_with=log_with if tracked else None,
+                       project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / LOGS_DIR)) if tracked else None)
 
 
 class RunCheckpoints:
@@ -211,7 +216,7 @@ def _train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str, 
 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    accelerator = make_accelerator(device)
+    accelerator = make_accelerator(device, log_with=cfg.log_with, run_dir=path)
     model = methods.apply_method(encoder, spec.method)
     model = accelerator.prepare(model)  # DDP when there are several processes
     unwrapped = accelerator.unwrap_model(model)
@@ -341,10 +346,10 @@ def recorded_method(data) -> dict:
 def config_differences(before: TrainConfig, now: TrainConfig) -> list[tuple[str, object, object]]:
     """(field, before, now) for every training setting that differs; older manifests read through `TrainConfig.from_dict`."""
     old, new = asdict(before), asdict(now)
-    return [(name, old[name], new[name]) for name in new if old[name] != new[name]]
+    return [(name, old[name], new[name]) for name in new if name not in UNCOMPARED and old[name] != new[name]]
 
 
-RECORDED_CHOICES = ("pooling", "batching", "ties")  # left None: the defaults, or the resumed run's own
+RECORDED_CHOICES = ("pooling", "batching", "ties", "log_with")  # left None: the defaults, or the resumed run's own
 
 
 def train_config(resumed: Path | None = None, **settings) -> TrainConfig:
