@@ -157,7 +157,7 @@ def test_union_matrices_equal_the_saved_factors(runs_dir):
     for layer in range(4):
         prefix = f"base_model.model.encoder.layer.{layer}."
         for target in ("attention.self.query", "attention.self.value"):
-            a, b = saved[prefix + target + ".lora_A.weight"].double(), saved[prefix + target + ".lora_B.weight"].double()
+            a, b = saved[prefix + target + ".union_lora_A.weight"].double(), saved[prefix + target + ".union_lora_B.weight"].double()
             update = SCALE * b @ a  # (out, in), what merging adds to the weight
             s = np.linalg.svd(update.numpy(), compute_uv=False)
             m = found[(layer + 1, target, "lora")]
@@ -165,8 +165,8 @@ def test_union_matrices_equal_the_saved_factors(runs_dir):
             assert m.frobenius == pytest.approx(float(np.linalg.norm(update.numpy())))
             assert m.spectral_norm == pytest.approx(s[0]) and m.spectrum == pytest.approx(list(s / s[0]), abs=1e-12)
             assert m.factors == pytest.approx({"A": float(a.norm()), "B": float(b.norm()), "scale": SCALE})
-        down = saved[prefix + "output.dense.bottleneck_down.weight"].double()  # W_down^T (r, d)
-        up = saved[prefix + "output.dense.bottleneck_up.weight"].double()  # W_up^T (d, r)
+        down = saved[prefix + "output.dense.union_bottleneck_down.weight"].double()  # W_down^T (r, d)
+        up = saved[prefix + "output.dense.union_bottleneck_up.weight"].double()  # W_up^T (d, r)
         m = found[(layer + 1, "output.dense", "adapter")]
         assert m.matrix == "(W_down@W_up)^T" and m.sides == {"left": "output", "right": "input"}
         assert m.frobenius == pytest.approx(float((down.T @ up.T).norm()))

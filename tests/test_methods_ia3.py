@@ -73,13 +73,13 @@ def trained(request, tiny_roberta_dir, tmp_path_factory) -> Trained:
 
 def test_training_changes_only_the_scaling_vectors(trained):
     trainable = {n for n, p in trained.model.named_parameters() if p.requires_grad}
-    vectors = {n for n in trainable if ".ia3_l." in n}
-    assert vectors and trainable - vectors == {n for n in trainable if ".lora_" in n}  # the union's LoRA part, or nothing
+    vectors = {n for n in trainable if "ia3_l." in n}  # `.ia3_l.`, or `.union_ia3_l.` in a union
+    assert vectors and trainable - vectors == {n for n in trainable if "lora_" in n}  # the union's LoRA part, or nothing
     assert not torch.allclose(trained.trained, trained.base, atol=1e-4)
     for name, value in trained.encoder.model.state_dict().items():  # the base weights, under peft's base_layer names
-        if ".ia3_l." not in name and ".lora_" not in name:
+        if "ia3_l." not in name and "lora_" not in name:
             torch.testing.assert_close(value, trained.base_state[name.replace(".base_layer", "")], atol=0, rtol=0)
-    assert any(not torch.all(p == 1) for n, p in trained.model.named_parameters() if ".ia3_l." in n)
+    assert any(not torch.all(p == 1) for n, p in trained.model.named_parameters() if "ia3_l." in n)
 
 
 @pytest.mark.parametrize("layers, expected", [(None, 4 * (2 * 32 + 128)), ("3-4", 2 * (2 * 32 + 128)), ("last:1", 2 * 32 + 128)])
@@ -156,7 +156,7 @@ def test_switching_off_every_layer_gives_the_base(trained):
 def test_anatomy_reads_each_vector_as_a_diagonal_change(trained):
     result = Anatomy([DeltaModel("run", trained.config.describe(), trained.encoder, trained.model)]).compute(top=4, k=2)
     stats = [m for m in result.runs[0].matrices if m.kind == "ia3"]
-    vectors = {n: p.detach().double() for n, p in trained.model.named_parameters() if ".ia3_l." in n}
+    vectors = {n: p.detach().double() for n, p in trained.model.named_parameters() if "ia3_l." in n}
     assert len(stats) == len(vectors)
     widths = sorted(m.shape[0] for m in stats)
     assert widths == sorted(v.numel() for v in vectors.values()) and all(m.shape[0] == m.shape[1] for m in stats)

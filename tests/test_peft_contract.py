@@ -80,10 +80,8 @@ DEFAULT = {
     "test_weight_bias_attributes", "test_init_weights_false", "test_training",
 }
 
-# Known failures, each with its reason (strict: once fixed they fail as XPASS, and leave this table).
-_UNION_PREFIX = ("a union's parameters keep their parts' names (lora_A, bottleneck_up, kv_prefix_key), which no single "
-                 "registered prefix matches; renaming them would change the saved keys of every union run")
-KNOWN = {("test_prefix_in_parameter_names", "union"): _UNION_PREFIX, ("test_prefix_in_parameter_names", "union_kv"): _UNION_PREFIX}
+# Known failures, each with its reason (strict: once fixed they fail as XPASS, and leave this table). None today.
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 @pytest.fixture(scope="module")

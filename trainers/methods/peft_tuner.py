@@ -100,5 +100,12 @@ class PeftTuner:
 def _optional_state(model: nn.Module, keys: set[str]) -> set[str]:
     """Those of `keys` a delta file may lack: state a method began saving later (a prefix's initial
     values), named by its tuner layers' `optional_state`; the layer marks what was not loaded."""
-    names = {n for m in model.modules() for n in getattr(m, "optional_state", ())}
+    names = {registered_name(m, n) for m in model.modules() for n in getattr(m, "optional_state", ())}
     return {k for k in keys if k.rsplit(".", 1)[-1] in names}
+
+
+def registered_name(layer: nn.Module, attr: str) -> str:
+    """The name under which `layer` registers its child `layer.<attr>`: `attr` itself, or a union's
+    prefixed name for it (`union_kv_prefix_init_key`), which is what state dicts and files say."""
+    child = getattr(layer, attr)
+    return next((name for name, module in layer._modules.items() if module is child), attr)

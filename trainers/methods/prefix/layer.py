@@ -28,6 +28,8 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from trainers.methods.peft_tuner import registered_name
+
 PREFIX_ATTENTION = "interp_kv_prefix"
 CHILD = "prefix"  # attribute of the self-attention module that holds the PrefixLayer
 INIT_STORES = ("kv_prefix_init_key", "kv_prefix_init_value")  # the initial P_k, P_v (buffers)
@@ -83,11 +85,13 @@ class PrefixLayer(nn.Module, BaseTunerLayer):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Runs before the buffers' own loading: what the checkpoint has overwrites the NaN. Only the adapters
         # this state dict loads are touched (loading a second adapter leaves the first one's initial values).
+        # The stores are read under their registered names (a union registers them under its prefix).
+        trained = [registered_name(self, name) for name in self.adapter_layer_names]
         for name in INIT_STORES:
-            store = getattr(self, name)
+            store, saved = getattr(self, name), registered_name(self, name)
             for adapter in list(store):
-                loads = any(f"{prefix}{trained}.{adapter}" in state_dict for trained in self.adapter_layer_names)
-                if loads and f"{prefix}{name}.{adapter}" not in state_dict:
+                loads = any(f"{prefix}{kept}.{adapter}" in state_dict for kept in trained)
+                if loads and f"{prefix}{saved}.{adapter}" not in state_dict:
                     store[adapter] = torch.full_like(store[adapter], float("nan"))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 

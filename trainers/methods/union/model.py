@@ -4,8 +4,10 @@ A `PeftModel` loads a single adapter config and refuses to mix peft types, so lo
 Adapter-FFN) cannot be two adapters. UNION is one peft type whose config lists the parts'
 peft configs (plain `peft.LoraConfig`, BOTTLENECK, KV_PREFIX) and whose tuner injects each
 part with that part's own tuner, in order. The parts' layers are ordinary peft tuner layers,
-so peft's structural `_get_adapter_state_dict` saves all of them, under the same keys each
-part would have on its own (e.g. `...query.lora_A.weight`, `...output.dense.bottleneck_up.weight`).
+so peft's structural `_get_adapter_state_dict` saves all of them; their containers carry the
+union's prefix (names.py), so the keys read `...query.union_lora_A.weight`,
+`...output.dense.union_bottleneck_up.weight`. Files saved before that, under the parts' own
+names, are renamed on load (`_remap_adapter_state_dict_for_load`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from torch import nn
 
 from trainers.methods.peft_types import add_peft_type
+from trainers.methods.union.names import migrate_keys, prefix_layer_names
 
 
 @dataclass
@@ -98,8 +101,15 @@ class UnionModel(BaseTuner):
             tuner._post_injection_hook(model, part, adapter_name)
             new = [n for n in tuner.targeted_module_names if n not in self.targeted_module_names]
             self.targeted_module_names.extend(new)
+        prefix_layer_names(model, self.prefix)  # every part's containers under the union's prefix: union_lora_A, ...
         # Each part's inject_adapter already kept the active adapters active, froze the base, left the new adapter
         # frozen unless active, and restored the trainability of what existed before (another adapter's parameters).
+
+    @classmethod
+    def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
+        """A file saved under the parts' own names (`...query.lora_A.weight`) is read under the union's
+        (`...query.union_lora_A.weight`) first; then peft's own remapping (adapter names) follows."""
+        return super()._remap_adapter_state_dict_for_load(model, config, adapter_name, migrate_keys(model, state_dict, cls.prefix))
 
     def _create_and_replace(self, *args, **kwargs) -> None:
         raise NotImplementedError("a union injects through its parts' tuners")
