@@ -289,6 +289,9 @@ def test_a_trained_lora_run_against_the_base(base, examples, tiny_runs, estimato
         assert s.diagonal[0] is None and s.diagonal[1:3] == pytest.approx([1.0, 1.0], abs=1e-9)  # below the delta: untouched
         assert max(s.diagonal[3:]) < 0.9999  # layers 3-4 carry the delta
         assert s.pair_cka == {"base | l34-s1": s.diagonal}
+        layer, value = result.lowest(side)
+        assert layer in (3, 4) and value == min(s.diagonal[3:])
+    assert result.summary().startswith(f"CKA base vs l34-s1 per layer (cls, {estimator}, 20 examples): query lowest ")
 
 
 def test_memory_is_that_of_the_sums_whatever_the_number_of_examples(base, examples, tiny_runs):

@@ -75,10 +75,12 @@ DEFINITIONS = {  # carried in the result, so a report can say what it shows with
               "inflated when the samples are few against the width",
     "unbiased": "HSIC estimated by the U-statistic of Song et al. (2012) (debiased CKA); may fall slightly below 0",
     "layers": "index 0 is the embeddings' output, index k the output of encoder layer k (1-based)",
-    "cls": "one sample per example: the hidden state of the first token ([CLS] / <s>)",
+    "cls": "one sample per example: the hidden state of the first token ([CLS] / <s>); a run's pooling (cls, pooler, "
+           "mean) is not applied, the hidden states are compared as they are",
     "all": "one sample per real token (special tokens included, padding masked out)",
     "matrix": "CKA of every layer of side A's first run against every layer of side B's first run",
     "diagonal": "per layer, the mean over the m x n pairs (a run of A, a run of B) of CKA at the same layer",
+    "accumulator_bytes": "memory of the float64 sums of one side: fixed by the runs and the encoder's shape, not the examples",
     "constant": "layers whose states do not vary over the samples (with cls, the embeddings' output): CKA undefined, None",
     "seed_null": "both sides two or more runs differing only in the seed: per layer D = 1 - CKA for every pair of runs; "
                  "between = mean CKA over the m x n pairs across sides, within = mean CKA over the seed-to-seed pairs of "
@@ -169,8 +171,10 @@ class GramStats:
 
 
 def linear_cka(x, y, *, estimator: str = "biased") -> float:
-    """CKA of two (n, p) and (n, q) arrays in one go (the batched sums over one batch)."""
+    """CKA of two (n, p) and (n, q) arrays in one go: the sums over one batch, of the arrays shifted by their means
+    (CKA does not change under a shift; the sums then cancel less, as `_SideSums` shifts by a first batch's mean)."""
     x, y = (torch.as_tensor(np.asarray(t), dtype=torch.float64)[None] for t in (x, y))  # (1, n, p), (1, n, q)
+    x, y = x - x.mean(1, keepdim=True), y - y.mean(1, keepdim=True)
     stats = {k: GramStats(1, s.shape[-1], 1, t.shape[-1], full=False) for k, s, t in (("xy", x, y), ("xx", x, x), ("yy", y, y))}
     for k, s, t in (("xy", x, y), ("xx", x, x), ("yy", y, y)):
         stats[k].add(s, t)
@@ -318,6 +322,19 @@ class CKAResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def lowest(self, side: str) -> tuple[int, float] | None:
+        """(layer, CKA) where the diagonal is lowest on `side` (0 = embeddings); None when no layer is defined."""
+        cells = [(v, k) for k, v in enumerate(self.stats[side].diagonal) if v is not None]
+        return None if not cells else min(cells)[::-1]
+
+    def summary(self) -> str:
+        """One line: where each side's representations moved most."""
+        parts = []
+        for side in self.sides:
+            low = self.lowest(side)
+            parts.append(f"{side} no layer defined" if low is None else f"{side} lowest {low[1]:.3f} at {self.layer_names[low[0]]}")
+        return f"CKA {self.a} vs {self.b} per layer ({self.tokens}, {self.estimator}, {self.examples} examples): " + "; ".join(parts)
 
 
 class _SideSums:
