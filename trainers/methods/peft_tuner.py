@@ -20,7 +20,7 @@ from torch import nn
 
 from trainers.errors import InterpError
 from trainers.methods.protocol import DeltaMatrix
-from trainers.methods.state import check_keys
+from trainers.methods.state import check_keys, registered_name
 
 PEFT_WEIGHTS, PEFT_CONFIG = "adapter_model.safetensors", "adapter_config.json"
 
@@ -103,9 +103,3 @@ def _optional_state(model: nn.Module, keys: set[str]) -> set[str]:
     names = {registered_name(m, n) for m in model.modules() for n in getattr(m, "optional_state", ())}
     return {k for k in keys if k.rsplit(".", 1)[-1] in names}
 
-
-def registered_name(layer: nn.Module, attr: str) -> str:
-    """The name under which `layer` registers its child `layer.<attr>`: `attr` itself, or a union's
-    prefixed name for it (`union_kv_prefix_init_key`), which is what state dicts and files say."""
-    child = getattr(layer, attr)
-    return next((name for name, module in layer._modules.items() if module is child), attr)

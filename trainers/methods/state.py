@@ -1,4 +1,5 @@
-"""A delta's tensors on disk: reading a safetensors file, and checking its keys against the method's."""
+"""A delta's tensors on disk: reading a safetensors file, checking its keys against the method's, and the name a
+layer's child is saved under."""
 
 from __future__ import annotations
 
@@ -31,3 +32,10 @@ def check_keys(path: Path, expected: set[str], found: set[str], allow_missing: s
         said = [f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"] if missing else []
         said += [f"unexpected {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}"] if extra else []
         raise InterpError(f"{path}: does not match the method in {METHOD_FILE}: {'; '.join(said)}")
+
+
+def registered_name(layer: torch.nn.Module, attr: str) -> str:
+    """The name under which `layer` registers its child `layer.<attr>`: `attr` itself, or a union's
+    prefixed name for it (`union_kv_prefix_init_key`), which is what state dicts and files say."""
+    child = getattr(layer, attr)
+    return next((name for name, module in layer._modules.items() if module is child), attr)

@@ -28,7 +28,7 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from trainers.methods.peft_tuner import registered_name
+from trainers.methods.state import registered_name
 
 PREFIX_ATTENTION = "interp_kv_prefix"
 CHILD = "prefix"  # attribute of the self-attention module that holds the PrefixLayer
