@@ -1,16 +1,32 @@
-"""Capture the [CLS] row of every layer's attention weights, and never leave a hook behind.
+"""Capture the [CLS] row of every layer's attention weights at the cost of inference, and never leave a hook behind.
 
     with capture_attention(encoder) as captured:
         encoder.embed(ids, mask, model=model)
     captured.cls[layer]    # (batch, heads, k_len): softmax weights from query position 0
 
-The context manager switches the encoder to eager attention (the implementation that returns
-the weights), registers a forward hook on each layer's self-attention module (asked of the
-`Encoder`, never named here), and in `finally` removes every hook and restores the previous
-attention implementation, whether the forward returned or raised.
+The forward pass runs on SDPA, which never materialises a (heads, L, L) matrix. For the
+duration of the block the context manager puts a wrapper in front of transformers' "sdpa"
+attention function (the entry of `ALL_ATTENTION_FUNCTIONS` that every BERT/RoBERTa self-
+attention module, and the prefix method's routing, looks up on each call). For the encoder's
+own self-attention modules (asked of the `Encoder`, never named here) the wrapper receives
+exactly what SDPA receives: the queries and keys as the module's projections made them (so
+LoRA on query/key, (IA)3's key scaling, full fine-tuning and the hidden states that bottleneck
+adapters changed below are all in them), the prefix keys already in front, and the mask
+already extended over them. From these it computes the first token's row,
+
+    softmax(q_0 K^T * scaling + mask)      # (batch, heads, 1, l + k_len), in fp32
+
+then hands everything to SDPA unchanged: the model's outputs are those of plain inference.
+Every other module (another model's) passes straight through. In `finally` the wrapper is
+removed and the model's previous attention implementation restored, whether the forward
+returned or raised. With `full=True` every query row is computed the same way (for the one
+example the bertviz pages draw; memory batch x layers x heads x len^2).
+
+This equals what eager attention returns (`capture_attention_eager`, the former capture,
+kept as the reference for the tests and benchmarks/capture.py) within float rounding.
 
 Only the real key columns are kept. Prefix tuning puts its `l` prefix columns in front of the
-keys, so eager weights are (batch, heads, q_len, l + k_len) and the real tokens are the last
+keys, so a full row is (batch, heads, q_len, l + k_len) and the real tokens are the last
 k_len = q_len columns (this is self-attention: keys are the same tokens as queries). A prefix
 run's [CLS] row therefore sums to 1 minus the mass it puts on the prefix; for every other
 method it sums to 1 over the real tokens (padding columns get exactly 0 from the mask).
@@ -34,15 +50,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from trainers.encoders import Encoder
 
 DISTANCES = ("total_variation", "jensen_shannon")
+_ABSENT = object()
 
 
 @dataclass
 class CapturedAttention:
-    """What the hooks collected during the last forward pass(es); `clear()` between batches."""
+    """What the capture collected during the last forward pass(es); `clear()` between batches."""
 
     num_layers: int
     keep_full: bool = False
@@ -69,20 +88,28 @@ class CapturedAttention:
             raise RuntimeError("full attention was not captured: use capture_attention(..., full=True) and run a forward pass")
         return torch.stack(self.full)
 
-    def hook(self, layer: int):
-        def record(module, args, output) -> None:
-            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-            if weights is None:
-                raise RuntimeError(
-                    f"layer {layer}'s self-attention returned no weights; attention capture needs eager attention"
-                )
-            q_len = weights.shape[-2]
-            real = weights[..., -q_len:]  # (batch, heads, q_len, k_len): prefix columns, if any, dropped
-            self.cls[layer] = real[:, :, 0, :].detach().float().clone()  # (batch, heads, k_len)
-            if self.keep_full:
-                self.full[layer] = real.detach().float().clone()
+    def record(self, layer: int, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
+               scaling: float | None) -> None:
+        """Softmax rows of one layer from what its attention function receives.
 
-        return record
+        query (batch, heads, q_len, head_dim); key (batch, heads, l + k_len, head_dim), prefix keys
+        (if any) in front; mask None (attend everywhere), bool (True = attend) or additive float,
+        (batch, 1 or heads, q_len or 1, l + k_len). Rows: query 0 only, or every query when keep_full.
+        """
+        q_len = query.shape[2]
+        rows = q_len if self.keep_full else 1
+        scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+        scores = torch.matmul(query[:, :, :rows].float(), key.float().transpose(2, 3)) * scale  # (batch, heads, rows, l + k_len)
+        if mask is not None:
+            mask = mask[:, :, :rows]  # a (.., 1, ..) mask broadcasts over the rows
+            if mask.dtype == torch.bool:
+                scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)  # as eager's additive mask
+            else:
+                scores = scores + mask.float()
+        real = torch.softmax(scores, dim=-1)[..., -q_len:]  # (batch, heads, rows, k_len): prefix columns dropped
+        self.cls[layer] = real[:, :, 0].detach().clone()  # (batch, heads, k_len)
+        if self.keep_full:
+            self.full[layer] = real.detach()
 
 
 def attention_implementation(encoder: Encoder) -> str:
@@ -91,19 +118,66 @@ def attention_implementation(encoder: Encoder) -> str:
 
 @contextlib.contextmanager
 def capture_attention(encoder: Encoder, *, full: bool = False) -> Iterator[CapturedAttention]:
-    """Hooks on every layer's self-attention for the duration of the block; see the module docstring.
+    """SDPA forward passes that also record each layer's [CLS] row for the block; see the module docstring.
 
     `full=True` also keeps every query row (for one example's bertviz views; memory grows as
     batch x layers x heads x len^2, so use it with a batch of one).
     """
     captured = CapturedAttention(encoder.num_layers, keep_full=full)
+    layers = {encoder.module(i, "self_attention"): i for i in range(encoder.num_layers)}
+    previous = attention_implementation(encoder)
+    # GeneralInterface keeps per-instance overrides in `_local_mapping`, in front of the class-wide
+    # registry: the wrapper goes there, and whatever was there before (usually nothing) comes back.
+    overrides = ALL_ATTENTION_FUNCTIONS._local_mapping
+    before = overrides.get("sdpa", _ABSENT)
+    sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
+
+    def sdpa_recording(module: nn.Module, query, key, value, attention_mask, *args, **kwargs):
+        layer = layers.get(module)
+        if layer is not None:
+            captured.record(layer, query, key, attention_mask, kwargs.get("scaling"))
+        return sdpa(module, query, key, value, attention_mask, *args, **kwargs)
+
+    try:
+        encoder.set_attention("sdpa")
+        overrides["sdpa"] = sdpa_recording
+        yield captured
+    finally:
+        if before is _ABSENT:
+            overrides.pop("sdpa", None)
+        else:
+            overrides["sdpa"] = before
+        encoder.set_attention(previous)
+
+
+@contextlib.contextmanager
+def capture_attention_eager(encoder: Encoder, *, full: bool = False) -> Iterator[CapturedAttention]:
+    """The former capture, kept as the reference `capture_attention` is checked against (tests, benchmarks/capture.py).
+
+    Switches the encoder to eager attention, which materialises every (batch, heads, q_len,
+    l + k_len) weight matrix and returns it from each self-attention module, where a forward
+    hook reads it; in `finally` the hooks go and the previous implementation comes back.
+    """
+    captured = CapturedAttention(encoder.num_layers, keep_full=full)
     previous = attention_implementation(encoder)
     handles = []
+
+    def hook(layer: int):
+        def read(module, args, output) -> None:
+            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if weights is None:
+                raise RuntimeError(f"layer {layer}'s self-attention returned no weights; the eager capture needs eager attention")
+            real = weights[..., -weights.shape[-2]:]  # (batch, heads, q_len, k_len): prefix columns, if any, dropped
+            captured.cls[layer] = real[:, :, 0, :].detach().float().clone()  # (batch, heads, k_len)
+            if full:
+                captured.full[layer] = real.detach().float().clone()
+
+        return read
+
     try:
         encoder.set_attention("eager")
         for layer in range(encoder.num_layers):
-            module = encoder.module(layer, "self_attention")
-            handles.append(module.register_forward_hook(captured.hook(layer)))
+            handles.append(encoder.module(layer, "self_attention").register_forward_hook(hook(layer)))
         yield captured
     finally:
         for handle in handles:
