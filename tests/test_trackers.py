@@ -151,6 +151,14 @@ def test_cli_refuses_a_bad_tracker(cli_world, extra, names):
     check_refused(_train_args(cli_world, "new-run", *extra), names, watched=cli_world.root)
 
 
+def test_resume_refuses_when_the_runs_own_tracker_is_missing(tmp_path, mined_data, tiny_roberta_dir, monkeypatch):
+    train(tmp_path, mined_data, tiny_roberta_dir, "tb", log_with="tensorboard")
+    monkeypatch.setitem(loop.TRACKERS, "tensorboard", "no_such_package_here")
+    args = ["train", "--name", "tb", "--resume", "--data", mined_data, "--base", tiny_roberta_dir, "--runs-dir", tmp_path, "--method", "lora",
+            "--r", "2", "--batch-size", "4", "--max-len", "32", "--train-limit", "16", "--eval-limit", "8", "--device", "cpu", "--no-progress"]
+    check_refused(args, ["--resume", "'tb'", "tensorboard", "--log-with none", "no_such_package_here"], watched=tmp_path)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed here")
 def test_cli_refuses_a_tracker_whose_package_is_missing(cli_world):
     check_refused(_train_args(cli_world, "new-run", "--log-with", "wandb"), ["--log-with wandb", "pip install wandb"], watched=cli_world.root)
@@ -159,3 +167,21 @@ def test_cli_refuses_a_tracker_whose_package_is_missing(cli_world):
 def test_study_refuses_a_bad_tracker(cli_world):
     check_refused(["study", "rq4", "--seeds", "1", "--data", cli_world.data, "--base", cli_world.base, "--runs-dir", cli_world.runs,
                    "--scale", "demo", "--device", "cpu", "--log-with", "tb"], ["--log-with tb"], watched=cli_world.root)
+
+
+def test_a_study_logs_its_runs_and_a_tracker_is_not_a_setting(tmp_path, mined_data, tiny_roberta_dir):
+    """`interp study --log-with tensorboard` logs every run it trains; studied again with no tracker, the runs are the same
+    runs (skipped, not refused as made with other settings), since a tracker changes no number."""
+    from interp.study import Grid, Scale, Table, run_study
+
+    grid = Grid("tiny", "", (Table("t1", "", ("lora32",)),))
+    scale = Scale("tiny", tuple((k, v) for k, v in SETTINGS.items() if k != "seed"), train_limit=16, eval_limit=8)
+    kwargs = dict(grid=grid, seeds=(3,), scale=scale, data_dir=mined_data, runs_dir=tmp_path, base=str(tiny_roberta_dir), device="cpu",
+                  progress=False, log=lambda line: None)
+    first = run_study(**kwargs, log_with="tensorboard")
+    assert [o.status for o in first.outcomes] == ["trained"]
+    run = tmp_path / "lora32-s3"
+    assert read_manifest(run)["train"]["log_with"] == "tensorboard"
+    assert [step for step, _ in scalars(run)["train/loss"]] == [1, 2, 3, 4]
+    again = run_study(**kwargs)
+    assert [o.status for o in again.outcomes] == ["skipped"]

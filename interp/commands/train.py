@@ -168,6 +168,7 @@ def train(
     """Train a delta on the code-search objective and save the best one (by valid MRR) with its manifest."""
     from trainers.errors import FieldError, InterpError
     from trainers.training.distributed import process_rank
+    from trainers.training.loop import check_tracker
     from trainers.training.train import RunSpec, train_config, train_run
 
     # every option is checked here, before a model, a data file or a run directory is touched
@@ -184,7 +185,11 @@ def train(
                            batching=batching, ties=ties, log_with=log_with)
     except FieldError as exc:
         raise InterpError(f"{options.option_name(exc.field)}: {exc}") from exc
-    check_log_with(cfg.log_with)
+    if log_with is None and cfg.log_with != "none":  # the resumed run's own tracker (a given one was checked as parsed)
+        try:
+            check_tracker(cfg.log_with)
+        except InterpError as exc:
+            raise InterpError(f"--resume: run {name!r} logs with {cfg.log_with} (--log-with none resumes it without): {exc}") from None
     if cfg.max_len > shape.positions:
         raise InterpError(f"--max-len {cfg.max_len}: the base takes at most {shape.positions} tokens")
     if not resume and train_limit is not None and train_limit < cfg.batch_size:
