@@ -286,6 +286,7 @@ def check(args, size: str, seeds: tuple[int, ...]) -> int:
 
     # smoke: interp train + interp eval
     runs = work / "smoke-runs"
+    shutil.rmtree(runs, ignore_errors=True)  # a --work used before: the smoke run is trained again
     ok, out = c.step("smoke", [*interp, "train", "--name", "smoke", "--method", "lora", "--r", "8", "--data", work / "data", "--base",
                                study_base, "--runs-dir", runs, *SMOKE[size], "--evals-per-epoch", "1", *device, "--no-progress"], part="train")
     if ok:
