@@ -5,9 +5,10 @@
     runs/study/<grid>/tables.json          (`interp study`)
 
 A file that cannot be read becomes a `problem` the index lists (and the command prints), not a
-failed build: one broken run must not hide the others. Runs are grouped across seeds: runs with
-the same method, training config apart from the seed, base weights and data are one group, and
-their valid and test MRR are reported as mean and sample std.
+failed build: one broken run must not hide the others. Runs are grouped across seeds by
+`trainers.manifest.group_by_config`, the rule `interp compare` pools seeds by: runs with the same
+preset, method, training settings apart from the seed, base weights and data, and distinct seeds, are one
+group, and their valid and test MRR are reported as mean and sample std.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainers.manifest import Manifest, ManifestError, group_by_config, group_label
 from trainers.places import NOT_RUNS
 from trainers.summaries import summarize
 
@@ -26,17 +28,17 @@ ANALYSIS_KINDS = ("attn-diff", "ablate", "anatomy", "attribute", "qualitative", 
 @dataclass
 class Run:
     name: str
-    manifest: dict
+    manifest: Manifest
     curves: dict | None
     modules: list[dict]  # trainable parameters per module kind and layer, from the delta's header
 
     @property
     def metrics(self) -> dict:
-        return self.manifest.get("metrics") or {}
+        return self.manifest.metrics
 
     @property
     def label(self) -> str:
-        return self.manifest.get("preset") or self.manifest.get("parameters", {}).get("method") or self.name
+        return self.manifest.preset or self.manifest.parameters.get("method") or self.name
 
 
 @dataclass
@@ -117,35 +119,20 @@ def collect(runs_dir: Path) -> Site:
 
 
 def _read_run(path: Path, problems: list[str]) -> Run | None:
-    manifest = read_json(path / "manifest.json", problems)
-    if not isinstance(manifest, dict) or "method" not in manifest:
-        if manifest is not None:
-            problems.append(f"{printable(str(path / 'manifest.json'))}: not a run manifest (no 'method')")
+    file = path / "manifest.json"
+    data = read_json(file, problems)
+    if data is None:
         return None
-    damage = _manifest_damage(manifest)
-    if damage is not None:
-        problems.append(f"{printable(str(path / 'manifest.json'))}: damaged run manifest ({damage})")
+    try:
+        manifest = Manifest.from_dict(data, printable(str(file)))
+    except ManifestError as exc:
+        problems.append(str(exc))
         return None
     curves = read_json(path / "curves.json", problems) if (path / "curves.json").is_file() else None
     if curves is not None and not isinstance(curves, dict):
         problems.append(f"{printable(str(path / 'curves.json'))}: not training curves (not an object)")
         curves = None
     return Run(name=path.name, manifest=manifest, curves=curves, modules=_modules(path, problems))
-
-
-def _manifest_damage(manifest: dict) -> str | None:
-    """What in a run manifest has a shape the pages cannot show (None: nothing)."""
-    for key in ("method", "train", "data", "metrics", "parameters", "base"):
-        if key in manifest and not isinstance(manifest[key], dict):
-            return f"{key!r} is not an object"
-    if not isinstance(manifest.get("preset"), (str, type(None))):
-        return "'preset' is not a string"
-    for key, value in (manifest.get("metrics") or {}).items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            return f"metrics.{printable(key)} is not a number"
-    if not all(isinstance(info, (dict, type(None))) for info in (manifest.get("data") or {}).values()):
-        return "a split of 'data' is not an object"
-    return None
 
 
 def _valid_result(saved: Any, kind: str, path: Path, problems: list[str]) -> bool:
@@ -210,24 +197,20 @@ def method_group(method: dict) -> str:
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
-    keyed: dict[str, list[Run]] = {}
-    for run in runs:
-        m = run.manifest
-        train = {k: v for k, v in (m.get("train") or {}).items() if k != "seed"}
-        data = {split: (info or {}).get("fingerprint") for split, info in (m.get("data") or {}).items()}
-        key = json.dumps([run.label, m.get("method"), train, (m.get("base") or {}).get("weights_sha256"), data], sort_keys=True)
-        keyed.setdefault(key, []).append(run)
+    """Runs of one configuration with distinct seeds as one group (`trainers.manifest.group_by_config`), every other run alone."""
+    by_name = {run.name: run for run in runs}
+    together, _ = group_by_config({run.name: run.manifest for run in runs})
     groups = []
-    for members in keyed.values():
+    for names in together:
+        members = [by_name[n] for n in names]
         first = members[0].manifest
         finished = [r for r in members if r.metrics.get("test_mrr") is not None]
-        params = first.get("parameters") or {}
         groups.append(Group(
-            label=members[0].label,
-            group=method_group(first.get("method") or {}),
+            label=(group_label([r.manifest for r in members]) if len(members) > 1 else None) or members[0].label,
+            group=method_group(first.method),
             runs=members,
-            trainable=params.get("trainable"),
-            share_of_base=params.get("share_of_base"),
+            trainable=first.parameters.get("trainable"),
+            share_of_base=first.parameters.get("share_of_base"),
             valid=summarize([r.metrics["valid_mrr"] for r in finished if r.metrics.get("valid_mrr") is not None]).mean_std(),
             test=summarize([r.metrics["test_mrr"] for r in finished]).mean_std(),
             best_step=summarize([r.metrics["best_step"] for r in finished if r.metrics.get("best_step") is not None]).mean_std(),

@@ -132,7 +132,7 @@ def not_a_seed(seeded):
 
 
 @pytest.mark.parametrize("a, b, kw, message", [
-    ("l2-s1,l4-s1", "l4-s2", {}, "side A: runs l2-s1, l4-s1 are not seeds of one preset"),
+    ("l2-s1,l4-s1", "l4-s2", {}, r"side A: runs 'l2-s1' and 'l4-s1' differ in more than the seed \(preset 'l2' vs 'l4', method.layers"),
     ("l2-s1,l2-s2", "l2-s2,l2-s3", {}, "run 'l2-s2' is on both sides"),
     ("l2-s1,l2-s1", "l4-s1", {}, "run 'l2-s1' is named twice on side A"),
     ("base,l2-s1", "l4-s1,l4-s2", {}, "'base' cannot be in a seed group"),
@@ -146,7 +146,7 @@ def test_bad_seed_groups_are_refused_naming_them(seeded, a, b, kw, message):
 
 
 def test_a_run_that_differs_in_more_than_the_seed_is_refused(seeded, not_a_seed):
-    with pytest.raises(InterpError, match=r"runs 'l2-s1' and 'l2-s9' differ in more than the seed \(training settings: lr 0.01 vs 0.02\)"):
+    with pytest.raises(InterpError, match=r"runs 'l2-s1' and 'l2-s9' differ in more than the seed \(train.lr 0.01 vs 0.02\)"):
         diff(seeded, "l2-s1,l2-s9", "l4-s1,l4-s2")
 
 

@@ -260,7 +260,7 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path, m
         train(runs, mined_data, tiny_roberta_dir, batch_size=64)
     assert not runs.exists()
     (runs / "r").mkdir(parents=True)  # what a kill before the first checkpoint leaves
-    (runs / "r" / "manifest.json").write_text(json.dumps(read_manifest(_finished(tmp_path, mined_data, tiny_roberta_dir)) | {"status": "running"}))
+    (runs / "r" / "manifest.json").write_text(json.dumps(read_manifest(_finished(tmp_path, mined_data, tiny_roberta_dir)).to_dict() | {"status": "running"}))
     assert train(runs, mined_data, tiny_roberta_dir)["status"] == "finished"  # retried under its name, without --resume
     assert hidden(runs) == []
 
@@ -352,7 +352,7 @@ def test_a_full_disk_after_a_checkpoint_keeps_it_resumable(tmp_path, monkeypatch
     monkeypatch.undo()
     resumed = _cli_train(runs, cli_world, "--resume")
     assert resumed.exit_code == 0, resumed.output
-    assert read_manifest(runs / "r")["metrics"]["steps"] == 4 and hidden(runs) == []
+    assert read_manifest(runs / "r").metrics["steps"] == 4 and hidden(runs) == []
 
 
 def test_a_full_disk_stops_a_study_and_says_what_was_kept(tmp_path, monkeypatch, mined_data, tiny_roberta_dir):

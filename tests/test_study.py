@@ -99,13 +99,16 @@ def test_list_shows_grids_tables_and_scales():
 
 # -- aggregation, by hand ----------------------------------------------------------------------
 
-def _manifest(status, valid, test, step):
-    return {"status": status, "metrics": {"valid_mrr": valid, "test_mrr": test, "best_step": step}}
+def _manifest(status, valid=None, test=None, step=None):
+    from trainers.manifest import Manifest
+
+    metrics = {"valid_mrr": valid, "test_mrr": test, "best_step": step} if status == "finished" else {}
+    return Manifest.from_dict({"method": {"method": "union"}, "status": status, "metrics": metrics})
 
 
 def test_rows_average_finished_runs_and_list_the_missing():
     manifests = {"loFF-s1": _manifest("finished", 0.40, 0.30, 10), "loFF-s2": _manifest("finished", 0.42, 0.36, 20),
-                 "loFF-s3": {"status": "running"}, "loFF-s4": None}
+                 "loFF-s3": _manifest("running"), "loFF-s4": None}
     row = table_row("loFF", "union", {"trainable": 1234567, "share_of_base": 0.0752}, manifests)
     assert row["runs"] == ["loFF-s1", "loFF-s2"] and row["missing"] == ["loFF-s3", "loFF-s4"]
     assert row["valid_mrr"] == {"mean": pytest.approx(0.41), "std": pytest.approx(0.0141421356), "n": 2}

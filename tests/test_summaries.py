@@ -30,9 +30,10 @@ def test_summarize_is_mean_sample_std_and_median(values, mean, std, median):
 
 def _run(name: str, test_mrr: float):
     from reports.collect import Run
+    from trainers.manifest import Manifest
 
     manifest = {"preset": "lora", "method": {"method": "lora"}, "train": {"seed": int(name[-1])}, "metrics": {"test_mrr": test_mrr, "best_step": 10}}
-    return Run(name, manifest, None, [])
+    return Run(name, Manifest.from_dict(manifest), None, [])
 
 
 def test_the_report_and_the_qualitative_sets_write_the_same_numbers():

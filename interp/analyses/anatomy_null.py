@@ -1,10 +1,12 @@
 """anatomy's seed-noise null: other seeds of a run's configuration, and a permutation test on overlaps.
 
-Another seed of a run is a finished run under the same runs directory with the same manifest
-`preset` whose manifest differs from the run's only in `train.seed`: the same method config,
-base weights, data (each split's fingerprint) and every other training setting (as
-`TrainConfig.from_dict` reads it). `interp study` names them `<preset>-s<seed>`; the names do
-not matter, the manifests do. Execution details (device, processes) are not compared.
+Another seed of a run is a finished run under the same runs directory whose manifest differs
+from the run's only in `train.seed` (`trainers.manifest.differs_only_in_seed`, the rule of
+`interp compare` and the report: the same preset, method config, base weights, data (each split's
+fingerprint) and every other training setting, older manifests read as they were trained).
+`interp study` names them `<preset>-s<seed>`; the names do not matter, the manifests do.
+Execution details (device, processes) are not compared. Runs of the run's preset that differ
+in more than the seed are named in the notes.
 
 The test. Configuration A has runs a_1..a_m (the named run first), B has b_1..b_n, m + n >= 3.
 From one subspace overlap per pair of runs, `between` is the mean over the m*n cross pairs
@@ -19,13 +21,14 @@ m = n (a split and its mirror give the same statistic), so 1/3 for two seeds a s
 from __future__ import annotations
 
 from math import comb
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 
 from interp.analyses.base import RunRef
+from trainers.manifest import Manifest, differences, differs_only_in_seed
 from trainers.training.runs import list_runs
 
 
@@ -60,58 +63,34 @@ class SeedNull:
 
 
 def seed_siblings(runs_dir: Path, ref: RunRef) -> tuple[list[RunRef], list[str]]:
-    """Other seeds of `ref`'s configuration under `runs_dir` (by seed), and notes on near misses."""
+    """Other seeds of `ref`'s configuration under `runs_dir` (by seed), and notes on near misses (runs of its preset)."""
     manifest = ref.run.manifest
-    preset = manifest.get("preset")
-    if not preset:
-        return [], [f"{ref.name} was trained without a preset, so no run counts as another seed of it"]
     found, notes = [], []
     for run in list_runs(Path(runs_dir)):
-        if run.name == ref.name or run.manifest.get("preset") != preset:
+        if run.name == ref.name:
             continue
-        differs = manifest_differences(manifest, run.manifest)
-        if not run.finished:
-            notes.append(f"{run.name} (preset {preset!r}) has not finished; not used as a seed")
-        elif differs == ["train.seed"]:
-            found.append(RunRef(run.name, run, ref.base))
-        elif not differs:
-            notes.append(f"{run.name} shares preset {preset!r} and the seed with {ref.name}; not used as a seed")
-        else:
-            why = ", ".join(d for d in differs if d != "train.seed")
-            notes.append(f"{run.name} shares preset {preset!r} with {ref.name} but differs in {why}, not only in train.seed; not used as a seed")
+        if differs_only_in_seed(manifest, run.manifest):
+            if run.finished:
+                found.append(RunRef(run.name, run, ref.base))
+            else:
+                notes.append(f"{run.name} (another seed of {ref.name}'s configuration) has not finished; not used as a seed")
+            continue
+        differs = [d for d in manifest_differences(manifest, run.manifest) if d != "train.seed"]
+        if not differs:
+            notes.append(f"{run.name} is {ref.name}'s configuration with the same seed; not used as a seed")
+        elif manifest.preset and run.manifest.preset == manifest.preset:
+            notes.append(f"{run.name} shares preset {manifest.preset!r} with {ref.name} but differs in {', '.join(differs)}, "
+                         "not only in train.seed; not used as a seed")
     return sorted(found, key=lambda r: (seed_of(r) is None, seed_of(r) or 0, r.name)), notes
 
 
 def seed_of(ref: RunRef) -> int | None:
-    return ref.run.manifest.get("train", {}).get("seed") if ref.run is not None else None
+    return ref.run.manifest.seed if ref.run is not None else None
 
 
-def manifest_differences(a: dict, b: dict) -> list[str]:
-    """What differs between two runs' configurations: 'method', 'base', 'data.<split>', 'train.<field>'."""
-    from trainers.methods.registry import method_from_dict
-    from trainers.training.loop import TrainConfig
-
-    def method(m: dict):
-        try:
-            return method_from_dict(m.get("method")).to_dict()
-        except (ValueError, TypeError):
-            return m.get("method")
-
-    def train(m: dict) -> dict:
-        try:
-            return asdict(TrainConfig.from_dict(m.get("train", {})))
-        except (ValueError, TypeError):
-            return dict(m.get("train", {}))
-
-    out = [] if method(a) == method(b) else ["method"]
-    if a.get("base", {}).get("weights_sha256") != b.get("base", {}).get("weights_sha256"):
-        out.append("base")
-    for split in sorted(set(a.get("data", {})) | set(b.get("data", {}))):
-        if a.get("data", {}).get(split, {}).get("fingerprint") != b.get("data", {}).get(split, {}).get("fingerprint"):
-            out.append(f"data.{split}")
-    ta, tb = train(a), train(b)
-    out += [f"train.{k}" for k in sorted(set(ta) | set(tb)) if ta.get(k) != tb.get(k)]
-    return out
+def manifest_differences(a: Manifest, b: Manifest) -> list[str]:
+    """What differs between two runs' configurations and seeds: 'method.<field>', 'base.weights_sha256', 'data.<split>', 'train.<field>'."""
+    return [d.field for d in differences(a, b)]
 
 
 def pairs(sizes: tuple[int, int]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -161,7 +140,7 @@ def seed_groups(runs_dir: Path, refs: list[RunRef]) -> tuple[list[list[RunRef]] 
     notes = notes_a + [n for n in notes_b if n not in notes_a]
     if not seeds_a and not seeds_b:
         return None, [f"no seed null: no other seed of {a.name}'s or {b.name}'s configuration in the runs directory (a finished run "
-                      f"of the same preset that differs only in train.seed, as `interp study` trains them: <preset>-s<seed>); "
+                      f"that differs only in train.seed, as `interp study` trains them: <preset>-s<seed>); "
                       f"{none}"] + notes
     sizes = (1 + len(seeds_a), 1 + len(seeds_b))
     said = "; ".join(f"{r.name} with {', '.join(s.name for s in seeds) or 'no other seed'}" for r, seeds in ((a, seeds_a), (b, seeds_b)))

@@ -56,12 +56,12 @@ def resolve_runs(runs_dir: Path, names: list[str]) -> list[RunRef]:
     """Resolve run names; `base` takes the base of the other runs. All must share one base."""
     check_runs_dir(runs_dir)
     runs = {n: _find(runs_dir, n) for n in names if n != BASE}
-    bases = {n: r.manifest["base"] for n, r in runs.items()}
+    bases = {n: r.manifest.base for n, r in runs.items()}
     if not bases:
         known = [r.name for r in list_runs(runs_dir)]
         if not known:
             raise InterpError(f"'base' needs a trained run beside it to know which base model is meant; no runs in {runs_dir}")
-        bases = {known[0]: find_run(runs_dir, known[0]).manifest["base"]}
+        bases = {known[0]: find_run(runs_dir, known[0]).manifest.base}
     hashes = {n: b["weights_sha256"] for n, b in bases.items()}
     if len(set(hashes.values())) > 1:
         (a, ha), (b, hb) = list(hashes.items())[:2]

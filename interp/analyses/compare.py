@@ -26,11 +26,12 @@ per-query RR differences. For each pair (`DEFINITIONS` is stored with every resu
 - `p_holm`: with more than two groups every pair is tested and Holm's adjustment of the
   headline p over the pairs is given beside each p.
 
-Runs of one preset trained with different seeds (same manifest `preset`, different
-`train.seed`) are pooled into one group: its MRR is reported as the mean and sample standard
-deviation (ddof = 1) over the seeds, and its per-query RR as the mean over the seeds. Runs
-without a preset, runs sharing a seed, and `base` stay alone; when every run named is a seed of
-one preset, the seeds are compared with each other.
+Runs of one configuration trained with different seeds (`trainers.manifest.group_by_config`,
+the rule the report's groups follow too: same preset, method, training settings but the seed,
+base weights and data) are pooled into one group, named by their preset: its MRR is reported as
+the mean and sample standard deviation (ddof = 1) over the seeds, and its per-query RR as the
+mean over the seeds. Runs sharing a seed, and `base`, stay alone; when every run named is a
+seed of one configuration, the seeds are compared with each other.
 
 `base` is scored as the runs beside it were trained: at their `max_len` and with their
 pooling (`BaseScoring`, recorded with the result); runs that disagree on either are refused.
@@ -51,6 +52,7 @@ from interp.analyses.ranks import DataRef, base_pooling, max_len_of, ranks, reso
 from interp.analyses.stats import (Interval, RandomisationTest, Wilcoxon, hierarchical_interval, holm, paired_bca_interval,
                                    relabel_test, sign_flip_test, wilcoxon_paired)
 from trainers.errors import InterpError
+from trainers.manifest import group_by_config, group_label
 from trainers.training.evaluate import DEFAULT_TIE_RULE
 
 # -- the shared input: ranks of several runs over one set of examples -----------------------
@@ -105,7 +107,7 @@ def check_same_split(refs: list[RunRef], split: str) -> None:
     for ref in refs:
         if ref.run is None:
             continue
-        fp = ref.run.manifest.get("data", {}).get(split, {}).get("fingerprint")
+        fp = ref.run.manifest.fingerprints.get(split)
         if fp is None:
             raise InterpError(f"run {ref.name!r} records no {split} data in its manifest; give --data FILE")
         for other, other_fp in seen.items():
@@ -145,7 +147,7 @@ def load_rank_table(runs_dir: Path, names: list[str], *, split: str = "test", da
     return RankTable(refs, data, table, data_label(split, data_file, limit), scoring, ties)
 
 
-# -- grouping seeds of one preset ----------------------------------------------------------
+# -- grouping seeds of one configuration -----------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -156,30 +158,19 @@ class GroupSpec:
 
 
 def group_runs(refs: list[RunRef]) -> tuple[list[GroupSpec], list[str]]:
-    """Pool runs of one preset with distinct seeds; everything else stays alone. Also notes."""
-    by_preset: dict[str, list[RunRef]] = {}
-    for ref in refs:
-        preset = ref.run.manifest.get("preset") if ref.run is not None else None
-        if preset:
-            by_preset.setdefault(preset, []).append(ref)
-    seed = lambda r: r.run.manifest.get("train", {}).get("seed") if r.run is not None else None  # noqa: E731
-    pooled, notes = {}, []
-    for preset, members in by_preset.items():
-        seeds = [seed(r) for r in members]
-        if len(members) > 1 and None not in seeds and len(set(seeds)) == len(seeds):
-            pooled[preset] = members
-        elif len(members) > 1:
-            notes.append(f"runs {', '.join(r.name for r in members)} share preset {preset!r} but not distinct seeds; kept apart")
+    """Pool the runs of one configuration with distinct seeds (`group_by_config`); everything else stays alone. Also notes."""
+    trained = {r.name: r.run.manifest for r in refs if r.run is not None}
+    seed = {r.name: (r.run.manifest.seed if r.run is not None else None) for r in refs}
+    together, notes = group_by_config(trained)
+    pooled = {name: members for members in together if len(members) > 1 for name in members}
     groups, placed = [], set()
     for ref in refs:
-        preset = ref.run.manifest.get("preset") if ref.run is not None else None
-        if preset in pooled:
-            if preset not in placed:
-                members = pooled[preset]
-                groups.append(GroupSpec(preset, [r.name for r in members], [seed(r) for r in members]))
-                placed.add(preset)
-        else:
-            groups.append(GroupSpec(ref.name, [ref.name], [seed(ref)]))
+        members = pooled.get(ref.name)
+        if members is None:
+            groups.append(GroupSpec(ref.name, [ref.name], [seed[ref.name]]))
+        elif members[0] not in placed:
+            groups.append(GroupSpec(group_label([trained[n] for n in members]) or members[0], members, [seed[n] for n in members]))
+            placed.add(members[0])
     names = [g.name for g in groups]
     groups = [GroupSpec(f"{g.name} (pooled)", g.runs, g.seeds) if len(g.runs) > 1 and names.count(g.name) > 1 else g for g in groups]
     for g in groups:
@@ -335,8 +326,8 @@ def run_compare(*, runs_dir: Path, names: list[str], split: str = "test", data_f
     check_result_target(result_path(Path(runs_dir), "compare", name), "compare")  # before any rank is computed
     table = load_rank_table(runs_dir, names, split=split, data_file=data_file, limit=limit, progress=progress)
     groups, notes = group_runs(table.refs)
-    if len(groups) < 2:  # only seeds of one preset: compare the seeds with each other instead
-        notes = [f"all runs are seeds of preset {groups[0].name!r}; compared seed by seed, not pooled"]
+    if len(groups) < 2:  # only seeds of one configuration: compare the seeds with each other instead
+        notes = [f"all runs are seeds of one configuration ({groups[0].name!r}); compared seed by seed, not pooled"]
         groups = [GroupSpec(r.name, [r.name], s) for r, s in zip(table.refs, [[x] for x in groups[0].seeds])]
     if table.base is not None:
         notes.append(f"base scored at max_len {table.base.max_len} with {table.base.pooling} pooling, as the runs were trained")

@@ -106,7 +106,7 @@ def load_model(ref: RunRef):
 def max_len_of(ref: RunRef, encoder=None, default: int = 256) -> int:
     """The run's training max_len; for the base, the default capped by what its tokenizer allows."""
     if ref.run is not None:
-        return ref.run.manifest["train"]["max_len"]
+        return ref.run.manifest.train["max_len"]
     if encoder is not None and encoder.tokenizer is not None:
         return min(default, encoder.tokenizer.model_max_length)
     return default

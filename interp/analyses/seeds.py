@@ -1,10 +1,9 @@
 """Seed groups, and the seed-noise null they give: does a difference exceed what a new seed changes?
 
-A side of a comparison is one run, or a seed group: two or more runs of one preset with
-distinct seeds (`interp study` names them `<preset>-s<seed>`), pooled by
-`interp.analyses.compare.group_runs`, that also agree on everything else a manifest records as
-the cause of the trained weights (method, training settings but the seed, data fingerprints;
-the base is checked by `resolve_runs`).
+A side of a comparison is one run, or a seed group: two or more finished runs of one
+configuration with distinct seeds (`trainers.manifest.group_by_config`: the same preset,
+method, training settings but the seed, base weights and data; `interp study` names them
+`<preset>-s<seed>`), the rule `interp compare` and the report pool seeds by.
 
 The null (`permutation_test`). With m runs on side A and n on side B, let D(r, r') be a
 distance between runs r and r' that is a mean over examples (attn-diff: of the [CLS] rows'
@@ -32,15 +31,15 @@ Heads are marked at a false discovery rate: `benjamini_hochberg` across everythi
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 
 from interp.analyses.base import BASE, RunRef, resolve_runs
-from interp.analyses.compare import group_runs
 from trainers.errors import InterpError, did_you_mean
+from trainers.manifest import differences, group_by_config, group_label
 from trainers.training.runs import list_runs
 
 EXACT_LIMIT = 10_000
@@ -76,9 +75,9 @@ def side_names(text: str, *, runs_dir: Path, seeds: bool, which: str) -> list[st
         if name == BASE:
             out.append(name)
             continue
-        members = [r.name for r in runs if r.manifest.get("preset") == name]
+        members = [r.name for r in runs if r.manifest.preset == name]
         if not members:
-            presets = {r.manifest["preset"] for r in runs if r.manifest.get("preset")}
+            presets = {r.manifest.preset for r in runs if r.manifest.preset}
             raise did_you_mean("preset", name, presets, where=f"the manifests of {runs_dir}; --seeds takes presets, not run names")
         out += members
     return out
@@ -109,44 +108,27 @@ def _side(refs: list[RunRef], which: str) -> Side:
     unfinished = [r.name for r in refs if not r.run.finished]
     if unfinished:
         raise InterpError(f"side {which}: run {unfinished[0]!r} has not finished; a seed group needs finished runs")
-    groups, _ = group_runs(refs)
-    if len(groups) != 1:
-        described = "; ".join(f"{r.name} (preset {r.run.manifest.get('preset')!r}, seed {_seed(r)})" for r in refs)
-        raise InterpError(f"side {which}: runs {', '.join(r.name for r in refs)} are not seeds of one preset "
-                          f"(same manifest preset, distinct seeds): {described}")
     check_differ_only_in_seed(refs, which)
-    return Side(groups[0].name, refs, list(groups[0].seeds))
+    return Side(group_label([r.run.manifest for r in refs]) or refs[0].name, refs, [_seed(r) for r in refs])
 
 
 def _seed(ref: RunRef) -> int | None:
-    return ref.run.train_config.seed if ref.run is not None else None
-
-
-def _settings(ref: RunRef) -> dict:
-    """What makes a run's weights but the seed, as older manifests are read (their defaults filled in)."""
-    from trainers.methods import method_from_dict
-
-    m = ref.run.manifest
-    try:
-        method = method_from_dict(m.get("method")).to_dict()
-    except (ValueError, TypeError, InterpError):
-        method = m.get("method")
-    train = {k: v for k, v in asdict(ref.run.train_config).items() if k != "seed"}
-    data = {split: (info or {}).get("fingerprint") for split, info in (m.get("data") or {}).items()}
-    return {"method": method, "training settings": train, "data": data}
+    return ref.run.manifest.seed if ref.run is not None else None
 
 
 def check_differ_only_in_seed(refs: list[RunRef], which: str) -> None:
-    """A seed group's runs must agree on method, training settings but the seed, and data; else name what differs."""
-    first = _settings(refs[0])
+    """A seed group's runs must be one configuration with distinct seeds (`group_by_config`); else name what differs."""
+    first = refs[0]
     for ref in refs[1:]:
-        other = _settings(ref)
-        for part, value in first.items():
-            if other[part] != value:
-                keys = sorted(k for k in set(value or {}) | set(other[part] or {}) if (value or {}).get(k) != (other[part] or {}).get(k))
-                shown = ", ".join(f"{k} {(value or {}).get(k)!r} vs {(other[part] or {}).get(k)!r}" for k in keys[:4])
-                raise InterpError(f"side {which}: runs {refs[0].name!r} and {ref.name!r} differ in more than the seed "
-                                  f"({part}: {shown}); a seed-noise null needs runs that differ only in the seed")
+        diffs = [d for d in differences(first.run.manifest, ref.run.manifest) if d.field != "train.seed"]
+        if diffs:
+            shown = ", ".join(d.text() for d in diffs[:4]) + (f" and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+            raise InterpError(f"side {which}: runs {first.name!r} and {ref.name!r} differ in more than the seed "
+                              f"({shown}); a seed-noise null needs runs that differ only in the seed")
+    groups, notes = group_by_config({r.name: r.run.manifest for r in refs})
+    if len(groups) != 1:
+        described = ", ".join(f"{r.name} (seed {_seed(r)})" for r in refs)
+        raise InterpError(f"side {which}: runs {described} are not distinct seeds of one configuration ({notes[0] if notes else ''})")
 
 
 def null_note(a: tuple[str, int], b: tuple[str, int]) -> str | None:

@@ -64,7 +64,7 @@ def demo(runs_dir: options.RunsDir = Path("runs"), progress: options.Progress = 
         cfg = train_config(runs_dir / name if existing else None, **DEMO_TRAIN)  # an interrupted run resumes with its own choices
         spec = RunSpec(name=name, method=methods.get_preset(preset), data_dir=data_dir, preset=preset, **DEMO_SIZES)
         manifest = train_run(spec, cfg, runs_dir=runs_dir, resume=existing, progress=progress)
-        m = manifest["metrics"]
+        m = manifest.metrics
         typer.echo(f"{name}: valid MRR {m['valid_mrr']:.4f} (step {m['best_step']}), test MRR {m['test_mrr']:.4f}")
 
     typer.echo("== runs")
@@ -84,7 +84,7 @@ def _analyses(runs_dir: Path, progress: bool) -> None:
     from trainers.training.splits import EVAL_SUBSET_SEED, subset
 
     limit = DEMO_SIZES["eval_limit"]
-    depth = find_run(runs_dir, "loff").manifest["base"]["layers"]
+    depth = find_run(runs_dir, "loff").manifest.base["layers"]
     top_third = f"last:{max(1, depth // 3)}"
     test = subset(load_split(runs_dir / "data", "test"), limit, EVAL_SUBSET_SEED)
     common = {"split": "test", "data": None, "limit": limit, "runs_dir": runs_dir, "progress": progress}

@@ -8,10 +8,10 @@ Before anything trains, every run of the grid is planned against what is on disk
     any settings differ               -> refused: one InterpError naming each run and what differs
     the preset does not fit the base  -> failed (reported; the others still run)
 
-"Same settings" means the same method config, the same training settings (pooling, batching
-and tie rule included; an older manifest that does not record them is read with the values it
-was trained with, `TrainConfig.from_dict`), the same data (the fingerprints of the splits and
-samples used) and the same base weights (sha256). A scale may state any training setting, its
+"Same settings" means the same run as `trainers.manifest` defines it: the same method config,
+training settings (the seed, pooling, batching and tie rule included; an older manifest that
+does not record them is read with the values it was trained with), data (the fingerprints of
+the splits and samples used) and base weights (sha256). A scale may state any training setting, its
 pooling among them (`pooling = "pooler"` in grids.toml). So a
 study can be killed and started again: nothing finished is redone and nothing is overwritten.
 A run that fails while training (a non-finite loss or evaluation, say) is reported and the study goes on;
@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from trainers.errors import InterpError
+from trainers.manifest import Manifest, described, differences
 from interp.study.grid import Grid, Scale, run_name
 from interp.study.tables import build_tables, write_tables
 
@@ -115,10 +116,11 @@ def plan_runs(*, grid: Grid, seeds: tuple[int, ...], scale: Scale, runs_dir: Pat
             except InterpError as exc:
                 conflicts.append(f"{name}: {exc}")
                 continue
-            differences = settings_differences(manifest, method=grid.method(preset).to_dict(), train=scale.config(seed), expected=expected)
+            differences = settings_differences(manifest, preset=preset, method=grid.method(preset).to_dict(), train=scale.config(seed),
+                                               expected=expected)
             if differences:
                 conflicts.append(f"{name}: {'; '.join(differences)}")
-            elif manifest.get("status") == "finished":
+            elif manifest.finished:
                 plan.append(PlannedRun(name, preset, seed, SKIP))
             else:
                 plan.append(PlannedRun(name, preset, seed, RESUME))
@@ -130,34 +132,10 @@ def plan_runs(*, grid: Grid, seeds: tuple[int, ...], scale: Scale, runs_dir: Pat
     return plan
 
 
-def settings_differences(manifest: dict, *, method: dict, train, expected: Expected) -> list[str]:
+def settings_differences(manifest: Manifest, *, preset: str, method: dict, train, expected: Expected) -> list[str]:
     """What differs between an existing run's manifest and this study's settings (`train`: a TrainConfig), one phrase each."""
-    from trainers.training.loop import TrainConfig
-    from trainers.training.train import config_differences
-
-    from trainers.training.train import recorded_method
-
-    out = []
-    old_hash, new_hash = manifest.get("base", {}).get("weights_sha256"), expected.base["weights_sha256"]
-    if old_hash != new_hash:
-        out.append(f"base weights {str(old_hash)[:12]} there, {new_hash[:12]} here ({expected.base['name']})")
-    old_method = recorded_method(manifest.get("method"))  # an older manifest, as it was trained
-    if old_method != method:
-        keys = sorted(set(old_method) | set(method))
-        diff = [f"{k} {old_method.get(k)!r} there, {method.get(k)!r} here" for k in keys if old_method.get(k) != method.get(k)]
-        out.append("method: " + ", ".join(diff))
-    try:
-        diff = [f"{k} {before!r} there, {now!r} here" for k, before, now in config_differences(TrainConfig.from_dict(manifest.get("train", {})), train)]
-    except (InterpError, TypeError) as exc:  # a "train" section TrainConfig cannot read
-        diff = [f"unreadable ({exc})"]
-    if diff:
-        out.append("training settings: " + ", ".join(diff))
-    old_data = manifest.get("data", {})
-    diff = [f"{split} {str(old_data.get(split, {}).get('fingerprint'))[:12]} there, {info['fingerprint'][:12]} here"
-            for split, info in expected.data.items() if old_data.get(split, {}).get("fingerprint") != info["fingerprint"]]
-    if diff:
-        out.append("data (other files or samples): " + ", ".join(diff))
-    return out
+    wanted = Manifest(preset=preset, method=method, train=asdict(train), base=expected.base, data=expected.data)
+    return described(differences(manifest, wanted))
 
 
 def run_study(
@@ -236,8 +214,8 @@ def _run_study(*, grid: Grid, seeds: tuple[int, ...], scale: Scale, data_dir: Pa
             log(f"{where}: failed: {error}")
         else:
             elapsed = time.perf_counter() - start
-            outcomes.append(RunOutcome(run.name, run.preset, run.seed, DONE[run.action], manifest["metrics"], elapsed_s=elapsed))
-            log(f"{where}: {DONE[run.action]} in {elapsed:.0f} s: {_metrics_text(manifest['metrics'])}")
+            outcomes.append(RunOutcome(run.name, run.preset, run.seed, DONE[run.action], manifest.metrics, elapsed_s=elapsed))
+            log(f"{where}: {DONE[run.action]} in {elapsed:.0f} s: {_metrics_text(manifest.metrics)}")
         tabulate()
     json_path, md_path = tabulate()
     return StudyResult(grid.name, tuple(outcomes), json_path, md_path)
@@ -246,7 +224,7 @@ def _run_study(*, grid: Grid, seeds: tuple[int, ...], scale: Scale, data_dir: Pa
 def _read_metrics(path: Path) -> dict:
     from trainers.training.runs import read_manifest
 
-    return read_manifest(path).get("metrics", {})
+    return read_manifest(path).metrics
 
 
 def _metrics_text(m: dict) -> str:

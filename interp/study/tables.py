@@ -10,18 +10,18 @@ it names both the files and the samples drawn from them.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict
 from pathlib import Path
 
 from interp.study.grid import Grid, Scale, run_name
+from trainers.manifest import MANIFEST, Manifest
 from trainers.summaries import summarize
 
 
-def table_row(preset: str, method: str, parameters: dict, manifests: dict[str, dict | None]) -> dict:
+def table_row(preset: str, method: str, parameters: dict, manifests: dict[str, Manifest | None]) -> dict:
     """One row from the manifests of a preset's runs (name -> manifest, None when absent), in seed order."""
-    done = {name: m for name, m in manifests.items() if m is not None and m.get("status") == "finished"}
-    metric = lambda key: [m["metrics"][key] for m in done.values()]  # noqa: E731
+    done = {name: m for name, m in manifests.items() if m is not None and m.finished}
+    metric = lambda key: [m.metrics[key] for m in done.values()]  # noqa: E731
     steps = summarize(metric("best_step")).mean_std()
     return {
         "preset": preset,
@@ -51,9 +51,9 @@ def build_tables(*, grid: Grid, seeds: tuple[int, ...], scale: Scale, runs_dir: 
     manifests = {}
     for preset in grid.presets:
         for seed in seeds:
-            path = runs_dir / run_name(preset, seed) / "manifest.json"
-            manifests[run_name(preset, seed)] = json.loads(path.read_text()) if path.is_file() else None
-    first = next((m for m in manifests.values() if m is not None and m.get("status") == "finished"), None)
+            path = runs_dir / run_name(preset, seed)
+            manifests[run_name(preset, seed)] = Manifest.read(path) if (path / MANIFEST).is_file() else None
+    first = next((m for m in manifests.values() if m is not None and m.finished), None)
     tables = []
     for table in grid.tables:
         rows = [
@@ -68,7 +68,7 @@ def build_tables(*, grid: Grid, seeds: tuple[int, ...], scale: Scale, runs_dir: 
         "grid": grid.name,
         "scale": scale.name,
         "seeds": list(seeds),
-        "base": first["base"] if first else expected.base,
+        "base": first.base if first else expected.base,
         "data": {"dir": str(Path(data_dir).resolve()), "fingerprint": data_fingerprint(expected.data)},
         "train": train,
         "tables": tables,

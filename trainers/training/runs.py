@@ -3,7 +3,7 @@
     runs/NAME/
         adapter_config.json, adapter_model.safetensors   the best delta, in peft's format
         (model.safetensors for full fine-tuning)
-        manifest.json    method, base, data fingerprints, hyperparameters, metrics, versions
+        manifest.json    method, base, data fingerprints, hyperparameters, metrics, versions (`trainers.manifest`)
         curves.json      loss per step, valid MRR per evaluation
         ranks.json       rank of the gold code for every test query, by idx
         state/           the last periodic state, for --resume (removed when the run ends)
@@ -27,6 +27,7 @@ from pathlib import Path
 from trainers.errors import InterpError, did_you_mean
 from trainers.io import SWAP_TEMP, SWAP_JOURNAL, leftovers, recover_dir
 from trainers.locks import hold, run_lock_path, try_hold
+from trainers.manifest import MANIFEST, Manifest, ManifestError
 from trainers.places import NOT_RUNS
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -54,74 +55,27 @@ def check_run_name(name: str) -> str:
 class RunInfo:
     name: str
     path: Path
-    manifest: dict
+    manifest: Manifest
 
     @property
     def finished(self) -> bool:
-        return self.manifest.get("status") == "finished"
+        return self.manifest.finished
 
     @property
     def train_config(self):
         """The run's `TrainConfig`, with the choices older manifests did not record filled in as trained."""
-        from trainers.training.loop import TrainConfig
-
-        return TrainConfig.from_dict(self.manifest["train"])
+        return self.manifest.train_config()
 
 
-def read_manifest(path: Path) -> dict:
-    """The manifest of the run at `path`, checked: InterpError naming the file (and the key) if it is damaged."""
-    file = path / "manifest.json"
+def read_manifest(path: Path) -> Manifest:
+    """The manifest of the run at `path`, checked (`Manifest.read`), its training settings too: InterpError naming
+    the file (and the key) if it is damaged."""
+    manifest = Manifest.read(path)
     try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InterpError(f"{path}: not a run (no manifest.json)") from None
-    except json.JSONDecodeError as exc:
-        raise InterpError(f"{file}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-    except UnicodeDecodeError:
-        raise InterpError(f"{file}: not UTF-8 text") from None
-    except RecursionError:
-        raise InterpError(f"{file}: nested too deeply to be a run manifest") from None
-    except OSError as exc:
-        raise InterpError(f"{file}: cannot be read ({exc.strerror})") from None
-    check_manifest(manifest, file)
-    return manifest
-
-
-_KINDS = {dict: "an object", list: "a list", str: "a string", bool: "true or false", int: "a number", float: "a number",
-          type(None): "null"}
-
-
-def check_manifest(manifest, file: Path) -> None:
-    """InterpError naming `file` and the key unless `manifest` has the shape `train_run` writes."""
-    def kind(value) -> str:
-        return _KINDS.get(type(value), type(value).__name__)
-
-    def damaged(what: str):
-        return InterpError(f"{file}: damaged run manifest: {what}")
-
-    if not isinstance(manifest, dict):
-        raise damaged(f"{kind(manifest)}, not an object")
-    for key in ("method", "base", "train"):
-        if key not in manifest:
-            raise damaged(f"no {key!r}")
-    for key, types in (("method", dict), ("base", dict), ("train", dict), ("data", dict), ("metrics", dict), ("parameters", dict),
-                       ("status", str), ("name", str), ("preset", (str, type(None)))):
-        if key in manifest and not isinstance(manifest[key], types):
-            raise damaged(f"{key!r} is {kind(manifest[key])}")
-    for section, key in (("method", "method"), ("base", "source"), ("base", "weights_sha256")):
-        if not isinstance(manifest[section].get(key), str):
-            raise damaged(f"{section}.{key} is {kind(manifest[section].get(key)) if key in manifest[section] else 'missing'}, not a string")
-    numbers = [("metrics", key) for key in manifest.get("metrics", {})] + [("parameters", "trainable"), ("parameters", "share_of_base")]
-    for section, key in numbers:
-        value = manifest.get(section, {}).get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise damaged(f"{section}.{key} is {kind(value)}, not a number")
-    from trainers.training.loop import TrainConfig
-
-    try:
-        TrainConfig.from_dict(manifest["train"])
+        manifest.train_config()  # the settings validate themselves (TrainConfig)
     except (InterpError, TypeError, ValueError) as exc:
-        raise damaged(f"'train': {exc}") from None
+        raise ManifestError(f"{Path(path) / MANIFEST}: damaged run manifest: 'train': {exc}") from None
+    return manifest
 
 
 def _other_manifest(path: Path) -> bool:
@@ -188,7 +142,7 @@ def half_made(path: Path) -> bool:
     if not (path / "manifest.json").is_file() or {p.name for p in path.iterdir() if not p.name.startswith(".")} - {LOGS_DIR} != {"manifest.json"}:
         return False
     try:
-        return read_manifest(path).get("status") != "finished"
+        return not read_manifest(path).finished
     except InterpError:
         return False
 

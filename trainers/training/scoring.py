@@ -28,11 +28,11 @@ DEFAULT_TOP_K = 1000  # CodeXGLUE's evaluator counts a query as missed when its 
 
 def load_run_model(run: RunInfo, base: str | None = None) -> tuple[Encoder, torch.nn.Module]:
     """The run's base encoder (checked against the hash in its manifest) with its best delta applied."""
-    recorded = run.manifest["base"]
+    recorded = run.manifest.base
     encoder = load_encoder(base if base is not None else recorded["source"])
-    if encoder.weights_hash != recorded["weights_sha256"]:
+    if encoder.weights_hash != run.manifest.weights_sha256:
         raise InterpError(
-            f"run {run.name!r} was trained on base {recorded['weights_sha256'][:12]} ({recorded['source']}), "
+            f"run {run.name!r} was trained on base {run.manifest.weights_sha256[:12]} ({recorded['source']}), "
             f"but {encoder.source} has weights {encoder.weights_hash[:12]}"
         )
     return encoder, methods.load_delta(encoder, run.path)
@@ -62,7 +62,7 @@ def evaluate_examples(encoder: Encoder, model: torch.nn.Module, examples: list, 
 
 def run_data_dir(run: RunInfo) -> Path:
     """The data directory the run was trained on."""
-    return Path(run.manifest["data"]["test"]["file"]).parent
+    return Path(run.manifest.data["test"]["file"]).parent
 
 
 def evaluate_run(run: RunInfo, *, data_file: Path | None = None, data_dir: Path | None = None, split: str = "test",

@@ -29,6 +29,7 @@ from trainers.encoders import Encoder, load_encoder
 from trainers.errors import InterpError
 from trainers.io import DiskFullError, atomic_dir, disk_full, write_json
 from trainers.locks import held_by_parent, hold, lend_to_children, run_lock_path
+from trainers.manifest import Manifest, described, differences
 from trainers.training.batching import Tokenized, tokenize_pairs
 from trainers.training.distributed import check_batch_split, check_single_launch, launch, launched_processes, process_rank
 from trainers.training.evaluate import NonFiniteError, evaluate
@@ -164,7 +165,7 @@ def load_state(path: Path, checkpoints: RunCheckpoints) -> tuple[TrainerState, d
 
 
 def train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str = "auto", resume: bool = False, progress: bool = True,
-              num_processes: int | None = None, wait: bool = False) -> dict:
+              num_processes: int | None = None, wait: bool = False) -> Manifest:
     """Train `spec` and write runs/NAME/; returns the manifest.
 
     `num_processes`: data-parallel processes sharing each global batch of `cfg.batch_size`.
@@ -193,14 +194,14 @@ def train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str = 
 
 
 def _train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str, resume: bool, progress: bool, processes: int,
-               lock: Path) -> dict:
+               lock: Path) -> Manifest:
     path = runs_dir / spec.name
     launched = launched_processes()
     if launched == 1 and half_made(path):  # a run that never saved a checkpoint: retried as if it were not there
         shutil.rmtree(path)
     if path.exists() and not resume:
         raise InterpError(f"run {spec.name!r} already exists in {runs_dir}; use --resume to continue it, or another --name")
-    if resume and path.exists() and read_manifest(path).get("status") == "finished":
+    if resume and path.exists() and read_manifest(path).finished:
         raise InterpError(f"run {spec.name!r} in {runs_dir} has already finished; nothing to resume")
     if processes > 1 and launched == 1:
         check_device(device)
@@ -240,7 +241,7 @@ def _train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str, 
         if main:
             with disk_full(f"{path / 'manifest.json'}"):
                 path.mkdir(parents=True, exist_ok=True)
-                write_json(path / "manifest.json", manifest)
+                manifest.write(path)
         state = fit(
             model, embed=embed, train=data.train, validate=lambda: evaluate_split(data.valid).mrr, cfg=cfg, accelerator=accelerator,
             checkpoints=checkpoints, state=state, optimizer_state=optimizer_state, progress=progress,
@@ -249,21 +250,19 @@ def _train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str, 
         methods.load_delta_state(checkpoints.model, checkpoints.best)
         test = evaluate_split(data.test, progress=progress)
 
-        manifest["status"] = "finished"
-        manifest["elapsed_s"] = round(manifest.get("elapsed_s", 0) + time.perf_counter() - start, 1)
-        manifest["metrics"] = {
+        manifest = manifest.replace(status="finished", elapsed_s=round((manifest.elapsed_s or 0) + time.perf_counter() - start, 1), metrics={
             "best_step": state.best_step,
             "valid_mrr": state.best_mrr,
             "test_mrr": test.mrr,
             "steps": state.step,
             "evaluations": len(state.valid),
-        }
+        })
         if main:  # the state goes last: until the manifest says finished, --resume can finish the run
             with disk_full(f"the results of the finished run into {path}"):
                 write_json(path / "curves.json", {"loss": state.losses, "grad_norm": state.grad_norms, "valid": state.valid})
                 write_json(path / "ranks.json", {"split": "test", "fingerprint": data.test_fingerprint, "ties": cfg.ties,
                                                  "pooling": cfg.pooling, "ranks": dict(zip(map(str, data.test_idx), test.ranks.tolist()))})
-                write_json(path / "manifest.json", manifest)
+                manifest.write(path)
             shutil.rmtree(path / "state", ignore_errors=True)
             recover_run(path)  # the run is finished: what interrupted writes of it left can go
     except BaseException as exc:
@@ -277,7 +276,7 @@ def _train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str, 
     return manifest
 
 
-def _after_failure(path: Path, manifest: dict, checkpoints: RunCheckpoints, exc: BaseException) -> str:
+def _after_failure(path: Path, manifest: Manifest, checkpoints: RunCheckpoints, exc: BaseException) -> str:
     """Leave the run as a failure should (nothing if no checkpoint was saved; else the last good one, and why it
     stopped); returns what was kept, in words."""
     if not path.exists() or half_made(path) or (path.is_dir() and not any(path.iterdir())):
@@ -285,62 +284,49 @@ def _after_failure(path: Path, manifest: dict, checkpoints: RunCheckpoints, exc:
         return f"nothing (no checkpoint had been saved; {path} was removed, and the run can be started again under its name)"
     if isinstance(exc, InterpError) and path.is_dir():  # a non-finite loss, embedding, score or delta among them
         with contextlib.suppress(OSError):  # a full disk: the manifest stays "running", which --resume continues as well
-            write_json(path / "manifest.json", manifest | {"status": "stopped", "error": str(exc)})
+            manifest.replace(status="stopped", error=str(exc)).write(path)
     if checkpoints.best_step >= 0:
         return (f"the last good checkpoint (step {checkpoints.best_step}, valid MRR {checkpoints.best_mrr:.4f}) and the last saved state "
                 f"in {path}; continue with --resume")
     return f"the run's earlier contents in {path}"
 
 
-def _manifest(spec: RunSpec, cfg: TrainConfig, encoder: Encoder, data: SplitData, accelerator, params) -> dict:
-    return {
-        "name": spec.name,
-        "status": "running",
-        "preset": spec.preset,
-        "method": spec.method.to_dict(),
-        "parameters": asdict(params),
-        "base": encoder.describe() | {"weights_sha256": encoder.weights_hash},
-        "data": data.describe(),
-        "train": asdict(cfg),
-        "device": str(accelerator.device),
-        "mixed_precision": accelerator.mixed_precision,
-        "num_processes": accelerator.num_processes,  # data parallel; train.batch_size is the global batch
-        "versions": package_versions(),
-        "code_version": code_version(),
-    }
+def _manifest(spec: RunSpec, cfg: TrainConfig, encoder: Encoder, data: SplitData, accelerator, params) -> Manifest:
+    return Manifest(
+        name=spec.name,
+        status="running",
+        preset=spec.preset,
+        method=spec.method.to_dict(),
+        parameters=asdict(params),
+        base=encoder.describe() | {"weights_sha256": encoder.weights_hash},
+        data=data.describe(),
+        train=asdict(cfg),
+        device=str(accelerator.device),
+        mixed_precision=accelerator.mixed_precision,
+        num_processes=accelerator.num_processes,
+        versions=package_versions(),
+        code_version=code_version(),
+    )
 
 
-def _check_same_run(old: dict, spec: RunSpec, cfg: TrainConfig, encoder: Encoder, data: SplitData, processes: int) -> None:
-    """--resume must continue the same run: same method, base, data, hyperparameters and processes."""
-    if old["base"]["weights_sha256"] != encoder.weights_hash:
+def _check_same_run(old: Manifest, spec: RunSpec, cfg: TrainConfig, encoder: Encoder, data: SplitData, processes: int) -> None:
+    """--resume must continue the same run (`trainers.manifest.differences`: preset, method, base, data,
+    training settings, seed) on as many processes."""
+    if old.weights_sha256 != encoder.weights_hash:
         raise InterpError(
-            f"run {spec.name!r} was trained on base {old['base']['weights_sha256'][:12]} but --base gives "
+            f"run {spec.name!r} was trained on base {str(old.weights_sha256)[:12]} but --base gives "
             f"{encoder.weights_hash[:12]} ({encoder.source})"
         )
-    if old.get("num_processes", 1) != processes:
+    if old.num_processes != processes:
         raise InterpError(
-            f"run {spec.name!r} was started on {old.get('num_processes', 1)} processes; resume it with "
-            f"--num-processes {old.get('num_processes', 1)}, not {processes} (each process keeps its own random state)"
+            f"run {spec.name!r} was started on {old.num_processes} processes; resume it with "
+            f"--num-processes {old.num_processes}, not {processes} (each process keeps its own random state)"
         )
-    for what, before, now in (
-        ("method", recorded_method(old["method"]), spec.method.to_dict()),
-        ("data", _fingerprints(old["data"]), _fingerprints(data.describe())),
-    ):
-        if before != now:
-            raise InterpError(f"run {spec.name!r}: --resume with different {what} than the run was started with")
-    differences = config_differences(TrainConfig.from_dict(old["train"]), cfg)
-    if differences:
-        raise InterpError(f"run {spec.name!r}: --resume with different training settings than the run was started with: "
-                          + ", ".join(f"{name} {before!r} there, {now!r} now" for name, before, now in differences))
-
-
-def recorded_method(data) -> dict:
-    """A manifest's "method" section as today's `to_dict()` writes it (an older LoRA's numeric scaling read as
-    it was trained, "alpha"); as it is when it cannot be read."""
-    try:
-        return methods.method_from_dict(data).to_dict()
-    except (ValueError, TypeError, InterpError):
-        return data if isinstance(data, dict) else {}
+    now = Manifest(preset=spec.preset, method=spec.method.to_dict(), base={"weights_sha256": encoder.weights_hash}, data=data.describe(), train=asdict(cfg))
+    diffs = differences(old, now)
+    if diffs:
+        raise InterpError(f"run {spec.name!r}: --resume with other settings than the run was started with: "
+                          + "; ".join(described(diffs, here="now")))
 
 
 def config_differences(before: TrainConfig, now: TrainConfig) -> list[tuple[str, object, object]]:
@@ -357,14 +343,10 @@ def train_config(resumed: Path | None = None, **settings) -> TrainConfig:
     and what the run at `resumed` (if it exists) was trained with, so an older run resumes as it was trained."""
     recorded = None
     if resumed is not None and (resumed / "manifest.json").is_file():
-        recorded = TrainConfig.from_dict(read_manifest(resumed)["train"])
+        recorded = read_manifest(resumed).train_config()
     for name in RECORDED_CHOICES:
         if settings.get(name) is None:
             settings.pop(name, None)
             if recorded is not None:
                 settings[name] = getattr(recorded, name)
     return TrainConfig(**settings)
-
-
-def _fingerprints(files: dict) -> dict:
-    return {split: info["fingerprint"] for split, info in files.items()}
