@@ -249,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def check(args, size: str, seeds: tuple[int, ...]) -> int:
     c, work, py, started = Check(args), args.work, sys.executable, time.perf_counter()
+    for old in work.glob("*.log"):  # a --work used before: only this check's logs
+        old.unlink()
+    if args.tokenizer is None and args.base is not None and any((args.base / name).is_file() for name in TOKENIZER_FILES):
+        args.tokenizer = args.base  # a real encoder's tokenizer for the generated bases too
     device = ["--device", args.device]
     interp = [py, "-m", "interp"]
 
