@@ -38,7 +38,7 @@ class Run:
 
     @property
     def label(self) -> str:
-        return self.manifest.preset or self.manifest.parameters.get("method") or self.name
+        return self.manifest.label or self.name
 
 
 @dataclass

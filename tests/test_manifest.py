@@ -12,8 +12,8 @@ import pytest
 
 from helpers import BASE_SHA, make_run, write_split
 from trainers.errors import InterpError
-from trainers.manifest import (Manifest, ManifestError, config_key, described, differences, differs_only_in_seed, group_by_config,
-                               settings_differences, upgrade_train)
+from trainers.manifest import (UNCOMPARED, Manifest, ManifestError, config_key, described, differences, differs_only_in_seed,
+                               group_by_config, settings_differences, upgrade_train)
 
 # A manifest as train_run writes it today (trainers/training/train.py `_manifest`, then finished).
 CURRENT = {
@@ -81,10 +81,12 @@ def test_an_older_lora_reads_its_numeric_scaling_as_the_rule_alpha():
 
 
 def test_upgrade_train_is_the_toolkits_own_reading():
-    from trainers.training.loop import TrainConfig
+    """The torch-free reading agrees with TrainConfig's (trainers/training/loop.py), which training uses."""
+    from trainers.training import loop
 
     for train in (without("train", "pooling", "batching", "ties")["train"] | {"bucket": False}, CURRENT["train"]):
-        assert TrainConfig.from_dict(upgrade_train(train)) == TrainConfig.from_dict(train)
+        assert loop.TrainConfig.from_dict(upgrade_train(train)) == loop.TrainConfig.from_dict(train)
+    assert loop.UNCOMPARED == UNCOMPARED
 
 
 # -- the round trip ------------------------------------------------------------------------------
