@@ -22,13 +22,13 @@ process gets the MRR one process would.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
+from trainers.devices import DEFAULT_PRECISION, autocast
 from trainers.errors import InterpError
 from trainers.training.batching import Tokenized, encode_side
 from trainers.training.metrics import retrieval_metrics
@@ -56,11 +56,9 @@ DEFAULT_TIE_RULE = "codexglue"
 QUERY_CHUNK = 1024  # queries scored at once: 1024 x N float32 scores
 
 
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA, nothing elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast_for(device: torch.device, precision: str = DEFAULT_PRECISION):
+    """The forward passes' context at `precision` (`trainers.devices.autocast`: bf16 autocast, or nothing for fp32)."""
+    return autocast(precision, device)
 
 
 @torch.no_grad()
@@ -73,18 +71,20 @@ def embed_all(
     device: torch.device,
     desc: str | None = None,
     accelerator=None,
+    precision: str = DEFAULT_PRECISION,
 ) -> torch.Tensor:
     """(N, hidden) float32 embeddings of one side, in the split's order.
 
     With an `accelerator` of several processes, each embeds positions rank, rank + P, ... and
     all get the whole matrix back. `embed` must not call a DDP-wrapped model (the processes
-    make different numbers of calls): give it the unwrapped one.
+    make different numbers of calls): give it the unwrapped one. `precision`: the forward passes'
+    (`autocast_for`); the embeddings come back float32 whatever it is.
     """
     world = accelerator.num_processes if accelerator is not None else 1
     if world == 1 or len(ids) < world:
-        return _embed_positions(embed, ids, pad_id, batch_size=batch_size, device=device, desc=desc)
+        return _embed_positions(embed, ids, pad_id, batch_size=batch_size, device=device, desc=desc, precision=precision)
     rank = accelerator.process_index
-    mine = _embed_positions(embed, ids[rank::world], pad_id, batch_size=batch_size, device=device, desc=desc)  # (n_rank, hidden)
+    mine = _embed_positions(embed, ids[rank::world], pad_id, batch_size=batch_size, device=device, desc=desc, precision=precision)  # (n_rank, hidden)
     rows = -(-len(ids) // world)  # the most any process holds
     padded = torch.zeros((rows, mine.shape[1]), dtype=mine.dtype, device=mine.device)
     padded[: len(mine)] = mine
@@ -96,13 +96,15 @@ def embed_all(
     return out
 
 
-def _embed_positions(embed, ids: list[list[int]], pad_id: int, *, batch_size: int, device: torch.device, desc: str | None) -> torch.Tensor:
+def _embed_positions(embed, ids: list[list[int]], pad_id: int, *, batch_size: int, device: torch.device, desc: str | None,
+                     precision: str = DEFAULT_PRECISION) -> torch.Tensor:
     out: torch.Tensor | None = None
     batches = encode_side(ids, pad_id, batch_size)
     total = -(-len(ids) // batch_size)
     for index, input_ids, mask in tqdm(batches, total=total, desc=desc, disable=desc is None, leave=False):
-        with autocast_for(device):
-            vectors = embed(input_ids.to(device), mask.to(device)).float()  # (batch, hidden)
+        with autocast_for(device, precision):
+            vectors = embed(input_ids.to(device), mask.to(device))
+        vectors = vectors.float()  # (batch, hidden): float32 out of the forward pass, whatever its precision
         if out is None:
             out = torch.empty((len(ids), vectors.shape[-1]), dtype=torch.float32, device=device)
         out[torch.tensor(index, device=device)] = vectors
@@ -199,13 +201,15 @@ def evaluate(
     progress: bool = False,
     accelerator=None,
     ties: str = DEFAULT_TIE_RULE,
+    precision: str = DEFAULT_PRECISION,
 ) -> Evaluation:
     """Embed both sides of a split and rank every query against every code (under `ties`).
 
+    `precision`: of the forward passes (fp32 or bf16); embeddings, scores and ranks are float32 either way.
     `accelerator`: share the embedding among its processes (see `embed_all`); all get the result.
     """
     progress = progress and (accelerator is None or accelerator.is_main_process)
-    shared = {"batch_size": batch_size, "device": device, "accelerator": accelerator}
+    shared = {"batch_size": batch_size, "device": device, "accelerator": accelerator, "precision": precision}
     q = embed_all(embed, tok.query_ids, tok.pad_id, desc="queries" if progress else None, **shared)
     c = embed_all(embed, tok.code_ids, tok.pad_id, desc="codes" if progress else None, **shared)
     ranks = gold_ranks(q, c, ties=ties)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from trainers.devices import DEFAULT_PRECISION, PRECISIONS, autocast
 from trainers.encoders import DEFAULT_POOLING, check_pooling
 from trainers.errors import FieldError, InterpError
 from trainers.training.evaluate import DEFAULT_TIE_RULE, NonFiniteError, check_tie_rule
@@ -73,9 +74,12 @@ class TrainConfig:
     batching: str = "random"  # random | bucketed | codexglue (see BATCHINGS)
     ties: str = DEFAULT_TIE_RULE  # codexglue | optimistic: the rank rule of valid and test MRR
     log_with: str = "none"  # none | tensorboard | wandb (TRACKERS): where the curves also go; changes no number
+    precision: str = DEFAULT_PRECISION  # fp32 | bf16 (trainers.devices): of the forward passes, training and evaluation
 
     def __post_init__(self):
         check_pooling(self.pooling)
+        if self.precision not in PRECISIONS:
+            raise FieldError("precision", f"`precision` should be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
         if self.log_with not in TRACKERS:
             raise FieldError("log_with", f"`log_with` should be one of {', '.join(TRACKERS)}, got {self.log_with!r}.")
         check_tie_rule(self.ties)
@@ -112,7 +116,8 @@ class TrainConfig:
 
         Before these were recorded, runs embedded with [CLS] (`pooling` "cls"), drew
         length-bucketed batches (`bucket` true: "bucketed"; false: "codexglue") and ranked
-        ties in the query's favour (`ties` "optimistic"), and sent their curves to no tracker (`log_with` "none").
+        ties in the query's favour (`ties` "optimistic"), sent their curves to no tracker (`log_with` "none"),
+        and recorded no precision (`precision` "fp32", the default).
         """
         data = dict(data)
         legacy_bucket = data.pop("bucket", True)
@@ -120,6 +125,7 @@ class TrainConfig:
         data.setdefault("batching", "bucketed" if legacy_bucket else "codexglue")
         data.setdefault("ties", "optimistic")
         data.setdefault("log_with", "none")
+        data.setdefault("precision", DEFAULT_PRECISION)
         return cls(**data)
 
     def schedule(self, train_size: int) -> tuple[int, int, int]:
@@ -236,8 +242,9 @@ def fit(
 ) -> TrainerState:
     """Train from `state` (a fresh run if None) to the configured number of steps.
 
-    `accelerator` (an `accelerate.Accelerator`) owns the device, mixed precision and the
-    processes; `model` must already be prepared by it, and `embed` must call the prepared model.
+    `accelerator` (an `accelerate.Accelerator`) owns the device and the processes; `model` must
+    already be prepared by it, and `embed` must call the prepared model. The forward passes run at
+    `cfg.precision` (`trainers.devices.autocast`); the loss is float32 whatever it is.
     `validate` and `checkpoints` are called on every process. With `cfg.log_with`, the curves
     also go to that tracker (`tracking`).
     """
@@ -271,7 +278,7 @@ def _train(model, *, embed, train: Tokenized, validate, cfg: TrainConfig, accele
         batches = epoch_order(train, cfg.batch_size, cfg.seed, epoch, cfg.batching)
         for batch in iterate_batches(train, batches, start=position, batching=cfg.batching, max_len=cfg.max_len, rank=rank, world=world):
             model.train()
-            loss = _step(embed, batch.to(device), accelerator)
+            loss = _step(embed, batch.to(device), accelerator, cfg.precision)
             batch_loss = accelerator.reduce(loss.detach(), reduction="mean").item()  # the global batch's loss
             if not math.isfinite(batch_loss):
                 kept = f"step {state.best_step}, valid MRR {state.best_mrr:.4f}" if state.best_step >= 0 else "none yet"
@@ -307,14 +314,15 @@ def _train(model, *, embed, train: Tokenized, validate, cfg: TrainConfig, accele
                 break
 
 
-def _step(embed, batch: Batch, accelerator) -> torch.Tensor:
+def _step(embed, batch: Batch, accelerator, precision: str = DEFAULT_PRECISION) -> torch.Tensor:
     """This process's share of the loss: its b queries against all B = N * b codes of the global batch.
 
     Each side may come in several micro-batches (random batching): they are embedded one call
     each and put back into batch order, so the loss, and its gradient, are those of one pass.
     """
-    with accelerator.autocast():
+    with autocast(precision, accelerator.device):
         query = embed_side(embed, batch.query)  # (b, H)
         code = embed_side(embed, batch.code)  # (b, H)
+    query, code = query.float(), code.float()  # the loss, and the gathered codes, in float32
     codes = gather_codes(code)  # (B, H), process 0's codes first
     return contrastive_loss(query, codes, offset=accelerator.process_index * len(query))

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from trainers import methods
 from trainers.data import load_split
-from trainers.devices import check_device
+from trainers.devices import DEFAULT_PRECISION, check_device, mixed_precision
 from trainers.encoders import Encoder, load_encoder
 from trainers.errors import InterpError
 from trainers.io import DiskFullError, atomic_dir, disk_full, write_json
@@ -51,8 +51,8 @@ class RunSpec:
     eval_limit: int | None = None  # and this many valid / test pairs
 
 
-def make_accelerator(device: str, *, log_with: str = "none", run_dir: Path | None = None):
-    """Device, bf16 autocast on CUDA, and the processes (one unless launched as several).
+def make_accelerator(device: str, *, precision: str = DEFAULT_PRECISION, log_with: str = "none", run_dir: Path | None = None):
+    """Device, mixed precision (`precision`: fp32 or bf16, on the CPU too), and the processes (one unless launched as several).
 
     split_batches: the batch size is the global one, so the scheduler steps once per optimizer step.
     find_unused_parameters: a trainable parameter may play no part in the [CLS] embedding (the
@@ -64,7 +64,7 @@ def make_accelerator(device: str, *, log_with: str = "none", run_dir: Path | Non
 
     use_cuda = check_device(device)
     tracked = log_with != "none" and run_dir is not None
-    return Accelerator(cpu=not use_cuda, mixed_precision="bf16" if use_cuda else "no",
+    return Accelerator(cpu=not use_cuda, mixed_precision=mixed_precision(precision),
                        dataloader_config=DataLoaderConfiguration(split_batches=True),
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
                        log_with=log_with if tracked else None,
@@ -217,7 +217,7 @@ def _train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str, 
 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    accelerator = make_accelerator(device, log_with=cfg.log_with, run_dir=path)
+    accelerator = make_accelerator(device, precision=cfg.precision, log_with=cfg.log_with, run_dir=path)
     model = methods.apply_method(encoder, spec.method)
     model = accelerator.prepare(model)  # DDP when there are several processes
     unwrapped = accelerator.unwrap_model(model)
@@ -236,7 +236,7 @@ def _train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str, 
     start = time.perf_counter()
     evaluate_split = lambda tok, progress=False: evaluate(  # noqa: E731
         eval_embed, tok, batch_size=cfg.eval_batch_size, device=accelerator.device, progress=progress, accelerator=accelerator,
-        ties=cfg.ties)
+        ties=cfg.ties, precision=cfg.precision)
     try:
         if main:
             with disk_full(f"{path / 'manifest.json'}"):
@@ -335,7 +335,7 @@ def config_differences(before: TrainConfig, now: TrainConfig) -> list[tuple[str,
     return [(name, old[name], new[name]) for name in new if name not in UNCOMPARED and old[name] != new[name]]
 
 
-RECORDED_CHOICES = ("pooling", "batching", "ties", "log_with")  # left None: the defaults, or the resumed run's own
+RECORDED_CHOICES = ("pooling", "batching", "ties", "log_with", "precision")  # left None: the defaults, or the resumed run's own
 
 
 def train_config(resumed: Path | None = None, **settings) -> TrainConfig:
