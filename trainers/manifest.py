@@ -163,8 +163,8 @@ class Manifest:
 
     @property
     def label(self) -> str | None:
-        """What tables call the run's configuration: its preset, else its method's name, else its name."""
-        return self.preset or self.parameters.get("method") or self.name
+        """What tables call the run's configuration: its preset, else its method's name (None: neither is recorded)."""
+        return self.preset or self.parameters.get("method")
 
     @property
     def weights_sha256(self) -> str | None:
@@ -336,6 +336,6 @@ def group_by_config(manifests: Mapping[str, Manifest]) -> tuple[list[list[str]],
 
 
 def group_label(members: list[Manifest]) -> str | None:
-    """A group's name: the preset its runs share, else its first run's label."""
+    """A group's name: the preset its runs share, else its first run's label (None: the caller names it)."""
     presets = {m.preset for m in members}
     return presets.pop() if len(presets) == 1 and None not in presets else members[0].label
