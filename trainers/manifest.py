@@ -232,7 +232,7 @@ def check_shape(data: Any, file: Path | str | None = None, *, complete: bool = F
         if value is not None and not _number(value):
             raise damaged(f"{section}.{key} is {_kind(value)}, not a number")
     for split, info in (data.get("data") or {}).items():
-        if not isinstance(info, dict):
+        if not isinstance(info, (dict, type(None))):
             raise damaged(f"data.{split} is {_kind(info)}, not an object")
 
 
