@@ -37,7 +37,7 @@ from interp.analyses.checks import at_least
 from interp.analyses.compare import data_label
 from interp.analyses.ranks import load_model, max_len_of, resolve_data
 from trainers import methods
-from trainers.devices import check_device, torch_device
+from trainers.devices import DEFAULT_PRECISION, check_device, check_precision, torch_device
 from trainers.encoders import DEFAULT_POOLING, check_pooling
 from trainers.errors import InterpError
 from trainers.training.evaluate import DEFAULT_TIE_RULE, check_tie_rule
@@ -105,7 +105,8 @@ class Ablation:
     """Bound to a run's model and a set of examples, tokenised once; one `compute(...)`."""
 
     def __init__(self, encoder, model, examples: list, *, name: str, config: methods.MethodConfig, max_len: int,
-                 pooling: str = DEFAULT_POOLING, ties: str = DEFAULT_TIE_RULE, batch_size: int = 64, device: str = "auto", progress: bool = False):
+                 pooling: str = DEFAULT_POOLING, ties: str = DEFAULT_TIE_RULE, batch_size: int = 64, device: str = "auto", progress: bool = False,
+                 precision: str = DEFAULT_PRECISION):
         from trainers.training.splits import tokenize_examples
 
         if not examples:
@@ -115,7 +116,7 @@ class Ablation:
         self.depth = encoder.num_layers
         self.tok = tokenize_examples(encoder, examples, max_len)
         self.batch_size, self.progress = batch_size, progress
-        self.device = torch_device(device)
+        self.device, self.precision = torch_device(device), check_precision(precision)
         self._scores: dict[frozenset[int], float] = {}
 
     def mrr(self, off: frozenset[int]) -> float:
@@ -126,7 +127,8 @@ class Ablation:
             self.model.to(self.device).eval()
             with methods.disabled_layers(self.model, off):
                 embed = lambda ids, mask: self.encoder.embed(ids, mask, model=self.model, pooling=self.pooling)  # noqa: E731
-                result = evaluate(embed, self.tok, batch_size=self.batch_size, device=self.device, progress=self.progress, ties=self.ties)
+                result = evaluate(embed, self.tok, batch_size=self.batch_size, device=self.device, progress=self.progress, ties=self.ties,
+                                  precision=self.precision)
             self._scores[off] = result.mrr
         return self._scores[off]
 
@@ -172,11 +174,12 @@ class Ablation:
 
 def run_ablate(*, runs_dir: Path, name: str, layers: str | None = None, mode: str = "drop", sweep: bool = False,
                split: str = "test", data_file: Path | None = None, limit: int | None = None, device: str = "auto",
-               progress: bool = True) -> tuple[AblateResult, Path]:
+               progress: bool = True, precision: str = DEFAULT_PRECISION) -> tuple[AblateResult, Path]:
     """Ablate run `name` on a split or file and save runs/analyses/ablate/<name>.<setting>.json."""
     if mode not in MODES:
         raise InterpError(f"--mode should be one of {', '.join(MODES)}, got {mode!r}")
     check_device(device)
+    check_precision(precision)
     at_least("--limit", limit, 1)
     (ref,) = resolve_runs(Path(runs_dir), [name])
     if ref.is_base:
@@ -191,10 +194,11 @@ def run_ablate(*, runs_dir: Path, name: str, layers: str | None = None, mode: st
         chosen = _parse(layers, encoder.num_layers)
     trained = ref.run.train_config
     ablation = Ablation(encoder, model, data.examples, name=name, config=config, max_len=max_len_of(ref),
-                        pooling=trained.pooling, ties=trained.ties, device=device, progress=progress)
+                        pooling=trained.pooling, ties=trained.ties, device=device, progress=progress, precision=precision)
     result = ablation.compute(layers=chosen, mode=mode, sweep=sweep)
     what = ".".join(([f"{mode}{layers_text(chosen)}"] if chosen else []) + (["sweep"] if sweep else []))
-    inputs = {"run": ref.fingerprint(), "data": data.describe(), "layers": layers, "mode": mode, "sweep": sweep}
+    inputs = {"run": ref.fingerprint(), "data": data.describe(), "layers": layers, "mode": mode, "sweep": sweep,
+              "precision": precision}
     return result, save_result(Path(runs_dir), "ablate", f"{name}.{what}{data_label(split, data_file, limit)}", result, inputs)
 
 

@@ -62,6 +62,7 @@ from interp.analyses.attribute_references import (DEFAULT_OTHERS, DEFAULT_REFERE
 from interp.analyses.base import resolve_runs, save_result
 from interp.analyses.checks import at_least, at_most
 from interp.analyses.ranks import base_pooling, load_model, max_len_of, pooling_of, resolve_data
+from trainers.devices import DEFAULT_PRECISION, autocast, check_precision
 from trainers.encoders import DEFAULT_POOLING, check_pooling
 from trainers.errors import InterpError
 
@@ -128,10 +129,11 @@ class _Lookup(nn.Module):
 class _Scorer:
     """One model's query and code hook points, and its score with the pooling it was trained with."""
 
-    def __init__(self, encoder, model: nn.Module, pooling: str = DEFAULT_POOLING):
+    def __init__(self, encoder, model: nn.Module, pooling: str = DEFAULT_POOLING, precision: str = DEFAULT_PRECISION):
         from trainers.methods.apply import transformers_model
 
         self.encoder, self.model, self.pooling = encoder, model.eval(), check_pooling(pooling)
+        self.precision = check_precision(precision)
         embedding = transformers_model(model).get_submodule(encoder.spec.embeddings)
         self.query, self.code = _Lookup(embedding), _Lookup(embedding)
 
@@ -144,20 +146,23 @@ class _Scorer:
         return self.encoder.embed(lookup(ids), mask, model=from_embeddings, pooling=self.pooling)  # (batch, hidden)
 
     def score(self, query_ids: torch.Tensor, code_ids: torch.Tensor) -> torch.Tensor:
-        return (self.embed(self.query, query_ids) * self.embed(self.code, code_ids)).sum(-1)  # (batch,)
+        """(batch,) float32 scores; the forward passes at `precision` (the embedding lookups, so the attributions, stay float32)."""
+        with autocast(self.precision, query_ids.device):
+            query, code = self.embed(self.query, query_ids), self.embed(self.code, code_ids)  # (batch, hidden) each
+        return (query.float() * code.float()).sum(-1)  # (batch,)
 
 
 class Attribution:
     """Bound to a run's model (and optionally a baseline run's); one `compute(...)`."""
 
     def __init__(self, encoder, model: nn.Module, *, baseline: tuple | None = None, max_len: int = 256,
-                 pooling: str = DEFAULT_POOLING, baseline_pooling: str | None = None):
+                 pooling: str = DEFAULT_POOLING, baseline_pooling: str | None = None, precision: str = DEFAULT_PRECISION):
         if encoder.tokenizer is None:
             raise InterpError(f"the encoder at {encoder.source} has no tokenizer")
         self.encoder, self.tokenizer, self.max_len = encoder, encoder.tokenizer, max_len
-        self.scorers = [_Scorer(encoder, model, pooling)]
+        self.scorers = [_Scorer(encoder, model, pooling, precision)]
         if baseline is not None:
-            self.scorers.append(_Scorer(*baseline, baseline_pooling or pooling))
+            self.scorers.append(_Scorer(*baseline, baseline_pooling or pooling, precision))
         if self.tokenizer.pad_token_id is None:
             raise InterpError("the tokenizer has no pad token, which the reference input is made of")
 
@@ -289,7 +294,8 @@ def pick_example(examples: list, idx: int, file: Path):
 def run_attribute(*, runs_dir: Path, name: str, example: int | None = None, query: str | None = None,
                   code_file: Path | None = None, baseline: str | None = None, split: str = "test",
                   data_file: Path | None = None, steps: int = 50, mode: str = "joint",
-                  reference: str = DEFAULT_REFERENCE, others: int = DEFAULT_OTHERS) -> tuple[AttributeResult, Path]:
+                  reference: str = DEFAULT_REFERENCE, others: int = DEFAULT_OTHERS,
+                  precision: str = DEFAULT_PRECISION) -> tuple[AttributeResult, Path]:
     """Attribute one pair's score (or score difference) to its tokens; saves runs/analyses/attribute/<name>.json.
 
     The 'others' reference draws from the examples of --split (or --data), the ones --example picks from.
@@ -307,6 +313,7 @@ def run_attribute(*, runs_dir: Path, name: str, example: int | None = None, quer
     at_least("--steps", steps, 2)
     at_most("--steps", steps, MAX_STEPS, "Gauss-Legendre points per path; 50 already give a small convergence delta")
     at_least("--others", others, 1)
+    check_precision(precision)
     if baseline == name:
         raise InterpError(f"--baseline {baseline} is the run itself; the score difference would be zero")
     refs = resolve_runs(Path(runs_dir), [name] + ([baseline] if baseline is not None else []))
@@ -331,12 +338,13 @@ def run_attribute(*, runs_dir: Path, name: str, example: int | None = None, quer
     other = load_model(refs[1]) if baseline is not None else None
     max_len = max_len_of(trained[0] if trained else refs[0], encoder)  # the run's truncation, also for the base
     attribution = Attribution(encoder, model, baseline=other, max_len=max_len, pooling=poolings[0],
-                              baseline_pooling=poolings[1] if baseline is not None else None)
+                              baseline_pooling=poolings[1] if baseline is not None else None, precision=precision)
     result = attribution.compute(query=query_text, code=code_text, steps=steps, mode=mode, example=example,
                                  reference=reference, others=data.examples if reference == "others" else None, count=others,
                                  names=(name, baseline))
     stem = (name + (f"-vs-{baseline}" if baseline is not None else "") + f".{label}" + ("" if mode == "joint" else f".{mode}")
             + ("" if reference == DEFAULT_REFERENCE else f".{reference}"))
     inputs = {"runs": [r.fingerprint() for r in refs], "data": data_inputs, "steps": steps, "mode": mode, "max_len": max_len,
-              "reference": reference, "others": others if reference == "others" else None, "pooling": poolings}
+              "reference": reference, "others": others if reference == "others" else None, "pooling": poolings,
+              "precision": precision}
     return result, save_result(Path(runs_dir), "attribute", stem, result, inputs)

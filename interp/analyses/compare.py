@@ -51,6 +51,7 @@ from interp.analyses.checks import at_least, at_most, check_result_target, check
 from interp.analyses.ranks import DataRef, base_pooling, max_len_of, ranks, resolve_data
 from interp.analyses.stats import (Interval, RandomisationTest, Wilcoxon, hierarchical_interval, holm, paired_bca_interval,
                                    relabel_test, sign_flip_test, wilcoxon_paired)
+from trainers.devices import DEFAULT_PRECISION, check_precision
 from trainers.errors import InterpError
 from trainers.manifest import group_by_config, group_label
 from trainers.training.evaluate import DEFAULT_TIE_RULE
@@ -96,9 +97,10 @@ class RankTable:
     label: str = ""  # names the data in result file names: '' for the full test split
     base: BaseScoring | None = None  # how 'base' was scored, when it is among the runs
     ties: str = DEFAULT_TIE_RULE  # the tie rule of every rank
+    precision: str = DEFAULT_PRECISION  # of the forward passes that scored them (trainers.devices)
 
     def inputs(self) -> dict:
-        return {"runs": [r.fingerprint() for r in self.refs], "data": self.data.describe()}
+        return {"runs": [r.fingerprint() for r in self.refs], "data": self.data.describe(), "precision": self.precision}
 
 
 def check_same_split(refs: list[RunRef], split: str) -> None:
@@ -125,7 +127,8 @@ def data_label(split: str, data_file: Path | None, limit: int | None) -> str:
 
 
 def load_rank_table(runs_dir: Path, names: list[str], *, split: str = "test", data_file: Path | None = None,
-                    limit: int | None = None, ties: str = DEFAULT_TIE_RULE, progress: bool = True) -> RankTable:
+                    limit: int | None = None, ties: str = DEFAULT_TIE_RULE, progress: bool = True,
+                    precision: str = DEFAULT_PRECISION) -> RankTable:
     """Resolve the runs, check they share the data, and read (or compute) their ranks under `ties`; `base` as the runs."""
     if not names:
         raise InterpError("name at least one run")
@@ -142,9 +145,9 @@ def load_rank_table(runs_dir: Path, names: list[str], *, split: str = "test", da
     like = {"max_len": scoring.max_len, "pooling": scoring.pooling} if scoring is not None else {}
     table = {}
     for ref in refs:
-        by_idx = ranks(ref, data, ties=ties, progress=progress, **like)
+        by_idx = ranks(ref, data, ties=ties, progress=progress, precision=precision, **like)
         table[ref.name] = np.array([by_idx[k] for k in order], dtype=np.int64)
-    return RankTable(refs, data, table, data_label(split, data_file, limit), scoring, ties)
+    return RankTable(refs, data, table, data_label(split, data_file, limit), scoring, ties, precision)
 
 
 # -- grouping seeds of one configuration -----------------------------------------------------
@@ -304,7 +307,7 @@ MAX_RESAMPLES = 1_000_000  # of the bootstrap and of a Monte Carlo randomisation
 
 def run_compare(*, runs_dir: Path, names: list[str], split: str = "test", data_file: Path | None = None,
                 limit: int | None = None, bootstrap: int = 10_000, permutations: int = 10_000, seed: int = 0,
-                progress: bool = True) -> tuple[CompareResult, Path]:
+                progress: bool = True, precision: str = DEFAULT_PRECISION) -> tuple[CompareResult, Path]:
     """Compare runs on one split or file and save runs/analyses/compare/<name>.json."""
     if len(names) < 2:
         raise InterpError("compare needs at least two runs")
@@ -316,6 +319,7 @@ def run_compare(*, runs_dir: Path, names: list[str], split: str = "test", data_f
     at_most("--seed", seed, 2**64 - 1, "a 64-bit seed")
     check_split(split, data_file)
     at_least("--limit", limit, 1)
+    check_precision(precision)
     distinct("compare", names)
     refs = resolve_runs(Path(runs_dir), names)
     groups, _ = group_runs(refs)
@@ -324,7 +328,7 @@ def run_compare(*, runs_dir: Path, names: list[str], split: str = "test", data_f
         groups = [GroupSpec(r.name, [r.name], []) for r in refs]
     name = "-vs-".join(g.name.replace(" (pooled)", "") for g in groups) + label
     check_result_target(result_path(Path(runs_dir), "compare", name), "compare")  # before any rank is computed
-    table = load_rank_table(runs_dir, names, split=split, data_file=data_file, limit=limit, progress=progress)
+    table = load_rank_table(runs_dir, names, split=split, data_file=data_file, limit=limit, progress=progress, precision=precision)
     groups, notes = group_runs(table.refs)
     if len(groups) < 2:  # only seeds of one configuration: compare the seeds with each other instead
         notes = [f"all runs are seeds of one configuration ({groups[0].name!r}); compared seed by seed, not pooled"]

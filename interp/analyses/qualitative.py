@@ -60,6 +60,7 @@ from interp.analyses.checks import at_least, check_result_target, distinct
 from interp.analyses.compare import BaseScoring, data_label, load_rank_table
 from interp.analyses.ranks import max_len_of
 from interp.analyses.stats import MannWhitney, Summary, holm, mann_whitney, summary
+from trainers.devices import DEFAULT_PRECISION, check_precision
 from trainers.errors import InterpError
 from trainers.training.evaluate import DEFAULT_TIE_RULE
 
@@ -225,7 +226,8 @@ def result_name(runs: Sequence[str], baseline: str | None, candidate: str | None
 
 def run_qualitative(*, runs_dir: Path, runs: Sequence[str] | None = None, baseline: str | None = None,
                     candidate: str | None = None, split: str = "test", data_file: Path | None = None,
-                    limit: int | None = None, samples: int = 3, progress: bool = True) -> tuple[QualitativeResult, Path]:
+                    limit: int | None = None, samples: int = 3, progress: bool = True,
+                    precision: str = DEFAULT_PRECISION) -> tuple[QualitativeResult, Path]:
     """Easy/hard (and fixed/regressed) examples of some runs; saves runs/analyses/qualitative/<name>.json."""
     if (baseline is None) != (candidate is None):
         raise InterpError("give both --baseline and --candidate, or neither")
@@ -233,6 +235,7 @@ def run_qualitative(*, runs_dir: Path, runs: Sequence[str] | None = None, baseli
         raise InterpError(f"--baseline and --candidate: run {baseline!r} is named twice; fixed and regressed need two different runs")
     distinct("--runs", list(runs or []))
     at_least("--samples", samples, 0)
+    check_precision(precision)
     set_runs = list(runs) if runs else [n for n in (baseline, candidate) if n is not None]
     if not set_runs:
         raise InterpError("give --runs, or --baseline and --candidate")
@@ -240,7 +243,8 @@ def run_qualitative(*, runs_dir: Path, runs: Sequence[str] | None = None, baseli
     resolve_runs(Path(runs_dir), names)  # unknown names first
     name = result_name(set_runs, baseline, candidate) + data_label(split, data_file, limit)
     check_result_target(result_path(Path(runs_dir), "qualitative", name), "qualitative")  # before any rank is computed
-    table = load_rank_table(Path(runs_dir), names, split=split, data_file=data_file, limit=limit, progress=progress)
+    table = load_rank_table(Path(runs_dir), names, split=split, data_file=data_file, limit=limit, progress=progress,
+                            precision=precision)
     source = table.refs[0].base["source"]
     trained = [max_len_of(r) for r in table.refs if not r.is_base]  # 'base' is scored at the runs' length
     max_len = max(trained) if trained else table.base.max_len

@@ -18,6 +18,7 @@ from pathlib import Path
 from interp.analyses.base import RunRef
 from interp.analyses.checks import at_least, check_split
 from trainers.data import Example, fingerprint, load_split, read_split
+from trainers.devices import DEFAULT_PRECISION
 from trainers.encoders import DEFAULT_POOLING, check_pooling, load_encoder
 from trainers.errors import DataError, InterpError
 from trainers.training.evaluate import DEFAULT_TIE_RULE, check_tie_rule
@@ -131,12 +132,12 @@ def base_pooling(refs: list[RunRef]) -> str:
 
 
 def ranks(ref: RunRef, data: DataRef, *, max_len: int = 256, pooling: str = DEFAULT_POOLING, ties: str = DEFAULT_TIE_RULE,
-          progress: bool = True) -> dict[str, int]:
+          progress: bool = True, precision: str = DEFAULT_PRECISION) -> dict[str, int]:
     """idx -> 1-based rank of the gold code under `ties`, for every example of `data`.
 
     A run is scored as it was trained; the base at `max_len` (capped by its tokenizer) with
     `pooling`: pass the runs' (`max_len_of`, `base_pooling`) so that its ranks compare with theirs.
-    Saved ranks are used when they cover `data` under `ties`.
+    Saved ranks are used when they cover `data` under `ties` and the run was trained (so tested) at `precision`.
     """
     check_tie_rule(ties)
     check_pooling(pooling)
@@ -144,7 +145,7 @@ def ranks(ref: RunRef, data: DataRef, *, max_len: int = 256, pooling: str = DEFA
         saved = read_saved_ranks(ref.run.path / "ranks.json")
         wanted = [str(e.idx) for e in data.examples]
         saved_ties = saved.get("ties", ref.run.train_config.ties)  # before it was written there: the run's own rule
-        if saved["fingerprint"] == data.fingerprint and saved_ties == ties:
+        if saved["fingerprint"] == data.fingerprint and saved_ties == ties and ref.run.train_config.precision == precision:
             missing = [k for k in wanted if k not in saved["ranks"]]
             if missing:
                 raise DataError(ref.run.path / "ranks.json", f"no rank for idx {missing[0]} (and {len(missing) - 1} more) "
@@ -152,5 +153,5 @@ def ranks(ref: RunRef, data: DataRef, *, max_len: int = 256, pooling: str = DEFA
             return {k: saved["ranks"][k] for k in wanted}
     encoder, model = load_model(ref)
     result = evaluate_examples(encoder, model, data.examples, max_len=max_len_of(ref, encoder, max_len),
-                               pooling=pooling_of(ref, pooling), ties=ties, progress=progress)
+                               pooling=pooling_of(ref, pooling), ties=ties, progress=progress, precision=precision)
     return {str(e.idx): int(r) for e, r in zip(data.examples, result.ranks.tolist())}

@@ -50,6 +50,7 @@ def ablate(
     data: DataFile = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Only this many examples: the same fixed sample as a run's --eval-limit.")] = None,
     device: Device = "auto",
+    precision: options.Precision = "fp32",
     runs_dir: options.RunsDir = Path("runs"),
     progress: options.Progress = True,
 ) -> None:
@@ -58,7 +59,8 @@ def ablate(
     from interp.analyses.ablate import run_ablate
 
     result, path = run_ablate(runs_dir=runs_dir, name=run, layers=layers, mode=mode.value, sweep=sweep, split=split,
-                              data_file=data, limit=limit, device=device, progress=progress)
+                              data_file=data, limit=limit, device=device, progress=progress,
+                              precision=precision)
     typer.echo(f"{result.run} ({result.method}; delta in layers {_span(result.delta_layers)} of {result.depth}), {result.examples} queries")
     typer.echo(f"  intact MRR {_mrr(result.intact_mrr)}   base MRR {_mrr(result.base_mrr)}")
     for s in result.settings:
@@ -93,7 +95,8 @@ def anatomy(
     (LoRA scale*B@A, adapter (W_down@W_up)^T, prefix P - P_init, full W_run - W_base; every linear map
     as (d_out, d_in), so left singular vectors are its output side and right ones its input side), from
     the saved weights. For two runs, the overlap of their top singular subspaces (1 = same directions)
-    against two references: random subspaces (k/d) and, when other seeds are found, seed-to-seed overlap."""
+    against two references: random subspaces (k/d) and, when other seeds are found, seed-to-seed overlap.
+    It reads weights only and runs no forward pass, so it has no --precision (its SVDs are float32)."""
     from interp.analyses.anatomy import run_anatomy
 
     result, path = run_anatomy(runs_dir=runs_dir, names=runs, top=top, k=k, vectors=vectors, seed_null=seed_null)
@@ -137,6 +140,7 @@ def attribute(
     reference: Annotated[Reference, typer.Option("--reference", help="others: other examples of --split / --data (unrelated pairs; in sides mode other codes for this query, other queries for this code), attributions averaged over the paths; pad: every non-special token the pad token.")] = Reference.others,
     others: Annotated[int, typer.Option("--others", help="How many other examples --reference others averages over (one path each).")] = 8,
     show: Annotated[int, typer.Option("--show", help="Tokens shown per side, by |attribution| (all of them are in the JSON).")] = 8,
+    precision: options.Precision = "fp32",
     runs_dir: options.RunsDir = Path("runs"),
 ) -> None:
     """Integrated gradients (Captum) on the word embeddings: how much each query and code token adds
@@ -149,7 +153,7 @@ def attribute(
     at_least("--show", show, 0)
     result, path = run_attribute(runs_dir=runs_dir, name=run, example=example, query=query, code_file=code,
                                  baseline=baseline, split=split, data_file=data, steps=steps, mode=mode.value,
-                                 reference=reference.value, others=others)
+                                 reference=reference.value, others=others, precision=precision)
     pooling = result.pooling + (f" / {result.baseline_pooling}" if result.baseline else "")
     typer.echo(f"{result.function} = {result.score:.4f}" + (f" ({result.run_score:.4f} - {result.baseline_score:.4f})" if result.baseline else "")
                + f"   pooling {pooling}, reference {result.reference}")

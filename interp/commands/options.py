@@ -26,6 +26,22 @@ DataDir = Annotated[Path, typer.Option("--data", parser=_path,
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 
 
+def precision(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
+    """Callback of --precision: fp32 or bf16 (`trainers.devices.PRECISIONS`), else InterpError naming the option."""
+    from trainers.devices import PRECISIONS
+    from trainers.errors import InterpError
+
+    if value is not None and value not in PRECISIONS:
+        raise InterpError(f"--precision {value}: should be {' or '.join(PRECISIONS)}")
+    return value
+
+
+PRECISION_HELP = ("Forward passes in fp32, or bf16 (mixed precision: bfloat16 autocast, on the CPU too; weights and what is "
+                  "accumulated stay float32). ")
+# An analysis: fp32 unless asked, whatever precision the run was trained at. Recorded in the result's inputs.
+Precision = Annotated[str, typer.Option("--precision", callback=precision, help=PRECISION_HELP + "Recorded with the result.")]
+
+
 def choice(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
     """Callback of --pooling, --ties and --batching: a value the library knows, else InterpError naming the option.
 

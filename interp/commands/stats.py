@@ -40,6 +40,7 @@ def qualitative(
     limit: Limit = None,
     samples: Annotated[int, typer.Option("--samples", help="Example queries shown per set (a fixed choice).")] = 3,
     runs_dir: options.RunsDir = Path("runs"),
+    precision: options.Precision = "fp32",
     progress: options.Progress = True,
 ) -> None:
     """Easy / hard examples (gold ranked first by all runs / by none), and for a baseline-candidate
@@ -49,7 +50,8 @@ def qualitative(
     from interp.analyses.qualitative import ATTRIBUTES, run_qualitative
 
     result, path = run_qualitative(runs_dir=runs_dir, runs=_names(runs), baseline=baseline, candidate=candidate,
-                                   split=split, data_file=data, limit=limit, samples=samples, progress=progress)
+                                   split=split, data_file=data, limit=limit, samples=samples, progress=progress,
+                                   precision=precision)
     typer.echo(f"{result.examples} examples; correct = gold code ranked first (ranks under the {result.ties!r} tie rule)")
     for name, c in result.per_run.items():
         typer.echo(f"  {name}: {c.correct} correct, {c.wrong} wrong, MRR {c.mrr:.4f}")
@@ -77,6 +79,7 @@ def compare(
                                "enumerated exactly when there are at most this many.")] = 10_000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap and of a Monte Carlo randomisation test.")] = 0,
     runs_dir: options.RunsDir = Path("runs"),
+    precision: options.Precision = "fp32",
     progress: options.Progress = True,
 ) -> None:
     """MRR of each run (mean and std over seeds of one preset), and for each pair the MRR difference
@@ -87,7 +90,8 @@ def compare(
     from interp.analyses.compare import run_compare
 
     result, path = run_compare(runs_dir=runs_dir, names=runs, split=split, data_file=data, limit=limit,
-                               bootstrap=bootstrap, permutations=permutations, seed=seed, progress=progress)
+                               bootstrap=bootstrap, permutations=permutations, seed=seed, progress=progress,
+                               precision=precision)
     typer.echo(f"{result.examples} queries; ranks under the {result.ties!r} tie rule")
     for g in result.groups:
         spread = f" ± {g.mrr_std:.4f} over {len(g.runs)} seeds" if g.mrr_std is not None else ""

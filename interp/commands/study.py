@@ -24,7 +24,10 @@ def study(
     base: options.Base = None,
     scale: Annotated[str, typer.Option("--scale", help="full: the study's protocol (all pairs, 256 tokens, 2 epochs, lr 1e-5); demo: a sample sized for 2 CPU cores.")] = "full",
     runs_dir: options.RunsDir = Path("runs"),
-    device: Annotated[Device, typer.Option(help="auto picks CUDA (bf16) when there is one.")] = Device.auto,
+    device: Annotated[Device, typer.Option(help="auto picks CUDA when there is one.")] = Device.auto,
+    precision: Annotated[str | None, typer.Option(
+        "--precision", callback=options.precision,
+        help=options.PRECISION_HELP + "Every run's (a training setting: runs made at another are refused). Default: the scale's, fp32.")] = None,
     log_with: Annotated[str, typer.Option(
         "--log-with", help="Each run trained also sends its curves to this tracker, offline, into its logs/ (see `interp train --log-with`): "
                            "none, tensorboard or wandb. Changes no number: runs made with another value are still the same runs.")] = "none",
@@ -61,7 +64,7 @@ def study(
     options.device(device.value)
     check_log_with(log_with)
     result = run_study(grid=chosen, seeds=seed_list, scale=chosen_scale, data_dir=data, runs_dir=runs_dir, base=base,
-                       device=device.value, progress=progress, log=typer.echo, wait=wait, log_with=log_with)
+                       device=device.value, progress=progress, log=typer.echo, wait=wait, log_with=log_with, precision=precision)
     counts = ", ".join(f"{n} {status}" for status, n in result.counts().items())
     typer.echo(f"study {grid} ({scale}, seeds {seeds}): {counts}; tables -> {result.tables_json}, {result.tables_md}")
     if result.failed:

@@ -156,7 +156,10 @@ def train(
     train_limit: Annotated[int | None, typer.Option(help="Use only this many training pairs (a fixed sample).")] = None,
     eval_limit: Annotated[int | None, typer.Option(help="Use only this many valid and test pairs (a fixed sample).")] = None,
     log_with: LogWithOption = None,
-    device: Annotated[Device, typer.Option(help="auto picks CUDA (bf16) when there is one.")] = Device.auto,
+    precision: Annotated[str | None, typer.Option(
+        "--precision", callback=options.precision,
+        help=options.PRECISION_HELP + "Default fp32; with --resume, the run's own (a run resumes at the precision it was trained at).")] = None,
+    device: Annotated[Device, typer.Option(help="auto picks CUDA when there is one.")] = Device.auto,
     runs_dir: options.RunsDir = Path("runs"),
     resume: Annotated[bool, typer.Option(help="Continue RUNS_DIR/NAME from its last saved state.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="If another process is writing RUNS_DIR/NAME, wait for it to finish instead of stopping.")] = False,
@@ -182,7 +185,7 @@ def train(
     try:
         cfg = train_config(runs_dir / name if resume else None, epochs=epochs, batch_size=batch_size, lr=lr, warmup_frac=warmup_frac,
                            seed=seed, evals_per_epoch=evals_per_epoch, max_steps=max_steps, max_len=max_len, pooling=pooling,
-                           batching=batching, ties=ties, log_with=log_with)
+                           batching=batching, ties=ties, log_with=log_with, precision=precision)
     except FieldError as exc:
         raise InterpError(f"{options.option_name(exc.field)}: {exc}") from exc
     if log_with is None and cfg.log_with != "none":  # the resumed run's own tracker (a given one was checked as parsed)
@@ -204,7 +207,7 @@ def train(
         return
     m = manifest["metrics"]
     typer.echo(f"{name}: best valid MRR {m['valid_mrr']:.4f} at step {m['best_step']}, test MRR {m['test_mrr']:.4f} "
-               f"(pooling {cfg.pooling}, ties {cfg.ties}) -> {runs_dir / name}")
+               f"(pooling {cfg.pooling}, ties {cfg.ties}, {cfg.precision}) -> {runs_dir / name}")
 
 
 def check_name(name: str) -> str:
@@ -239,10 +242,11 @@ def eval_(
              "(only those scoring higher). Default: the rule the run was trained with (optimistic for runs that predate it). "
              "It also orders tied codes in --predictions.", callback=options.choice)] = None,
     device: Annotated[Device, typer.Option()] = Device.auto,
+    precision: options.Precision = "fp32",
     runs_dir: options.RunsDir = Path("runs"),
     progress: options.Progress = True,
 ) -> None:
-    """Re-evaluate a run's best delta on any split or AdvTest-format file (MRR, optional predictions)."""
+    """Re-evaluate a run's best delta on any split or AdvTest-format file (MRR, optional predictions); fp32 unless --precision bf16."""
     from trainers.errors import InterpError
     from trainers.training.runs import find_run, writing_into
     from trainers.training.scoring import evaluate_run, write_predictions
@@ -256,9 +260,9 @@ def eval_(
     options.device(device.value)
     run = find_run(runs_dir, name)
     with writing_into(run, predictions):  # a file written into the run: not while a process trains it
-        result = evaluate_run(run, data_file=data, split=split, ties=ties, device=device.value, progress=progress)
+        result = evaluate_run(run, data_file=data, split=split, ties=ties, device=device.value, progress=progress, precision=precision)
         typer.echo(f"{name} on {result.file}: MRR {result.evaluation.mrr:.4f} over {len(result.urls)} queries "
-                   f"(ties {result.ties}{'' if ties else ', as trained'}; pooling {result.pooling})")
+                   f"(ties {result.ties}{'' if ties else ', as trained'}; pooling {result.pooling}; {precision})")
         if predictions is not None:
             write_predictions(result, predictions, top_k)
             typer.echo(f"predictions (top {top_k}) -> {predictions}")

@@ -151,6 +151,7 @@ def run_study(
     log: Callable[[str], None] = print,
     wait: bool = False,
     log_with: str = "none",
+    precision: str | None = None,
 ) -> StudyResult:
     """Train (or skip, or resume) every run of `grid` x `seeds` under runs_dir; write runs/study/<grid>/tables.*.
 
@@ -158,11 +159,15 @@ def run_study(
     trains: another process on the same grid, or writing one of its runs, is refused with a message
     naming it, or waited for with `wait`. A full disk stops the study (DiskFullError saying what was kept).
     `log_with`: the tracker each trained run also logs to (TrainConfig.log_with; not a setting runs are compared on).
+    `precision`: fp32 or bf16 for every run (TrainConfig.precision, a setting runs are compared on); None: the scale's.
     """
+    from trainers.devices import check_precision
     from trainers.locks import hold, study_lock_path
 
     if not seeds:
         raise InterpError("give at least one seed")
+    if precision is not None:
+        scale = replace(scale, train=tuple((k, v) for k, v in scale.train if k != "precision") + (("precision", check_precision(precision)),))
     data_dir, runs_dir = Path(data_dir), Path(runs_dir)
     with hold(study_lock_path(runs_dir, grid.name), f"study {grid.name!r} in {runs_dir}", wait=wait):
         return _run_study(grid=grid, seeds=seeds, scale=scale, data_dir=data_dir, runs_dir=runs_dir, base=base, device=device,

@@ -15,7 +15,7 @@ import torch
 
 from trainers import methods
 from trainers.data import load_split, read_split
-from trainers.devices import torch_device
+from trainers.devices import DEFAULT_PRECISION, torch_device
 from trainers.encoders import DEFAULT_POOLING, Encoder, check_pooling, load_encoder
 from trainers.errors import InterpError
 from trainers.io import atomic_open
@@ -49,15 +49,16 @@ class RunEvaluation:
 
 
 def evaluate_examples(encoder: Encoder, model: torch.nn.Module, examples: list, *, max_len: int, pooling: str = DEFAULT_POOLING,
-                      ties: str = DEFAULT_TIE_RULE, batch_size: int = 64, device: str = "auto", progress: bool = True) -> Evaluation:
-    """MRR of `model` (a delta on `encoder`, or the bare base) over `examples`, embedded by `pooling`, ranked under `ties`."""
+                      ties: str = DEFAULT_TIE_RULE, batch_size: int = 64, device: str = "auto", progress: bool = True,
+                      precision: str = DEFAULT_PRECISION) -> Evaluation:
+    """MRR of `model` (a delta on `encoder`, or the bare base) over `examples`, embedded by `pooling` at `precision`, ranked under `ties`."""
     check_pooling(pooling)
     check_tie_rule(ties)
     target = torch_device(device)
     model.to(target).eval()
     tok = tokenize_examples(encoder, examples, max_len)
     embed = lambda ids, mask: encoder.embed(ids, mask, model=model, pooling=pooling)  # noqa: E731
-    return evaluate(embed, tok, batch_size=batch_size, device=target, progress=progress, ties=ties)
+    return evaluate(embed, tok, batch_size=batch_size, device=target, progress=progress, ties=ties, precision=precision)
 
 
 def run_data_dir(run: RunInfo) -> Path:
@@ -67,7 +68,7 @@ def run_data_dir(run: RunInfo) -> Path:
 
 def evaluate_run(run: RunInfo, *, data_file: Path | None = None, data_dir: Path | None = None, split: str = "test",
                  max_len: int | None = None, ties: str | None = None, batch_size: int = 64, device: str = "auto",
-                 progress: bool = True) -> RunEvaluation:
+                 progress: bool = True, precision: str = DEFAULT_PRECISION) -> RunEvaluation:
     """MRR of the run's best delta on `data_file`, or on `split` of `data_dir` (default: the run's data).
 
     Embedded with the run's pooling; ranked under `ties`, by default the rule the run was trained with.
@@ -81,7 +82,7 @@ def evaluate_run(run: RunInfo, *, data_file: Path | None = None, data_dir: Path 
         data_dir = Path(data_dir or run_data_dir(run))
         examples, file = load_split(data_dir, split), data_dir / f"{split}.jsonl"
     result = evaluate_examples(encoder, model, examples, max_len=max_len or trained.max_len, pooling=trained.pooling, ties=ties,
-                               batch_size=batch_size, device=device, progress=progress)
+                               batch_size=batch_size, device=device, progress=progress, precision=precision)
     return RunEvaluation(file, result, [e.url for e in examples], [e.idx for e in examples], trained.pooling, ties)
 
 
