@@ -26,7 +26,7 @@ CURRENT = {
              for split, c in (("train", "1"), ("valid", "2"), ("test", "3"))},
     "train": {"epochs": 2, "batch_size": 16, "lr": 1e-5, "warmup_frac": 0.1, "adam_eps": 1e-8, "weight_decay": 0.0, "max_grad_norm": 1.0,
               "seed": 1, "evals_per_epoch": 10, "max_steps": None, "max_len": 256, "eval_batch_size": 64, "pooling": "cls",
-              "batching": "random", "ties": "codexglue"},
+              "batching": "random", "ties": "codexglue", "precision": "fp32"},
     "device": "cpu", "mixed_precision": "no", "num_processes": 1, "versions": {"torch": "2.4.0"}, "code_version": "abc123",
     "elapsed_s": 12.5, "metrics": {"best_step": 10, "valid_mrr": 0.4, "test_mrr": 0.3, "steps": 20, "evaluations": 2},
 }
@@ -61,6 +61,7 @@ def without(section: str | None, *keys: str) -> dict:
     (changed(train={"pooling": None, "batching": None, "ties": None, "bucket": True}), {"train.batching": "bucketed", "train.bucket": None}),
     (changed(train={"pooling": None, "batching": None, "ties": None, "bucket": False}), {"train.batching": "codexglue", "train.bucket": None}),
     (without("train", "ties"), {"train.ties": "optimistic", "train.pooling": "cls", "train.batching": "random"}),
+    (without("train", "precision"), {"train.precision": "fp32"}),  # before bf16 forward passes could be chosen
     (without(None, "metrics", "elapsed_s"), {"metrics": {}, "elapsed_s": None, "finished": True}),  # as a running one reads
     (without(None, "preset", "versions", "code_version"), {"preset": None, "versions": {}, "code_version": None}),
     (CURRENT, {"num_processes": 1, "train.pooling": "cls", "train.batching": "random", "train.ties": "codexglue"}),  # as recorded

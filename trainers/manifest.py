@@ -25,6 +25,7 @@ Older manifests. A field added over time is read with the value such runs were t
     train.pooling      "cls"
     train.batching     from the old `train.bucket`: true or absent "bucketed", false "codexglue"
     train.ties         "optimistic"
+    train.precision    "fp32"
     method             (LoRA) a number under `scaling` is the factor, rule "alpha" (`trainers.methods`)
 
 Keys this module does not know are kept (`extra`) and written back as they were.
