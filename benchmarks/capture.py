@@ -13,30 +13,36 @@ length-sorted batches do), it times three ways of running the same forward passe
 Interleaved repeats: every batch runs the three variants back to back (A B C, then B C A on the
 next batch, C A B, ...), so a load that comes and goes on the machine hits every variant alike;
 the seconds per batch are medians over every (repeat, batch), and each ratio is the median of
-the per-batch ratios (each compares passes run seconds apart). It also prints the max |new - eager| over
+the per-batch ratios (each compares passes run seconds apart). After each batch it also times attn-diff's
+statistics of a pair of runs on that batch's rows (`_SideSums.add`), so the cost of attn-diff
+itself is estimated: two captures and the statistics against two plain passes. It also prints the max |new - eager| over
 every layer, head, row and token, and the bytes the capture keeps per batch.
 
     OMP_NUM_THREADS=1 python benchmarks/capture.py                        # 3 batches of 32 x 256, 5 repeats
     OMP_NUM_THREADS=1 python benchmarks/capture.py --batches 2 --repeats 3 --preset lora256
 
 Then, unless --no-memory, the peak RSS growth of one batch of each variant, each in a fresh
-process (after the model is loaded), so the capture's memory can be compared with the former
-one's.
+process, counted from the RSS after the model is loaded (Linux: /proc/self/clear_refs resets
+the peak), so the capture's memory can be compared with plain inference and the former capture.
+The children run with MALLOC_MMAP_THRESHOLD_=65536: without it glibc keeps some freed blocks in
+its heap and the figure wanders by +-40 MiB from run to run; with it, it is the same every run.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from interp.analyses.attention import capture_attention, capture_attention_eager
+from interp.analyses.attn_diff import _SideSums
 from trainers import methods
 from trainers.encoders import load_encoder
 
@@ -97,16 +103,18 @@ def main() -> None:
                 p.add_(torch.randn_like(p) * 0.02)  # LoRA's B starts at zero: nudge it, so the delta moves attention
     batches = make_batches(encoder, batches=args.batches, batch_size=args.batch_size, tokens=args.tokens, seed=args.seed)
     if args.peak_of:
-        before = peak_rss_mib()
+        before = reset_peak_rss()  # loading the model peaked higher than a forward pass does: start the count here
         run(args.peak_of, encoder, model, batches[0])
-        print(f"{peak_rss_mib() - before:.0f}")
+        print(f"{status_mib('VmHWM') - before:.0f}")
         return
     print(f"MiniLM ({encoder.source}) + {args.preset} (weights nudged off zero), {args.batches} batches of "
           f"{args.batch_size} x {args.tokens} tokens (padded; lengths {args.tokens - 32}-{args.tokens}), "
           f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
 
     run("capture", encoder, model, batches[0])  # warm-up: allocator, kernels
-    times = {v: [] for v in VARIANTS}  # per (repeat, batch), in the same order for every variant
+    times = {v: [] for v in (*VARIANTS, "statistics")}  # per (repeat, batch), in the same order for every variant
+    sums = _SideSums(encoder.num_layers, encoder.num_heads, len(encoder.tokenizer), 1, 1, torch.device("cpu"))
+    specials = torch.tensor(encoder.tokenizer.all_special_ids)
     difference, turn = 0.0, 0
     for r in range(args.repeats):
         for batch in batches:
@@ -117,6 +125,10 @@ def main() -> None:
                 seconds, rows[variant] = run(variant, encoder, model, batch)
                 times[variant].append(seconds)
             difference = max(difference, float((rows["capture"] - rows["eager"]).abs().max()))
+            start = time.perf_counter()  # attn-diff's per-batch statistics of a pair of runs (here: the two captures' rows)
+            sums.add([rows["capture"], rows["eager"]], batch["input_ids"], batch["attention_mask"].bool(),
+                     torch.isin(batch["input_ids"], specials))
+            times["statistics"].append(time.perf_counter() - start)
         print(f"  repeat {r + 1}: " + ", ".join(f"{v} {sum(times[v][-len(batches):]):.2f} s" for v in VARIANTS), flush=True)
     kept = rows["capture"].numel() * rows["capture"].element_size()
 
@@ -128,21 +140,36 @@ def main() -> None:
         print(f"  {v:8s} {per_batch[v]:.3f} s per batch" + ("" if v == "plain" else f"   {ratio[v]:.3f}x plain"))
     print(f"capture / plain = {ratio['capture']:.3f}x (target <= 1.15x); eager / plain = {ratio['eager']:.3f}x; "
           f"capture is {ratio['eager'] / ratio['capture']:.2f}x faster than eager")
+    statistics_share = statistics.median(t / p for t, p in zip(times["statistics"], times["plain"]))
+    print(f"attn-diff of two runs, per batch: 2 captures + its statistics ({statistics.median(times['statistics']):.3f} s, "
+          f"{statistics_share:.3f}x one plain pass) against 2 plain passes: about {ratio['capture'] + statistics_share / 2:.3f}x")
     print(f"max |capture - eager| over every [CLS] row: {difference:.2e} (tolerance 1e-5): {'equal' if difference <= 1e-5 else 'DIFFERENT'}")
     print(f"kept per batch: {kept / 2**20:.2f} MiB of [CLS] rows (layers x batch x heads x tokens, fp32); the eager capture "
           f"also materialises one {args.batch_size} x heads x {args.tokens}^2 weight matrix per layer")
     if not args.no_memory:
         child = [sys.executable, __file__, "--preset", args.preset, "--batch-size", str(args.batch_size), "--tokens",
                  str(args.tokens), "--batches", "1", "--seed", str(args.seed), "--peak-of"]
-        growth = {v: subprocess.run([*child, v], check=True, capture_output=True, text=True).stdout.split()[-1] for v in VARIANTS}
-        print("peak RSS growth over one batch, one fresh process per variant (after loading the model): "
+        env = os.environ | {"MALLOC_MMAP_THRESHOLD_": "65536"}  # large blocks mmapped, freed at once: RSS follows live tensors
+        growth = {v: subprocess.run([*child, v], check=True, capture_output=True, text=True, env=env).stdout.split()[-1]
+                  for v in VARIANTS}
+        print("peak RSS growth over one batch, one fresh process per variant (from the RSS after loading the model; glibc "
+              "told to mmap blocks >= 64 KiB, so freed tensors leave the RSS at once): "
               + ", ".join(f"{v} +{growth[v]} MiB" for v in VARIANTS))
 
 
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far, in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+def status_mib(field: str) -> float:
+    """VmRSS (resident now) or VmHWM (peak resident) of this process from /proc/self/status, in MiB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 2**10
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def reset_peak_rss() -> float:
+    """Hand freed heap back to the OS, reset the peak RSS to the current RSS (Linux: clear_refs 5); the RSS now, MiB."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+    return status_mib("VmRSS")
 
 
 if __name__ == "__main__":

@@ -99,7 +99,11 @@ class CapturedAttention:
         q_len = query.shape[2]
         rows = q_len if self.keep_full else 1
         scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-        scores = torch.matmul(query[:, :, :rows].float(), key.float().transpose(2, 3)) * scale  # (batch, heads, rows, l + k_len)
+        if self.keep_full:
+            scores = torch.matmul(query.float(), key.float().transpose(2, 3))  # (batch, heads, q_len, l + k_len)
+        else:  # one row: a product and a sum, cheaper than a batched matmul against the strided keys
+            scores = (key.float() * query[:, :, :1].float()).sum(-1).unsqueeze(2)  # (batch, heads, 1, l + k_len)
+        scores = scores * scale
         if mask is not None:
             mask = mask[:, :, :rows]  # a (.., 1, ..) mask broadcasts over the rows
             if mask.dtype == torch.bool:
