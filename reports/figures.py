@@ -102,10 +102,12 @@ def grouped_bars(x: Sequence[object], groups: dict[str, list[float | None]], *, 
 
 def heatmaps(grids: dict[str, list[list[float]]], *, diverging: set[str], div_id: str, x_title: str = "head",
              y_title: str = "layer", x_labels: Sequence[object] | None = None, y_labels: Sequence[object] | None = None,
-             height: int = 360, marks: dict[str, list[tuple[int, int]]] | None = None, mark_text: str = "marked") -> str:
+             height: int = 360, marks: dict[str, list[tuple[int, int]]] | None = None, mark_text: str = "marked",
+             blank: str | None = None) -> str:
     """One heatmap per named grid side by side; rows [y][x], 1-based axes unless labels are given.
 
     marks: grid name -> 0-based (y, x) cells drawn with an "x" over the heatmap (hover: `mark_text`).
+    blank: the colour behind the heatmaps, where cells without a value (None) show; white when not given.
     """
     names = list(grids)
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=labels(names), horizontal_spacing=0.12)
@@ -127,6 +129,8 @@ def heatmaps(grids: dict[str, list[list[float]]], *, diverging: set[str], div_id
                                      hovertemplate=f"{y_title} %{{y}}, {x_title} %{{x}}: {label(mark_text)}<extra></extra>"), 1, col)
         fig.update_xaxes(title_text=x_title, type="category", row=1, col=col)
         fig.update_yaxes(title_text=y_title, type="category", autorange="reversed" if y_labels is not None else True, row=1, col=col)
+    if blank is not None:
+        fig.update_layout(plot_bgcolor=blank)
     return fragment(fig, div_id, height=height)
 
 
@@ -143,9 +147,27 @@ def token_heatmap(z: list[list[float]], tokens: Sequence[str], *, title: str, di
 
 
 def lines(x: Sequence[object], series: dict[str, list[float | None]], *, title: str, xaxis: str, yaxis: str, div_id: str,
-          hlines: dict[str, float] | None = None) -> str:
-    fig = go.Figure([go.Scatter(x=labels(x), y=values, mode="lines+markers", name=label(name), line=dict(color=COLORS[i % len(COLORS)]))
-                     for i, (name, values) in enumerate(series.items())])
+          hlines: dict[str, float] | None = None, bands: dict[str, tuple[list, list]] | None = None,
+          marks: dict[str, list[int]] | None = None, mark_text: str = "marked") -> str:
+    """One line per series over the categories `x`.
+
+    bands: name -> (low, high) per x, a shaded band behind the lines (None values leave a gap).
+    marks: series name -> 0-based positions on that line drawn with an "x" (hover: `mark_text`).
+    """
+    xs = labels(x)
+    fig = go.Figure()
+    for i, (name, (low, high)) in enumerate((bands or {}).items()):
+        color = COLORS[(i + 2) % len(COLORS)]
+        fig.add_trace(go.Scatter(x=xs, y=high, mode="lines", line=dict(width=0, color=color), hoverinfo="skip", showlegend=False))
+        fig.add_trace(go.Scatter(x=xs, y=low, mode="lines", line=dict(width=0, color=color), fill="tonexty",
+                                 fillcolor=_rgba(color, 0.2), name=label(name), hoverinfo="skip"))
+    for i, (name, values) in enumerate(series.items()):
+        fig.add_trace(go.Scatter(x=xs, y=values, mode="lines+markers", name=label(name), line=dict(color=COLORS[i % len(COLORS)])))
+        cells = [k for k in (marks or {}).get(name, []) if 0 <= k < len(values) and values[k] is not None]
+        if cells:
+            fig.add_trace(go.Scatter(x=[xs[k] for k in cells], y=[values[k] for k in cells], mode="markers", showlegend=False,
+                                     marker=dict(symbol="x-thin-open", size=14, color="#000", line=dict(width=2)),
+                                     hovertemplate=f"%{{x}}: {label(mark_text)}<extra></extra>"))
     for i, (name, value) in enumerate((hlines or {}).items()):
         fig.add_hline(y=value, line_dash="dot", line_color=COLORS[(i + 5) % len(COLORS)], annotation_text=label(name))
     fig.update_layout(title=label(title), xaxis_title=xaxis, yaxis_title=yaxis)
