@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,9 @@ class RunRef:
         """Identity of this input: the base weights, and the delta's files for a run."""
         out = {"name": self.name, "base_sha256": self.base["weights_sha256"]}
         if self.run is not None:
-            out["delta_sha256"] = delta_fingerprint(self.run.path)
+            out["delta_sha256"] = delta_fingerprint(self.run.delta_path)
+            if self.run.source is not None:  # a foreign delta: where it is, and the choices it did not carry (trainers.foreign)
+                out["source"] = self.run.source
         return out
 
 
@@ -91,6 +94,8 @@ def _plain(obj: Any) -> Any:
 
 
 def result_path(runs_dir: Path, kind: str, name: str) -> Path:
+    """runs/analyses/<kind>/<name>.json; a run given as a path ('./adapter') leaves no separator in the name."""
+    name = re.sub(r"[/\\]+", "_", name).lstrip("._") if re.search(r"[/\\]", name) else name
     return runs_dir / "analyses" / kind / f"{name}.json"
 
 

@@ -69,8 +69,14 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def read_method(run_dir: str | os.PathLike) -> MethodConfig:
+    """The method config of the delta in `run_dir` (its method.json; a foreign delta's from its own files, `trainers.foreign`)."""
     path = Path(run_dir) / METHOD_FILE
     if not path.is_file():
+        from trainers.foreign import foreign_method
+
+        found = foreign_method(Path(run_dir))
+        if found is not None:
+            return found
         raise InterpError(f"{path}: not found; is {Path(run_dir)} a run directory written by save_delta?")
     try:
         return method_from_dict(json.loads(path.read_text(encoding="utf-8")))
@@ -83,9 +89,15 @@ def load_delta(encoder: Encoder, run_dir: str | os.PathLike, *, trainable: bool 
 
     The model comes back in eval mode with every parameter frozen, unless `trainable`, where
     the delta's parameters train again (to resume). Checkpoint keys must match the method's
-    exactly: a missing or extra tensor is an InterpError naming the file.
+    exactly: a missing or extra tensor is an InterpError naming the file. A directory without a
+    method.json is a foreign delta (`trainers.foreign`): a peft adapter loads with plain
+    `peft.PeftModel.from_pretrained`, a model directory with transformers.
     """
     run_dir = Path(run_dir)
+    if not (run_dir / METHOD_FILE).is_file():
+        from trainers.foreign import load_foreign
+
+        return load_foreign(encoder, run_dir, trainable=trainable)
     config = read_method(run_dir)
     tuner = tuner_for(config)
     path = run_dir / tuner.weights_file

@@ -1,5 +1,8 @@
 """Run directories: naming, finding, listing, and the manifest that describes a run.
 
+A run is named bare (`check_run_name`: no path separators); an argument with a '/' is a directory
+holding a delta from anywhere, which `find_run` takes as a run too (`trainers.foreign`).
+
     runs/NAME/
         adapter_config.json, adapter_model.safetensors   the best delta, in peft's format
         (model.safetensors for full fine-tuning)
@@ -62,6 +65,19 @@ class RunInfo:
         return self.manifest.finished
 
     @property
+    def delta_path(self) -> Path:
+        """Where the delta's files are: the run's directory, or the directory an imported run references (`trainers.foreign`)."""
+        from trainers.foreign import delta_location
+
+        return delta_location(self.path)
+
+    @property
+    def source(self) -> dict | None:
+        """What `interp import` or a path recorded of a foreign delta (where, what, base, pooling, max_len, data); None for the project's runs."""
+        source = self.manifest.extra.get("source")
+        return dict(source) if isinstance(source, dict) else None
+
+    @property
     def train_config(self):
         """The run's `TrainConfig`, with the choices older manifests did not record filled in as trained."""
         return self.manifest.train_config()
@@ -117,7 +133,17 @@ def list_runs(runs_dir: Path) -> list[RunInfo]:
     return scan_runs(runs_dir)[0]
 
 
-def find_run(runs_dir: Path, name: str) -> RunInfo:
+def find_run(runs_dir: Path, name: str, *, foreign=None) -> RunInfo:
+    """The run `name` under `runs_dir`, or, where `name` is a path (it holds a '/', or is '.' or '..': the rule of
+    `trainers.foreign`), the delta in that directory: a run of this project as it is, a peft adapter or a full model
+    directory as a run whose manifest is synthesized, its missing choices from `foreign` (`ForeignOptions`, for paths only)."""
+    from trainers.foreign import ForeignOptions, foreign_run, is_path_name
+
+    if is_path_name(name):
+        return foreign_run(Path(name), name=name, runs_dir=runs_dir, options=foreign)
+    if foreign is not None and foreign != ForeignOptions():
+        raise InterpError(f"run {name!r} records its base, pooling and max_len; --base, --pooling and --max-len are for a path "
+                          "(a peft adapter or a model directory, such as ./adapter)")
     check_run_name(name)
     path = runs_dir / name
     tidy_run(runs_dir, name)

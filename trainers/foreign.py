@@ -1,0 +1,409 @@
+"""Deltas from anywhere: a peft adapter or a fully fine-tuned model directory, used as a run.
+
+The path rule. Wherever a run name is accepted, a directory is accepted too. An argument is a
+path when it holds a path separator ('/', and the OS's own) or is '.' or '..'; anything else is
+a run name under RUNS_DIR. Run names can hold no separator (`check_run_name`), so the two never
+meet: `lora64` is the run, `./lora64`, `adapters/lora64`, `/data/x` and `~/x` are directories.
+
+What a directory is (`delta_kind`):
+
+    manifest.json naming a method      "run"    a run of this project, wherever it lives
+    method.json (save_delta's)         "interp" the project's own delta: `load_delta` as ever
+    adapter_config.json                "peft"   any peft method plain peft loads (LoRA, IA3, ...):
+                                                `peft.PeftModel.from_pretrained` on the base
+    config.json + *.safetensors        "full"   a fully fine-tuned encoder: transformers loads it,
+                                                and it is compared with its base (full fine-tuning)
+
+What such a delta lacks comes from options with these defaults, and is written into the run's
+manifest ("source", "train") and so into every result's inputs (`RunRef.fingerprint`):
+
+    base      --base; else adapter_config.json's base_model_name_or_path (a directory, or a hub id
+              that is cached or reachable); a model directory always needs --base
+    pooling   --pooling, default cls (TrainConfig's)
+    max_len   --max-len, default 256 (TrainConfig's)
+    data      --data DIR, default RUNS_DIR/data (`interp data build`'s); fingerprints unknown
+    ties      codexglue (CodeXGLUE's evaluator), precision fp32
+
+Weights are read from safetensors only (a pickled adapter_model.bin is refused, not loaded).
+`import_delta` registers a foreign delta as runs/NAME: a manifest whose "source" names the
+directory, the weights referenced where they are (or copied, `copy=True`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainers.errors import InterpError
+from trainers.methods.base import MethodConfig
+from trainers.places import MANIFEST
+
+PEFT_CONFIG, PEFT_WEIGHTS, PEFT_PICKLE = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
+METHOD_FILE = "method.json"  # trainers.methods.state's; read here without importing torch
+SOURCE = "source"  # the manifest key of an imported delta: where it is, what it is, what was assumed
+_TUNERS = {"LORA": "lora", "IA3": "ia3"}  # peft types whose layers a project tuner dissects (anatomy)
+_GENERIC = "ia3"  # any other peft type: a PeftTuner (switch off per layer, parameters) that finds no matrix of it
+
+
+def is_path_name(name: str) -> bool:
+    """Whether a run argument names a directory (the path rule above) rather than a run under RUNS_DIR."""
+    seps = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    return name in (".", "..") or any(s in name for s in seps)
+
+
+@dataclass(frozen=True)
+class ForeignOptions:
+    """What a foreign delta lacks (module docstring); None: the default."""
+
+    base: str | None = None
+    pooling: str | None = None
+    max_len: int | None = None
+    data_dir: Path | None = None
+
+    def resolved(self, runs_dir: Path) -> dict:
+        from trainers.encoders import check_pooling
+        from trainers.training.loop import TrainConfig
+
+        defaults = TrainConfig()
+        if self.max_len is not None and self.max_len < 1:
+            raise InterpError(f"--max-len should be at least 1, got {self.max_len}")
+        return {"pooling": check_pooling(self.pooling or defaults.pooling), "max_len": self.max_len or defaults.max_len,
+                "data_dir": str(Path(self.data_dir or Path(runs_dir) / "data").expanduser().resolve())}
+
+
+@dataclass(frozen=True)
+class PeftAdapterConfig(MethodConfig):
+    """A peft adapter as its adapter_config.json describes it (not trainable by `interp train`).
+
+    `method` is the registry name of the project tuner that handles its layers: peft's layers
+    are generic to switch off and to list, and the LoRA and (IA)3 tuners also dissect theirs.
+    On disk (`to_dict`) it is "peft", with peft's own type.
+    """
+
+    peft_type: str
+    r: int | None = None
+    alpha: float | None = None
+    targets: tuple[str, ...] | str | None = None  # target_modules: names, or one regex
+    layers: str | None = None  # layers_to_transform, 1-based; None: wherever the targets match
+
+    @property
+    def method(self) -> str:  # type: ignore[override]
+        return _TUNERS.get(self.peft_type, _GENERIC)
+
+    @classmethod
+    def read(cls, directory: Path) -> PeftAdapterConfig:
+        data = read_adapter_config(directory)
+        targets = data.get("target_modules")
+        targets = tuple(sorted(targets)) if isinstance(targets, (list, tuple, set)) else targets
+        chosen = data.get("layers_to_transform")
+        chosen = [chosen] if isinstance(chosen, int) else chosen
+        layers = ",".join(str(i + 1) for i in sorted(chosen)) if chosen else None
+        alpha = data.get("lora_alpha", data.get("alpha"))
+        return cls(peft_type=str(data["peft_type"]), r=data.get("r") if isinstance(data.get("r"), int) else None,
+                   alpha=alpha if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) else None,
+                   targets=targets if isinstance(targets, (str, tuple)) else None, layers=layers)
+
+    def to_dict(self) -> dict:
+        return {"method": "peft", "peft_type": self.peft_type, "r": self.r, "alpha": self.alpha,
+                "targets": list(self.targets) if isinstance(self.targets, tuple) else self.targets, "layers": self.layers}
+
+    def roles(self) -> tuple[str, ...]:
+        return ()
+
+    def formula(self, shape) -> None:
+        return None
+
+    def describe(self) -> str:
+        sizes = "".join(f" {k}={v:g}" for k, v in (("r", self.r), ("alpha", self.alpha)) if v is not None)
+        on = f" on {', '.join(self.targets)}" if isinstance(self.targets, tuple) else f" on /{self.targets}/" if self.targets else ""
+        return f"peft {self.peft_type}{sizes}{on}" + self.layers_note()
+
+
+# -- what a directory is --------------------------------------------------------------------------
+
+
+def read_adapter_config(directory: Path) -> dict:
+    path = Path(directory) / PEFT_CONFIG
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise InterpError(f"{path}: not a readable adapter config ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("peft_type"), str):
+        raise InterpError(f"{path}: not a peft adapter config (no 'peft_type')")
+    return data
+
+
+def delta_kind(directory: Path) -> str:
+    """"run", "interp", "peft" or "full" (module docstring); InterpError naming the directory otherwise."""
+    from trainers.places import is_run
+
+    d = Path(directory)
+    if not d.is_dir():
+        raise InterpError(f"{d}: {'not a directory' if d.exists() else 'no such directory'} (a name with '/' is a path: "
+                          "a peft adapter or a model directory)")
+    if is_run(d):
+        return "run"
+    if (d / METHOD_FILE).is_file():
+        return "interp"
+    if (d / PEFT_CONFIG).is_file():
+        if not (d / PEFT_WEIGHTS).is_file():
+            pickled = (d / PEFT_PICKLE).is_file()
+            raise InterpError(f"{d}: an adapter_config.json but no {PEFT_WEIGHTS}" + (
+                f" ({PEFT_PICKLE} is pickle, not loaded: save the adapter with safe_serialization=True)" if pickled else ""))
+        return "peft"
+    if (d / "config.json").is_file() and any(d.glob("*.safetensors")):
+        return "full"
+    raise InterpError(f"{d}: neither a peft adapter (adapter_config.json + {PEFT_WEIGHTS}) nor a Hugging Face model "
+                      "directory (config.json + *.safetensors)")
+
+
+def delta_location(run_dir: Path) -> Path:
+    """Where the delta files of the run at `run_dir` are: the directory itself, or the one an import references."""
+    source = _source_of(Path(run_dir))
+    if source is None or source.get("copied"):
+        return Path(run_dir)
+    where = Path(source["path"])
+    if not where.is_dir():
+        raise InterpError(f"{run_dir}: its delta is at {where} ({SOURCE}.path in its manifest), which is no longer there; "
+                          "put it back, or import it again (--copy keeps a copy)")
+    return where
+
+
+def _source_of(run_dir: Path) -> dict | None:
+    from trainers.places import read_json
+
+    manifest = read_json(run_dir / MANIFEST)
+    source = manifest.get(SOURCE) if isinstance(manifest, dict) else None
+    return source if isinstance(source, dict) and isinstance(source.get("path"), str) else None
+
+
+def foreign_method(run_dir: Path) -> MethodConfig | None:
+    """The method of a foreign delta at `run_dir` (or referenced by the run there); None: not a foreign one."""
+    from trainers.methods.full.config import FullConfig
+
+    run_dir = Path(run_dir)
+    kind = (_source_of(run_dir) or {}).get("kind")
+    where = delta_location(run_dir)
+    if kind is None and not (where / METHOD_FILE).is_file():
+        kind = "peft" if (where / PEFT_CONFIG).is_file() else "full" if (where / "config.json").is_file() else None
+    if kind == "peft":
+        return PeftAdapterConfig.read(where)
+    if kind == "full":
+        return FullConfig()
+    if kind == "interp":
+        from trainers.methods.delta import read_method
+
+        return read_method(where)
+    return None
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+
+def load_foreign(encoder, run_dir: Path, *, trainable: bool = False):
+    """`encoder` with the foreign delta at (or referenced by) `run_dir`; InterpError naming the delta and the base if they do not fit."""
+    from trainers.methods.delta import load_delta
+
+    where = delta_location(run_dir)
+    config = foreign_method(run_dir)
+    if config is None:
+        raise InterpError(f"{Path(run_dir) / METHOD_FILE}: not found; is {run_dir} a run, a peft adapter or a model directory?")
+    if isinstance(config, PeftAdapterConfig):
+        model = _load_peft(encoder, where, config)
+    elif (where / METHOD_FILE).is_file():
+        return load_delta(encoder, where, trainable=trainable)
+    else:
+        model = _load_full(encoder, where, config)
+    if not trainable:
+        model.requires_grad_(False)
+        model.eval()
+    return model
+
+
+def _mismatch(directory: Path, encoder, why: str) -> InterpError:
+    why = " ".join(why.split())
+    return InterpError(f"the delta at {directory} does not fit the base {encoder.source}: {why[:400]}")
+
+
+def _load_peft(encoder, directory: Path, config: PeftAdapterConfig):
+    """Plain `peft.PeftModel.from_pretrained` on the base; every tensor in the file must have found its place."""
+    from peft import PeftModel, get_peft_model_state_dict
+
+    from trainers.methods.apply import APPLIED, transformers_model
+    from trainers.methods.state import read_safetensors
+
+    state = read_safetensors(directory / PEFT_WEIGHTS)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = PeftModel.from_pretrained(encoder.model, str(directory), is_trainable=False)
+    except (ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        shown = next((line for line in lines if "size mismatch" in line), lines[0] if lines else type(exc).__name__)
+        raise _mismatch(directory, encoder, shown) from None
+    expected = set(get_peft_model_state_dict(model))
+    missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or extra:
+        said = ([f"the base has no place for {', '.join(extra[:2])}"] if extra else []) + (
+            [f"the file lacks {', '.join(missing[:2])}"] if missing else [])
+        raise _mismatch(directory, encoder, "; ".join(said))
+    setattr(transformers_model(model), APPLIED, config)
+    return model
+
+
+_SHAPE = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+
+
+def _load_full(encoder, directory: Path, config):
+    """The fine-tuned weights (transformers' AutoModel) over the base, as full fine-tuning: the base kept beside them."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from trainers.methods.apply import apply_method
+
+    try:
+        tuned_config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise InterpError(f"{directory}/config.json: cannot be read ({' '.join(str(exc).split())[:200]})") from None
+    differ = [f"{k} {getattr(tuned_config, k, None)!r} vs {getattr(encoder.config, k, None)!r}" for k in _SHAPE
+              if getattr(tuned_config, k, None) != getattr(encoder.config, k, None)]
+    if differ:
+        raise _mismatch(directory, encoder, "; ".join(differ))
+    try:
+        tuned, info = AutoModel.from_pretrained(str(directory), local_files_only=True, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise _mismatch(directory, encoder, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+    model = apply_method(encoder, config)  # keeps the base weights beside the model (FullTuner)
+    loaded = tuned.state_dict()
+    kept = set(info.get("missing_keys", ()))  # weights the directory lacks (a pooler): the base's stay
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in loaded and name not in kept:
+                if loaded[name].shape != p.shape:
+                    raise _mismatch(directory, encoder, f"{name} has shape {tuple(loaded[name].shape)} there, {tuple(p.shape)} in the base")
+                p.copy_(loaded[name])
+    return model
+
+
+# -- a foreign delta as a run ---------------------------------------------------------------------
+
+
+_BASES: dict[tuple, dict] = {}  # (source, its files' sizes and times) -> encoder.describe() + weights_sha256
+
+
+def _base_record(base: str) -> dict:
+    """What a manifest records of the base (its description and weights hash); loaded once per process."""
+    from trainers.encoders import load_encoder, resolve_base
+
+    source, _, local = resolve_base(base)
+    stamp = tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(source).iterdir() if p.is_file())) if local else ()
+    key = (source, stamp)
+    if key not in _BASES:
+        encoder = load_encoder(base)
+        _BASES[key] = encoder.describe() | {"weights_sha256": encoder.weights_hash}
+    return _BASES[key]
+
+
+def _count(directory: Path, kind: str) -> int:
+    """Tensors' elements in the delta's safetensors files (an adapter's, or the whole fine-tuned model's)."""
+    from safetensors import safe_open
+
+    files = [directory / PEFT_WEIGHTS] if kind == "peft" else sorted(directory.glob("*.safetensors"))
+    total = 0
+    for file in files:
+        with safe_open(str(file), "pt") as f:
+            for key in f.keys():
+                shape = f.get_slice(key).get_shape()
+                n = 1
+                for s in shape:
+                    n *= s
+                total += n
+    return total
+
+
+def foreign_manifest(directory: Path, *, name: str, runs_dir: Path, options: ForeignOptions | None = None, copied: bool = False):
+    """The `Manifest` of the delta at `directory` (kind "interp", "peft" or "full"), its missing choices from `options`."""
+    from trainers.manifest import Manifest
+    from trainers.training.evaluate import DEFAULT_TIE_RULE
+    from trainers.training.runs import code_version, package_versions
+
+    options = options or ForeignOptions()
+    directory = Path(directory).expanduser().resolve()
+    kind = delta_kind(directory)
+    config = foreign_method(directory)
+    settings = options.resolved(runs_dir)
+    base, base_from = options.base, "--base"
+    if base is None and (directory / PEFT_CONFIG).is_file():
+        base, base_from = read_adapter_config(directory).get("base_model_name_or_path"), f"base_model_name_or_path in {PEFT_CONFIG}"
+    if not isinstance(base, str) or not base:
+        what = "a model directory" if kind == "full" else "its adapter_config.json names no base"
+        raise InterpError(f"{directory}: {what}; name the base encoder it was fine-tuned from with --base DIR")
+    try:
+        recorded = _base_record(base)
+    except InterpError as exc:
+        if base_from == "--base":
+            raise
+        raise InterpError(f"{directory}: its base {base!r} ({base_from}) cannot be loaded: {str(exc).split(': ', 1)[-1]} "
+                          "Name a local copy with --base DIR") from None
+    trainable = _count(directory, kind)
+    data = {split: {"file": str(Path(settings["data_dir"]) / f"{split}.jsonl"), "fingerprint": None} for split in ("train", "valid", "test")}
+    source = {"path": str(directory), "kind": kind, "copied": copied, "base": base, "base_from": base_from} | settings
+    return Manifest(
+        name=name, status="finished", preset=None, method=config.to_dict(),
+        parameters={"method": config.describe(), "trainable": trainable, "share_of_base": trainable / recorded["parameters"]},
+        base=dict(recorded), data=data,
+        train={"pooling": settings["pooling"], "max_len": settings["max_len"], "ties": DEFAULT_TIE_RULE, "precision": "fp32"},
+        versions=package_versions(), code_version=code_version(), extra={SOURCE: source},
+    )
+
+
+def foreign_run(path: Path, *, name: str, runs_dir: Path, options: ForeignOptions | None = None):
+    """The `RunInfo` of the directory `path` (the path rule): a run of this project as it is, any other delta synthesized."""
+    from trainers.training.runs import RunInfo, read_manifest
+
+    directory = Path(path).expanduser()
+    if delta_kind(directory) == "run":
+        if options is not None and options != ForeignOptions():
+            raise InterpError(f"{path}: a run of this project records its base, pooling and max_len; leave out --base, --pooling, --max-len")
+        return RunInfo(name, directory, read_manifest(directory))
+    return RunInfo(name, directory.resolve(), foreign_manifest(directory, name=name, runs_dir=runs_dir, options=options))
+
+
+def import_delta(path: Path, *, name: str, runs_dir: Path, options: ForeignOptions | None = None, copy: bool = False):
+    """Register the delta at `path` as the run runs_dir/NAME (module docstring); returns its `RunInfo`.
+
+    The delta is loaded on its base once, so a misfit is refused here; nothing is written then.
+    """
+    from trainers.encoders import load_encoder
+    from trainers.io import atomic_dir
+    from trainers.locks import hold, run_lock_path
+    from trainers.training.runs import RunInfo, check_run_name
+
+    check_run_name(name)
+    runs_dir, directory = Path(runs_dir), Path(path).expanduser()
+    target = runs_dir / name
+    if target.exists():
+        raise InterpError(f"--name {name}: {target} already exists; choose another name")
+    if delta_kind(directory) == "run":
+        raise InterpError(f"{path}: already a run of this project (its {MANIFEST} names a method); use it by path, or copy it into {runs_dir}")
+    manifest = foreign_manifest(directory, name=name, runs_dir=runs_dir, options=options, copied=copy)
+    source = Path(manifest.extra[SOURCE]["path"])
+    load_foreign(load_encoder(manifest.base["source"]), source)  # refused here, not at the first analysis
+    with hold(run_lock_path(runs_dir, name), f"run {name!r} in {runs_dir}"):
+        if target.exists():
+            raise InterpError(f"--name {name}: {target} already exists; choose another name")
+        with atomic_dir(target) as tmp:
+            if copy:
+                for p in source.iterdir():
+                    if p.is_file() and (p.suffix == ".safetensors" or p.name in (PEFT_CONFIG, "config.json", METHOD_FILE)):
+                        shutil.copy2(p, tmp / p.name)
+            manifest.write(tmp)
+    return RunInfo(name, target, manifest)
+
+
+__all__ = ["ForeignOptions", "PeftAdapterConfig", "delta_kind", "delta_location", "foreign_manifest", "foreign_method", "foreign_run",
+           "import_delta", "is_path_name", "load_foreign"]
