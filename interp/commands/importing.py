@@ -1,0 +1,44 @@
+"""`interp import PATH --name NAME`: register a delta from anywhere (a peft adapter, a fully fine-tuned
+model directory) as a run, so `interp runs`, the study tables, the report and every analysis see it.
+Thin: parse, call `trainers.foreign.import_delta`, print what was assumed.
+
+Mounted by the CLI as `app.command("import")(importing.import_)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from interp.commands import options
+
+
+def import_(
+    path: Annotated[Path, typer.Argument(parser=options._path, help="A peft adapter directory (adapter_config.json + "
+                                         "adapter_model.safetensors) or a Hugging Face model directory (a fully fine-tuned encoder).")],
+    name: Annotated[str, typer.Option("--name", help="The run's name under RUNS_DIR (letters, digits, . _ + -).")],
+    base: Annotated[str | None, typer.Option("--base", help="The base encoder it was trained from: a local directory or a cached "
+                                             "hub id. Default: the adapter's base_model_name_or_path; a model directory needs it.")] = None,
+    pooling: Annotated[str | None, typer.Option("--pooling", callback=options.choice,
+                                                help="How it embeds a sequence: cls (default), pooler or mean.")] = None,
+    max_len: Annotated[int | None, typer.Option("--max-len", help="Tokens per query or code (default 256).")] = None,
+    data: Annotated[Path | None, typer.Option("--data", parser=options._path,
+                                              help="The AdvTest directory analyses read by default (default RUNS_DIR/data).")] = None,
+    copy: Annotated[bool, typer.Option("--copy/--no-copy", help="Copy the weights into the run (default: referenced where they are).")] = False,
+    runs_dir: options.RunsDir = Path("runs"),
+) -> None:
+    """Register a peft adapter or a fine-tuned model directory as a run, its weights referenced (or --copy)."""
+    from trainers.foreign import ForeignOptions, import_delta
+
+    options.creatable_dir("--runs-dir", runs_dir)
+    options.at_least("--max-len", max_len)
+    run = import_delta(path, name=name, runs_dir=runs_dir, copy=copy,
+                       options=ForeignOptions(base=base, pooling=pooling, max_len=max_len, data_dir=data))
+    m, source = run.manifest, run.source
+    typer.echo(f"imported {run.name}: {m.parameters['method']} ({m.parameters['trainable']:,} parameters, "
+               f"{100 * m.parameters['share_of_base']:.2f}% of the base)")
+    typer.echo(f"  base {m.base['source']} ({m.weights_sha256[:12]}; from {source['base_from']}); pooling {source['pooling']}, "
+               f"max_len {source['max_len']}, data {source['data_dir']}")
+    typer.echo(f"  weights {'copied into ' + str(run.path) if copy else 'referenced at ' + source['path']}; manifest {run.path / 'manifest.json'}")
