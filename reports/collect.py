@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reports.kinds import KINDS
 from trainers.manifest import Manifest, ManifestError, group_by_config, group_label
 from trainers.places import NOT_RUNS
 from trainers.summaries import summarize
-
-ANALYSIS_KINDS = ("attn-diff", "ablate", "anatomy", "attribute", "qualitative", "compare")
 
 
 @dataclass
@@ -97,7 +96,7 @@ def collect(runs_dir: Path) -> Site:
                 run = _read_run(path, site.problems)
                 if run is not None:
                     site.runs.append(run)
-        for kind in ANALYSIS_KINDS:
+        for kind in KINDS:
             results = []
             for path in sorted((runs_dir / "analyses" / kind).glob("*.json")):
                 saved = read_json(path, site.problems)
@@ -113,7 +112,7 @@ def collect(runs_dir: Path) -> Site:
             elif study is not None:
                 site.problems.append(f"{printable(str(path))}: not a study tables file (no kind 'study' with tables)")
     else:
-        site.analyses = {kind: [] for kind in ANALYSIS_KINDS}
+        site.analyses = {kind: [] for kind in KINDS}
     site.groups = group_runs(site.runs)
     return site
 

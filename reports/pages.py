@@ -9,21 +9,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from importlib import resources
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from reports import figures
-from reports.collect import Run, Site
+
+if TYPE_CHECKING:  # collect reads the kinds' table (reports.kinds), which reads these pages
+    from reports.collect import Run, Site
+    from reports.kinds import Kind
 
 Page = tuple[str, str, dict]
-COMMANDS = {
-    "attn-diff": "interp attn-diff RUN_A RUN_B",
-    "ablate": "interp ablate RUN --sweep",
-    "anatomy": "interp anatomy RUN_A RUN_B",
-    "attribute": "interp attribute RUN",
-    "qualitative": "interp qualitative --runs A,B,C",
-    "compare": "interp compare A B",
-}
 
 
 MAX_NAME_BYTES = 160  # of a page's name: room for '.a.query.html' within a file system's 255
@@ -55,7 +52,8 @@ def _mean_std_pct(pair: list[float]) -> str:
     return f"{pair[0]:.2f} ± {pair[1]:.2f}"
 
 
-def index_page(site: Site) -> Page:
+def index_page(site: Site, kinds: Mapping[str, Kind]) -> Page:
+    """The index: runs, groups, the study, and per analysis kind (`kinds`, reports.kinds.KINDS) its results or how to make one."""
     study = study_reference()
     tables: dict[str, list[dict]] = defaultdict(list)
     study_series: dict[str, list[dict]] = defaultdict(list)
@@ -71,7 +69,7 @@ def index_page(site: Site) -> Page:
         if g.trainable and g.test["mean"] is not None:
             std = None if g.test["std"] is None else 100 * g.test["std"]
             series[g.group].append({"x": g.trainable, "mean": 100 * g.test["mean"], "std": std, "name": g.label})
-    analyses = [(kind, [{"name": s["name"], "href": href(kind, s["name"]), "summary": analysis_summary(kind, s["result"])}
+    analyses = [(kind, [{"name": s["name"], "href": href(kind, s["name"]), "summary": kinds[kind].summary(s["result"])}
                         for s in results]) for kind, results in site.analyses.items()]
     return "index.html", "index.html", {
         "title": "Runs and analyses", "root": "", "crumbs": [], "plots": True,
@@ -80,24 +78,8 @@ def index_page(site: Site) -> Page:
         "study": study, "study_tables": [{"table": t, "rows": rows} for t, rows in sorted(tables.items())],
         "study_budget": figures.budget(study_series, title="The study (CodeBERT): budget against test MRR (its Fig. 4.3 / 4.4)",
                                        div_id="study-budget"),
-        "analyses": analyses, "commands": COMMANDS,
+        "analyses": analyses, "commands": {kind: k.command for kind, k in kinds.items()},
     }
-
-
-def analysis_summary(kind: str, r: dict) -> str:
-    if kind == "attn-diff":
-        return f"{r.get('a')} vs {r.get('b')}, {r.get('examples')} examples, {', '.join(r.get('sides', []))}"
-    if kind == "ablate":
-        return f"{r.get('run')}: intact MRR {100 * r.get('intact_mrr', 0):.2f}, base {100 * r.get('base_mrr', 0):.2f}"
-    if kind == "anatomy":
-        return ", ".join(run.get("name", "?") for run in r.get("runs", []))
-    if kind == "attribute":
-        return f"{r.get('run')}{' − ' + r['baseline'] if r.get('baseline') else ''} on example {r.get('example')}"
-    if kind == "qualitative":
-        return f"{', '.join(r.get('runs', []))}: " + ", ".join(f"{s['name']} {s['count']}" for s in r.get("sets", []))
-    if kind == "compare":
-        return f"{', '.join(g['name'] for g in r.get('groups', []))} on {r.get('examples')} examples"
-    return ""
 
 
 def run_page(run: Run, site: Site) -> Page:

@@ -20,18 +20,10 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import Markup, escape
 
-from reports import analysis_pages, pages
+from reports import pages
 from reports.atomic import atomic_dir
 from reports.collect import Site, collect, group_runs, printable
-
-ANALYSIS_PAGES = {
-    "attn-diff": analysis_pages.attn_diff_pages,
-    "attribute": lambda saved: [analysis_pages.attribute_page(saved)],
-    "qualitative": lambda saved: [analysis_pages.qualitative_page(saved)],
-    "compare": lambda saved: [analysis_pages.compare_page(saved)],
-    "ablate": lambda saved: [analysis_pages.ablate_page(saved)],
-    "anatomy": lambda saved: [analysis_pages.anatomy_page(saved)],
-}
+from reports.kinds import KINDS
 
 
 @dataclass(frozen=True)
@@ -90,20 +82,17 @@ def render(site: Site) -> dict[str, str]:
     site.runs = [run for run in site.runs if attempt(
         lambda: [pages.run_page(run, site)], printable(str(site.runs_dir / run.name / "manifest.json")))]
     site.groups = group_runs(site.runs)
-    path, template, context = pages.index_page(site)
+    path, template, context = pages.index_page(site, KINDS)
     done[path] = _render(env, template, context, site)
     return done
 
 
 def _analysis_pages(kind: str, saved: dict) -> list[pages.Page]:
     """A result's own pages, and a dry run of what the index and the run pages take from it."""
-    made = ANALYSIS_PAGES[kind](saved)
-    pages.analysis_summary(kind, saved["result"])
-    if kind == "ablate":
-        pages.ablation_plot(saved["result"], "check")
-    if kind == "anatomy":
-        for entry in saved["result"].get("runs", []):
-            pages.anatomy_run_plot(entry, "check")
+    entry = KINDS[kind]
+    made = entry.pages(saved)
+    entry.summary(saved["result"])
+    entry.run_pages(saved["result"])
     return made
 
 
