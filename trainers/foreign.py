@@ -20,7 +20,7 @@ manifest ("source", "train") and so into every result's inputs (`RunRef.fingerpr
     base      --base; else adapter_config.json's base_model_name_or_path (a directory, or a hub id
               that is cached or reachable); a model directory always needs --base
     pooling   --pooling, default cls (TrainConfig's)
-    max_len   --max-len, default 256 (TrainConfig's)
+    max_len   --max-len, default 256 (TrainConfig's), or the base's longest input where that is shorter
     data      --data DIR, default RUNS_DIR/data (`interp data build`'s); fingerprints unknown
     ties      codexglue (CodeXGLUE's evaluator), precision fp32
 
@@ -64,14 +64,15 @@ class ForeignOptions:
     max_len: int | None = None
     data_dir: Path | None = None
 
-    def resolved(self, runs_dir: Path) -> dict:
+    def resolved(self, runs_dir: Path, positions: int) -> dict:
+        """The choices as recorded: defaults filled in, max_len within the base's `positions`."""
         from trainers.encoders import check_pooling
         from trainers.training.loop import TrainConfig
 
         defaults = TrainConfig()
-        if self.max_len is not None and self.max_len < 1:
-            raise InterpError(f"--max-len should be at least 1, got {self.max_len}")
-        return {"pooling": check_pooling(self.pooling or defaults.pooling), "max_len": self.max_len or defaults.max_len,
+        if self.max_len is not None and not 1 <= self.max_len <= positions:
+            raise InterpError(f"--max-len {self.max_len}: should be from 1 to {positions}, the base's longest input")
+        return {"pooling": check_pooling(self.pooling or defaults.pooling), "max_len": self.max_len or min(defaults.max_len, positions),
                 "data_dir": str(Path(self.data_dir or Path(runs_dir) / "data").expanduser().resolve())}
 
 
@@ -327,6 +328,7 @@ def _count(directory: Path, kind: str) -> int:
 
 def foreign_manifest(directory: Path, *, name: str, runs_dir: Path, options: ForeignOptions | None = None, copied: bool = False):
     """The `Manifest` of the delta at `directory` (kind "interp", "peft" or "full"), its missing choices from `options`."""
+    from trainers.encoders import read_shape
     from trainers.manifest import Manifest
     from trainers.training.evaluate import DEFAULT_TIE_RULE
     from trainers.training.runs import code_version, package_versions
@@ -335,7 +337,6 @@ def foreign_manifest(directory: Path, *, name: str, runs_dir: Path, options: For
     directory = Path(directory).expanduser().resolve()
     kind = delta_kind(directory)
     config = foreign_method(directory)
-    settings = options.resolved(runs_dir)
     base, base_from = options.base, "--base"
     if base is None and (directory / PEFT_CONFIG).is_file():
         base, base_from = read_adapter_config(directory).get("base_model_name_or_path"), f"base_model_name_or_path in {PEFT_CONFIG}"
@@ -349,6 +350,7 @@ def foreign_manifest(directory: Path, *, name: str, runs_dir: Path, options: For
             raise
         raise InterpError(f"{directory}: its base {base!r} ({base_from}) cannot be loaded: {str(exc).split(': ', 1)[-1]} "
                           "Name a local copy with --base DIR") from None
+    settings = options.resolved(runs_dir, read_shape(recorded["source"]).positions)
     trainable = _count(directory, kind)
     data = {split: {"file": str(Path(settings["data_dir"]) / f"{split}.jsonl"), "fingerprint": None} for split in ("train", "valid", "test")}
     source = {"path": str(directory), "kind": kind, "copied": copied, "base": base, "base_from": base_from} | settings

@@ -232,7 +232,8 @@ def count_lines(path: Path, stop: int) -> int:
 
 
 def eval_(
-    name: Annotated[str, typer.Argument(help="A run under RUNS_DIR.")],
+    name: Annotated[str, typer.Argument(help="A run under RUNS_DIR, or a directory (a name with '/', such as ./adapter): a peft "
+                                        "adapter or a fine-tuned model directory.")],
     split: Annotated[str, typer.Option(help="train, valid or test of the run's data.")] = "test",
     data: Annotated[Path | None, typer.Option("--data", exists=True, dir_okay=False, help="Any AdvTest-format jsonl instead of --split.")] = None,
     predictions: Annotated[Path | None, typer.Option(help="Write CodeXGLUE-format predictions here.")] = None,
@@ -245,20 +246,27 @@ def eval_(
     precision: options.Precision = "fp32",
     runs_dir: options.RunsDir = Path("runs"),
     progress: options.Progress = True,
+    base: Annotated[str | None, typer.Option("--base", help="For a directory: its base encoder (default: the adapter's "
+                                             "base_model_name_or_path; a model directory needs it).")] = None,
+    pooling: Annotated[str | None, typer.Option("--pooling", callback=options.choice, help="For a directory: cls (default), pooler or mean.")] = None,
+    max_len: Annotated[int | None, typer.Option("--max-len", help="For a directory: tokens per query or code (default 256).")] = None,
 ) -> None:
     """Re-evaluate a run's best delta on any split or AdvTest-format file (MRR, optional predictions); fp32 unless --precision bf16."""
     from trainers.errors import InterpError
     from trainers.training.runs import find_run, writing_into
     from trainers.training.scoring import evaluate_run, write_predictions
+    from trainers.foreign import ForeignOptions, is_path_name
 
-    options.existing_dir("--runs-dir", runs_dir)
+    if not is_path_name(name):  # a directory needs no RUNS_DIR (only for its default data, RUNS_DIR/data)
+        options.existing_dir("--runs-dir", runs_dir)
     if data is None and split not in options.SPLITS:
         raise InterpError(f"--split {split}: should be one of {', '.join(options.SPLITS)}")
     options.at_least("--top-k", top_k)
     if predictions is not None:
         predictions_target(predictions)
     options.device(device.value)
-    run = find_run(runs_dir, name)
+    options.at_least("--max-len", max_len)
+    run = find_run(runs_dir, name, foreign=ForeignOptions(base=base, pooling=pooling, max_len=max_len))
     with writing_into(run, predictions):  # a file written into the run: not while a process trains it
         result = evaluate_run(run, data_file=data, split=split, ties=ties, device=device.value, progress=progress, precision=precision)
         typer.echo(f"{name} on {result.file}: MRR {result.evaluation.mrr:.4f} over {len(result.urls)} queries "
