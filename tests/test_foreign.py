@@ -1,0 +1,237 @@
+"""Deltas from anywhere (trainers/foreign.py, `interp import`): a LoRA and an (IA)3 adapter trained with plain
+peft, and a fully fine-tuned model saved with `save_pretrained`, on the tiny RoBERTa; each is evaluated by path
+(MRR equal to a plain-transformers computation), imported, analysed by name and listed; bad ones are refused."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import check_refused, invoke, single_thread  # noqa: F401 - the fixture, one thread per module
+from trainers.data import load_split
+from trainers.foreign import is_path_name
+from trainers.training.evaluate import gold_ranks
+
+MAX_LEN = 32
+KINDS = ("lora", "ia3", "full")
+
+
+def _train_steps(model, tokenizer, examples, params) -> None:
+    """Three steps of in-batch InfoNCE on eight pairs at a high learning rate: a delta far from zero."""
+    optimizer = torch.optim.AdamW(params, lr=5e-2)
+    q = tokenizer([e.query for e in examples], truncation=True, max_length=MAX_LEN, padding=True, return_tensors="pt")
+    c = tokenizer([e.code_text for e in examples], truncation=True, max_length=MAX_LEN, padding=True, return_tensors="pt")
+    model.train()
+    for _ in range(3):
+        scores = model(**q).last_hidden_state[:, 0] @ model(**c).last_hidden_state[:, 0].T  # (batch, batch)
+        torch.nn.functional.cross_entropy(scores, torch.arange(len(examples))).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+@pytest.fixture(scope="module")
+def foreign(tmp_path_factory, mined_data, tiny_roberta_dir):
+    """Foreign deltas as users have them (adapters/lora, adapters/ia3, adapters/full), a copy of the mined data,
+    and an empty runs directory."""
+    import peft
+    from transformers import AutoModel, AutoTokenizer
+
+    root = tmp_path_factory.mktemp("foreign")
+    shutil.copytree(mined_data, root / "data")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_roberta_dir)
+    pairs = load_split(root / "data", "train")[:8]
+    made = {}
+    for kind, config in (("lora", peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"])), ("ia3", peft.IA3Config())):
+        torch.manual_seed(0)
+        model = peft.get_peft_model(AutoModel.from_pretrained(tiny_roberta_dir), config)
+        _train_steps(model, tokenizer, pairs, [p for p in model.parameters() if p.requires_grad])
+        model.save_pretrained(root / "adapters" / kind)
+        made[kind] = root / "adapters" / kind
+    model = AutoModel.from_pretrained(tiny_roberta_dir)
+    _train_steps(model, tokenizer, pairs, list(model.parameters()))
+    model.save_pretrained(root / "adapters" / "full")
+    made["full"] = root / "adapters" / "full"
+    (root / "runs").mkdir()
+    return root, made
+
+
+def _reference_mrr(kind: str, path: Path, base: Path, test: Path) -> tuple[float, torch.Tensor]:
+    """MRR and ranks by plain transformers (and plain peft): [CLS] hidden states, CodeXGLUE's tie rule."""
+    import peft
+    from transformers import AutoModel, AutoTokenizer
+
+    from trainers.data import read_split
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModel.from_pretrained(path if kind == "full" else base)
+    if kind != "full":
+        model = peft.PeftModel.from_pretrained(model, path)
+    model.eval()
+    examples = read_split(test)
+
+    def embed(texts):
+        batch = tokenizer(texts, truncation=True, max_length=MAX_LEN, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            return model(**batch).last_hidden_state[:, 0]  # (n, hidden)
+
+    ranks = gold_ranks(embed([e.query for e in examples]), embed([e.code_text for e in examples]), ties="codexglue")
+    return float((1.0 / ranks.double()).mean()), ranks
+
+
+# -- the path rule --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "is_path"), [
+    ("lora64", False), ("lora.r4+ffn", False), ("base", False),
+    ("./lora64", True), ("adapters/lora", True), ("/abs/x", True), ("~/x", True), (".", True), ("..", True),
+])
+def test_path_rule(name, is_path):
+    assert is_path_name(name) is is_path
+
+
+# -- eval by path: the MRR of plain transformers ----------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_eval_by_path_equals_plain_transformers(foreign, kind, tiny_roberta_dir):
+    from trainers.foreign import ForeignOptions
+    from trainers.training.runs import find_run
+    from trainers.training.scoring import evaluate_run
+
+    root, made = foreign
+    test = root / "data" / "test.jsonl"
+    base = ["--base", tiny_roberta_dir] if kind == "full" else []  # an adapter names its base in adapter_config.json
+    result = invoke(["eval", made[kind], "--data", test, "--max-len", MAX_LEN, "--no-progress", *base])
+    assert result.exit_code == 0, result.stderr
+    expected, ranks = _reference_mrr(kind, made[kind], tiny_roberta_dir, test)
+    shown = float(re.search(r"MRR (\d\.\d{4})", result.stdout).group(1))
+    assert shown == pytest.approx(expected, abs=5e-5)
+    assert "pooling cls" in result.stdout
+
+    run = find_run(root / "runs", str(made[kind]), foreign=ForeignOptions(base=str(tiny_roberta_dir), max_len=MAX_LEN))
+    ours = evaluate_run(run, data_file=test, progress=False)
+    assert torch.equal(ours.evaluation.ranks.cpu(), ranks)
+    assert ours.evaluation.mrr == pytest.approx(expected, rel=1e-9)
+    assert run.source["kind"] == ("full" if kind == "full" else "peft") and run.source["max_len"] == MAX_LEN
+
+
+# -- import, then every analysis by name, and the listings ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def imported(foreign, tiny_roberta_dir):
+    root, made = foreign
+    runs = root / "runs"
+    outputs = {}
+    for kind in KINDS:
+        extra = ["--base", tiny_roberta_dir] if kind == "full" else []
+        extra += ["--copy"] if kind == "ia3" else []
+        result = invoke(["import", made[kind], "--name", f"my-{kind}", "--data", root / "data", "--max-len", MAX_LEN,
+                         "--runs-dir", runs, *extra])
+        assert result.exit_code == 0, result.stderr
+        outputs[kind] = result.stdout
+    return runs, outputs
+
+
+def test_import_records_the_source_and_references_the_weights(foreign, imported, tiny_roberta_dir):
+    root, made = foreign
+    runs, outputs = imported
+    assert "imported my-lora: peft LORA r=4 alpha=8 on query, value (2,048 parameters" in outputs["lora"]
+    for kind in KINDS:
+        manifest = json.loads((runs / f"my-{kind}" / "manifest.json").read_text())
+        source = manifest["source"]
+        assert source["path"] == str(made[kind].resolve()) and source["copied"] is (kind == "ia3")
+        assert (source["pooling"], source["max_len"], source["data_dir"]) == ("cls", MAX_LEN, str((root / "data").resolve()))
+        assert manifest["train"]["max_len"] == MAX_LEN and manifest["status"] == "finished"
+        stored = sorted(p.name for p in (runs / f"my-{kind}").iterdir())
+        assert stored == (["adapter_config.json", "adapter_model.safetensors", "manifest.json"] if kind == "ia3" else ["manifest.json"])
+    assert json.loads((runs / "my-full" / "manifest.json").read_text())["source"]["base_from"] == "--base"
+
+    listed = invoke(["runs", "--runs-dir", runs]).stdout
+    for kind in KINDS:
+        assert re.search(rf"^my-{kind}\s+-\s+{'full' if kind == 'full' else 'peft'}\s", listed, re.M), listed
+
+
+def test_imported_eval_equals_eval_by_path(foreign, imported):
+    root, made = foreign
+    runs, _ = imported
+    by_name = invoke(["eval", "my-lora", "--runs-dir", runs, "--no-progress"])
+    by_path = invoke(["eval", made["lora"], "--data", root / "data" / "test.jsonl", "--max-len", MAX_LEN, "--no-progress"])
+    assert by_name.exit_code == by_path.exit_code == 0, by_name.stderr + by_path.stderr
+    assert re.search(r"MRR \S+", by_name.stdout).group(0) == re.search(r"MRR \S+", by_path.stdout).group(0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_analyses_on_imported_runs(imported, kind):
+    """attn-diff against the base, ablate of layer 1, anatomy: each saves a result whose inputs name the source."""
+    runs, _ = imported
+    name = f"my-{kind}"
+    for args, kind_dir in ((["attn-diff", name, "base", "--limit", 6], "attn-diff"), (["ablate", name, "--layers", "1", "--limit", 6], "ablate"),
+                           (["anatomy", name], "anatomy")):
+        result = invoke([*args, "--runs-dir", runs, *([] if kind_dir == "anatomy" else ["--no-progress"])])
+        assert result.exit_code == 0, f"{args}: {result.stderr}{result.exception!r}"
+        saved = [json.loads(p.read_text()) for p in (runs / "analyses" / kind_dir).glob(f"{name}*.json")]
+        assert saved, f"{args}: no result in {runs / 'analyses' / kind_dir}"
+        assert name in json.dumps(saved[0]["inputs"]) and '"source"' in json.dumps(saved[0]["inputs"])
+    ablate = json.loads(next((runs / "analyses" / "ablate").glob(f"{name}*.json")).read_text())["result"]
+    assert ablate["intact_mrr"] != ablate["base_mrr"]  # the delta changes the ranking: it was loaded
+    anatomy = json.loads(next((runs / "analyses" / "anatomy").glob(f"{name}*.json")).read_text())["result"]
+    assert anatomy["runs"][0]["matrices"], anatomy
+
+
+def test_report_lists_imported_runs(imported):
+    runs, _ = imported
+    result = invoke(["report", "--runs-dir", runs])
+    assert result.exit_code == 0, result.stderr
+    pages = " ".join(p.read_text(errors="replace") for p in (runs / "report").rglob("*.html"))
+    for kind in KINDS:
+        assert f"my-{kind}" in pages
+
+
+# -- refusals: one error line naming what is at fault, nothing written --------------------------------
+
+
+def _with_config(src: Path, dst: Path, **changes) -> Path:
+    shutil.copytree(src, dst)
+    config = json.loads((dst / "adapter_config.json").read_text()) | changes
+    (dst / "adapter_config.json").write_text(json.dumps(config))
+    return dst
+
+
+def test_refusals(foreign, tmp_path, tiny_roberta_dir):
+    from conftest import make_tiny_roberta
+
+    root, made = foreign
+    test = root / "data" / "test.jsonl"
+    neither = tmp_path / "notes"
+    neither.mkdir()
+    (neither / "README.md").write_text("not a delta")
+    wider = make_tiny_roberta(tmp_path / "wider", hidden=48)
+    offline = _with_config(made["lora"], tmp_path / "hub-lora", base_model_name_or_path="microsoft/codebert-base")
+    elsewhere = _with_config(made["lora"], tmp_path / "other-targets", target_modules=["query_proj"])
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copy(made["lora"] / "adapter_config.json", pickled)
+    (pickled / "adapter_model.bin").write_bytes(b"\x80")
+    cases = [
+        (["eval", neither, "--data", test], [str(neither), "neither a peft adapter"]),
+        (["eval", tmp_path / "absent", "--data", test], [str(tmp_path / "absent"), "no such directory"]),
+        (["eval", made["lora"], "--base", wider, "--data", test, "--max-len", MAX_LEN], [str(made["lora"].resolve()), str(wider.resolve())]),
+        (["eval", elsewhere, "--data", test, "--max-len", MAX_LEN], [str(elsewhere.resolve()), str(tiny_roberta_dir)]),
+        (["eval", offline, "--data", test], [str(offline.resolve()), "microsoft/codebert-base", "--base"]),
+        (["eval", made["full"], "--data", test], [str(made["full"].resolve()), "--base"]),
+        (["eval", pickled, "--data", test], ["adapter_model.bin"]),
+        (["eval", made["lora"], "--max-len", 1000, "--data", test], ["--max-len 1000"]),
+        (["import", neither, "--name", "x", "--runs-dir", root / "runs"], [str(neither)]),
+        (["import", made["lora"], "--name", "bad/name", "--runs-dir", root / "runs"], ["bad/name"]),
+        (["import", made["lora"], "--name", "wide", "--base", wider, "--runs-dir", root / "runs"], [str(wider.resolve())]),
+    ]
+    for args, names in cases:
+        check_refused(args, names, watched=root)
+    invoke(["import", made["lora"], "--name", "twice", "--runs-dir", root / "runs"])
+    check_refused(["import", made["ia3"], "--name", "twice", "--runs-dir", root / "runs"], ["twice", "already exists"], watched=root)
