@@ -95,6 +95,7 @@ class CapturedAttention:
         query (batch, heads, q_len, head_dim); key (batch, heads, l + k_len, head_dim), prefix keys
         (if any) in front; mask None (attend everywhere), bool (True = attend) or additive float,
         (batch, 1 or heads, q_len or 1, l + k_len). Rows: query 0 only, or every query when keep_full.
+        The weights are those before attention dropout, which the analyses' eval mode switches off.
         """
         q_len = query.shape[2]
         rows = q_len if self.keep_full else 1
