@@ -68,7 +68,7 @@ app = typer.Typer(
 
 
 def _mount() -> None:
-    from interp.commands import attn_diff, data, delta_analyses, demo, encoder, importing, params, report, stats, study, train
+    from interp.commands import attn_diff, cka, data, delta_analyses, demo, encoder, importing, params, report, stats, study, train
 
     app.add_typer(data.app, name="data", help="Build and check AdvTest-format code-search data.")
     app.command("encoder", help="Show the resolved base encoder: family, layers, heads, hidden size, source.")(encoder.encoder)
@@ -80,6 +80,7 @@ def _mount() -> None:
     app.command("qualitative", help="Easy / hard / fixed / regressed examples of runs, their statistics and tests.")(stats.qualitative)
     app.command("compare", help="Paired significance tests of runs' MRR; seeds of a preset pooled.")(stats.compare)
     app.command("attn-diff", help="Per layer and head, how two runs' [CLS] attention differs over a whole split.")(attn_diff.attn_diff)
+    app.command("cka", help="Per layer pair, linear CKA of two runs' hidden states over a whole split.")(cka.cka)
     app.command("ablate", help="Switch a delta off in some layers at inference and measure the MRR change.")(delta_analyses.ablate)
     app.command("anatomy", help="Norms, spectra, effective rank and subspace overlap of deltas, from their weights.")(delta_analyses.anatomy)
     app.command("attribute", help="Integrated-gradients attribution of a query-code score to tokens (Captum).")(delta_analyses.attribute)

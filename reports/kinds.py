@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from reports import analysis_pages
+from reports import analysis_pages, cka_page
 from reports.pages import Page, ablation_plot, anatomy_run_plot
 
 
@@ -67,4 +67,5 @@ KINDS: dict[str, Kind] = {k.kind: k for k in (
     Kind("attribute", _one(analysis_pages.attribute_page), _attribute, "interp attribute RUN"),
     Kind("qualitative", _one(analysis_pages.qualitative_page), _qualitative, "interp qualitative --runs A,B,C"),
     Kind("compare", _one(analysis_pages.compare_page), _compare, "interp compare A B"),
+    Kind("cka", _one(cka_page.cka_page), cka_page.summary, "interp cka RUN_A RUN_B"),
 )}

@@ -257,7 +257,7 @@ def flat(grid) -> list[float]:
 
 # -- the analysis commands' case tables (test_cli_cases_analyses.py, test_cli_cases_stats.py) ------
 
-ANALYSIS_PROGRESS = {"attn-diff", "ablate", "qualitative", "compare"}  # commands with --progress/--no-progress
+ANALYSIS_PROGRESS = {"attn-diff", "cka", "ablate", "qualitative", "compare"}  # commands with --progress/--no-progress
 
 
 def analyses_cases_world(cli_world, root: Path):

@@ -73,6 +73,9 @@ def write_analyses(runs_dir: Path) -> None:
     anatomy = copy.deepcopy(golden("anatomy.json")["result"])
     anatomy["runs"][0]["name"] = "lora2"
     save(runs_dir, "anatomy", "lora2-vs-loff", anatomy)
+    cka = copy.deepcopy(golden("cka.json")["result"])
+    cka["a"], cka["b"] = "lora2", HOSTILE
+    save(runs_dir, "cka", "lora2-vs-loff", cka)
 
 
 def write_study(runs_dir: Path) -> None:

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import MAX_LEN, single_thread, train_tiny  # noqa: F401 (single_thread: autouse)
+from helpers import GOLDEN, MAX_LEN, _rounded, json_close, single_thread, train_tiny  # noqa: F401 (single_thread: autouse)
 from interp.analyses.attn_diff import BoundRun
-from interp.analyses.cka import CKA, GramStats, linear_cka, seed_null
+from interp.analyses.cka import CKA, GramStats, linear_cka, result_name, seed_null
+from interp.analyses.running import run_analysis
 from trainers import methods
 from trainers.data import load_split
 from trainers.encoders import load_encoder
@@ -264,15 +266,20 @@ def test_every_method_gives_hidden_states_to_compare(base, examples, tiny_robert
 
 
 @pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory, mined_data, tiny_roberta_dir):
+def cka_runs_dir(tmp_path_factory, mined_data, tiny_roberta_dir):
     """LoRA r=8 in layers 3-4 of the tiny RoBERTa: seeds 1 and 2; in layer 2 only: seeds 1 and 2."""
     runs = tmp_path_factory.mktemp("cka-runs")
     for name, layers, seed in (("l34-s1", "3-4", 1), ("l34-s2", "3-4", 2), ("l2-s1", "2", 1), ("l2-s2", "2", 2)):
         train_tiny(runs, mined_data, tiny_roberta_dir, name, methods.method_from_dict({"method": "lora", "r": 8, "layers": layers}),
                    seed=seed)
+    return runs
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(cka_runs_dir):
     bound = {}
     for name in ("l34-s1", "l34-s2", "l2-s1", "l2-s2"):
-        encoder, model = load_run_model(find_run(runs, name))
+        encoder, model = load_run_model(find_run(cka_runs_dir, name))
         bound[name] = BoundRun(name, encoder, model)
     return bound
 
@@ -348,3 +355,45 @@ def test_bad_options_are_refused_before_any_forward_pass(base, examples, options
 def test_a_seed_group_needs_distinct_runs(base, tiny_runs):
     with pytest.raises(InterpError, match="every run must be named once"):
         CKA(a=[tiny_runs["l2-s1"], tiny_runs["l2-s1"]], b=[base], device="cpu")
+
+
+# -- through the one face: run_analysis resolves, loads, computes and saves ------------------------------
+
+
+@pytest.mark.parametrize("kw, expected", [
+    ({}, "a-vs-b"),
+    ({"seeds": True, "label": ".n8", "side": "query"}, "a-vs-b.seeds.n8.query"),
+    ({"label": ".valid", "tokens": "all", "estimator": "unbiased"}, "a-vs-b.valid.all.unbiased"),
+])
+def test_result_names(kw, expected):
+    assert result_name("a", "b", **({"seeds": False, "label": "", "side": "both", "tokens": "cls", "estimator": "biased"} | kw)) == expected
+
+
+def test_run_analysis_saves_the_golden_result(cka_runs_dir):
+    """Two seeds a side over 8 test queries, through `run_analysis`; the saved result against tests/golden/cka.json
+    (rounded to 6 digits, timings left out; UPDATE_GOLDEN=1 rewrites it). The report's tests render this file."""
+    result, path = run_analysis(CKA, runs_dir=cka_runs_dir, a="l2-s1,l2-s2", b="l34-s1,l34-s2", limit=8, side="query",
+                                device="cpu", progress=False)
+    assert path == cka_runs_dir / "analyses" / "cka" / f"{result.a}-vs-{result.b}.seeds.n8.query.json"
+    saved = json.loads(path.read_text())
+    assert saved["kind"] == "cka" and saved["result"]["seed_null"]["runs_a"] == 2
+    inputs = saved["inputs"]
+    assert (inputs["runs_a"], inputs["runs_b"], inputs["tokens"], inputs["estimator"], inputs["max_len"], inputs["precision"]) == (
+        ["l2-s1", "l2-s2"], ["l34-s1", "l34-s2"], "cls", "biased", MAX_LEN, "fp32")
+    assert inputs["data"]["examples"] == 8 and len(inputs["runs"]) == 4
+    got = _rounded({k: saved[k] for k in ("kind", "name", "result")})
+    for volatile in ("seconds", "examples_per_second"):
+        got["result"].pop(volatile)
+    golden = GOLDEN / "cka.json"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
+    assert json_close(got, json.loads(golden.read_text()), 1e-4, 1e-5), f"{path} differs from {golden} (UPDATE_GOLDEN=1 to accept)"
+
+
+def test_prepare_refuses_before_any_model_loads(cka_runs_dir):
+    """Bad options and an unknown run are refused by `prepare`; nothing is bound, nothing written."""
+    for kw, message in (({"tokens": "mean"}, "--tokens"), ({"limit": 1}, "at least 2 examples"), ({"b": "l99"}, "'l99'"),
+                        ({"batch_size": 0}, "--batch-size should be at least 1, got 0")):
+        with pytest.raises(InterpError, match=message):
+            CKA.prepare(runs_dir=cka_runs_dir, **({"a": "l2-s1", "b": "l34-s1"} | kw))
+    assert not (cka_runs_dir / "analyses" / "cka" / "l2-s1-vs-l34-s1.json").exists()

@@ -286,7 +286,7 @@ USAGE_CASES = [  # Typer's usage errors in the one-line form, for every command 
     case("data", "check", "--bogus", names=("--bogus",)),
     case("data", "check", "{data}", "extra", names=("extra",)),
     *[case(command, "--bogus", names=("--bogus",))
-      for command in ("qualitative", "compare", "attn-diff", "ablate", "anatomy", "attribute", "report", "demo")],
+      for command in ("qualitative", "compare", "attn-diff", "cka", "ablate", "anatomy", "attribute", "report", "demo")],
 ]
 
 CASES = (METHOD_CASES + LAYER_CASES + SIZE_CASES + PATH_CASES + BASE_CASES + DEVICE_CASES + EVAL_CASES + RUNS_CASES

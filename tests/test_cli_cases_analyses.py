@@ -1,6 +1,6 @@
-"""attn-diff, ablate, anatomy and attribute refuse bad input as the README promises (issue 12).
+"""attn-diff, cka, ablate, anatomy and attribute refuse bad input as the README promises (issue 12).
 
-attn-diff, ablate, anatomy and attribute given bad values and damaged inputs, and every analysis
+attn-diff, cka, ablate, anatomy and attribute given bad values and damaged inputs, and every analysis
 command given bad run names, damaged weights, a moved base model and output paths that hold
 something else: exit status 2, one `error:` line naming the option, file or line at fault, no
 traceback, and nothing on disk changed (`helpers.check_refused`). Almost every case is refused
@@ -56,6 +56,7 @@ def _run_name_cases():
             case("attribute", name, "--example", "{idx}", *R, names=names),
             case("qualitative", "--runs", f"lora,{name}", *R, names=names),
             case("compare", "lora", name, *R, names=names),
+            case("cka", name, "lora", *R, names=names),
         ]
     return out
 
@@ -98,6 +99,28 @@ REFUSED = _run_name_cases() + [
     case("attn-diff", "lora", "base", "--runs-dir", "{root}/no-data", names=("test.jsonl",)),
     case("attn-diff", "lora", "adapter", "--bogus", *R, names=("--bogus",)),
     case("attn-diff", "lora", *R, names=("'b'",)),
+    # -- cka ----------------------------------------------------------------------------------
+    case("cka", "lora", *R, names=("'b'",)),
+    case("cka", "lora", "adapter", "--tokens", "mean", *R, names=("--tokens", "mean")),
+    case("cka", "lora", "adapter", "--tokens", "", *R, names=("--tokens",)),
+    case("cka", "lora", "adapter", "--estimator", "debiased", *R, names=("--estimator", "debiased")),
+    case("cka", "lora", "adapter", "--limit", "0", *R, names=("--limit", "0")),
+    case("cka", "lora", "adapter", "--limit", "-2", *R, names=("--limit", "-2")),
+    case("cka", "lora", "adapter", "--limit", "1", *R, names=("at least 2 examples", "got 1")),
+    case("cka", "lora", "adapter", "--limit", "3", "--estimator", "unbiased", *R, names=("at least 4 examples", "unbiased")),
+    case("cka", "lora", "adapter", "--batch-size", "0", *R, names=("--batch-size", "0")),
+    case("cka", "lora", "adapter", "--side", "left", *R, names=("--side",)),
+    case("cka", "lora", "adapter", "--device", "bogus", *R, names=("--device",)),
+    case("cka", "lora", "adapter", "--device", "cuda", *R, names=("--device", "cuda"), marks=NO_CUDA),
+    case("cka", "lora", "adapter", "--split", "bogus", *R, names=("--split", "bogus")),
+    case("cka", "lora", "adapter", "--data", "{files}/empty.jsonl", *R, names=("empty.jsonl",)),
+    case("cka", "lora", "adapter", "--data", "{files}/badline.jsonl", *R, names=("badline.jsonl:3",)),
+    case("cka", "lora", "adapter", "--seeds", *R, names=("preset", "'lora'")),
+    case("cka", "lora,lora", "adapter", *R, names=("'lora'", "twice")),
+    case("cka", "lora,adapter", "adapter", *R, names=("'adapter'", "both sides")),
+    case("cka", "lora", "adapter", "--runs-dir", "{root}/nosuch", names=("--runs-dir", "nosuch")),
+    case("cka", "lora", "adapter", "--runs-dir", "{root}/bad-manifest", names=("manifest.json",)),
+    case("cka", "lora", "base", "--runs-dir", "{root}/no-data", names=("test.jsonl",)),
     # -- ablate -------------------------------------------------------------------------------
     case("ablate", "lora", *R, names=("--layers", "--sweep")),
     case("ablate", "base", "--layers", "1", *R, names=("'base'",)),
@@ -187,7 +210,8 @@ REFUSED = _run_name_cases() + [
     *[case(*args, "--runs-dir", f"{{root}}/{where}", names=(needle,))
       for where, needle in (("bad-weights", "lora/adapter_model.safetensors"), ("moved-base", "moved-base-model"))
       for args in (("attn-diff", "lora", "base", "--limit", "2"), ("ablate", "lora", "--layers", "1"), ("anatomy", "lora"),
-                   ("attribute", "lora", "--example", "{idx}"), ("compare", "lora", "base"), ("qualitative", "--runs", "lora,base"))],
+                   ("attribute", "lora", "--example", "{idx}"), ("compare", "lora", "base"), ("qualitative", "--runs", "lora,base"),
+                   ("cka", "lora", "base", "--limit", "2"))],
     # -- where results go: something else is there --------------------------------------------
     case("compare", "lora", "adapter", *R, names=("lora-vs-adapter.json", "directory")),
     case("ablate", "lora", "--layers", "1", *R, names=("lora.drop1.json", "not a regular file")),
@@ -211,6 +235,7 @@ POSITIVE = [  # controls: the same commands with good values run, print the resu
     ["attribute", "lora", "--example", "{idx}", "--steps", "2", "--others", "1", "--show", "0"],
     ["qualitative", "--baseline", "lora", "--candidate", "adapter", "--limit", str(EXAMPLES), "--samples", "0"],
     ["compare", "lora", "adapter", "--limit", str(EXAMPLES), "--bootstrap", "40", "--permutations", "1"],
+    ["cka", "lora", "adapter", "--limit", "4", "--side", "query", "--tokens", "all", "--device", "cpu"],
 ]
 
 

@@ -38,7 +38,7 @@ def pages(site: Path) -> dict[str, str]:
     "index.html", "runs/lora2.html", "runs/lora2-s2.html", "runs/loff.html", "study/tiny.html",
     "attn-diff/lora2-vs-loff.html", "attn-diff/lora2-vs-loff.a.query.html", "attn-diff/lora2-vs-loff.b.query.html",
     "qualitative/all.html", "attribute/loff.example500.html", "compare/lora2-vs-loff.html",
-    "ablate/loff.sweep.html", "anatomy/lora2-vs-loff.html",
+    "ablate/loff.sweep.html", "anatomy/lora2-vs-loff.html", "cka/lora2-vs-loff.html",
 ])
 def test_every_page_is_written(site, page):
     assert (site / page).is_file()
@@ -46,13 +46,24 @@ def test_every_page_is_written(site, page):
 
 @pytest.mark.parametrize("page", sorted([
     "attn-diff/lora2-vs-loff.html", "attn-diff/lora2-vs-loff.a.query.html", "qualitative/all.html",
-    "attribute/loff.example500.html", "study/tiny.html",
+    "attribute/loff.example500.html", "study/tiny.html", "cka/lora2-vs-loff.html",
 ]))
 def test_hostile_text_is_escaped(site, page):
     html = (site / page).read_text(encoding="utf-8")
     assert "<script>alert(1)" not in html
     assert "<b>bold</b>" not in html
     assert "&lt;/script&gt;&lt;script&gt;alert(1)" in html or "\\u003c/script\\u003e\\u003cscript\\u003ealert(1)" in html
+
+
+def test_the_cka_page_shows_its_matrix_curve_and_null(site):
+    """Per side a layers x layers heatmap (undefined cells greyed) and the diagonal with the seed null's band and marks;
+    the index gives its one line."""
+    html = (site / "cka/lora2-vs-loff.html").read_text(encoding="utf-8")
+    assert html.count('class="plotly-graph-div"') == 2  # the query side: heatmap and curve
+    assert "CKA at the same layer" in html and "seed to seed (lowest to highest pair)" in html and "#d0d0d0" in html
+    assert "Estimator <b>biased</b>" in html and "Layers that do not vary, CKA undefined: embeddings" in html
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert "8 examples (cls, biased): query lowest 0.535 at layer 3" in index
 
 
 def test_code_keeps_its_whitespace(site):
@@ -118,8 +129,9 @@ def test_empty_runs_dir_says_what_is_missing(tmp_path):
     report = build_report(runs_dir=tmp_path, out=tmp_path / "report")
     html = report.index.read_text(encoding="utf-8")
     assert "No runs yet" in html and "No study tables yet" in html
-    for kind in ("attn-diff", "ablate", "anatomy", "attribute", "qualitative", "compare"):
+    for kind in ("attn-diff", "ablate", "anatomy", "attribute", "qualitative", "compare", "cka"):
         assert f"No {kind} results yet" in html
+    assert "interp cka RUN_A RUN_B" in html
 
 
 @pytest.mark.parametrize("content, problem", [

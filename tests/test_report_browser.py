@@ -32,6 +32,7 @@ PAGES = {  # page -> (plotly plots at least, bertviz SVGs at least, hostile text
     "qualitative/all.html": (2, 0, True),
     "attribute/loff.example500.html": (0, 0, True),
     "compare/lora2-vs-loff.html": (0, 0, False),
+    "cka/lora2-vs-loff.html": (2, 0, True),
     "study/tiny.html": (0, 0, True),
 }
 

@@ -41,6 +41,9 @@ layer for every pair of runs; T = mean D over between-side pairs - mean D over s
 (= within CKA - between CKA), with seeds.permutation_test's p over relabellings of the runs and
 Benjamini-Hochberg q across every side x layer tested. Without it the result says why
 (`null_note`).
+
+Run through the one face (interp/analyses/running.py): `run_analysis(CKA, runs_dir=..., a=..., b=...)`
+saves runs/analyses/cka/<A>-vs-<B>[.seeds][.<data>][.<side>][.all][.unbiased].json.
 """
 
 from __future__ import annotations
@@ -49,14 +52,21 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from interp.analyses.attn_diff import BoundRun
-from interp.analyses.seeds import ALPHA, PERMUTATION_SEED, benjamini_hochberg, null_note, permutation_test, run_pairs
-from trainers.devices import torch_device
+from interp.analyses.checks import at_least
+from interp.analyses.inputs import data_label
+from interp.analyses.ranks import load_model, max_len_of, pooling_of, resolve_data
+from interp.analyses.running import Prepared
+from interp.analyses.seeds import ALPHA, PERMUTATION_SEED, benjamini_hochberg, null_note, permutation_test, resolve_sides, run_pairs
+from trainers.devices import DEFAULT_PRECISION, autocast, check_device, check_precision, torch_device
+from trainers.encoders import DEFAULT_POOLING
 from trainers.errors import InterpError
 
 SIDES = ("query", "code")
@@ -391,8 +401,79 @@ class _SideSums:
         return side, pair_cka
 
 
+def sides_of(side: str) -> tuple[str, ...]:
+    """`--side`: query, code or both."""
+    if side == "both":
+        return SIDES
+    if side not in SIDES:
+        raise InterpError(f"--side should be query, code or both, got {side!r}")
+    return (side,)
+
+
+def check_options(*, sides: Sequence[str] = SIDES, tokens: str = "cls", estimator: str = "biased", batch_size: int = 32,
+                  precision: str = DEFAULT_PRECISION, examples: int | None = None) -> None:
+    """compute's options; `prepare` asks the same before any model loads. InterpError naming the option."""
+    bad = [s for s in sides if s not in SIDES]
+    if bad or not sides:
+        raise InterpError(f"--side should be query, code or both, got {', '.join(bad) or 'nothing'}")
+    if tokens not in TOKENS:
+        raise InterpError(f"--tokens should be one of {', '.join(TOKENS)}, got {tokens!r}")
+    if estimator not in ESTIMATORS:
+        raise InterpError(f"--estimator should be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+    at_least("--batch-size", batch_size, 1)
+    check_precision(precision)
+    least = 4 if estimator == "unbiased" else 2
+    if examples is not None and examples < least:
+        raise InterpError(f"CKA needs at least {least} examples with the {estimator} estimator, got {examples}")
+
+
+def result_name(a: str, b: str, *, seeds: bool, label: str, side: str, tokens: str, estimator: str) -> str:
+    """'A-vs-B', '.seeds' when a side is a seed group, the data's label, then any non-default side, tokens, estimator."""
+    return (f"{a}-vs-{b}" + (".seeds" if seeds else "") + label + ("" if side == "both" else f".{side}")
+            + ("" if tokens == "cls" else f".{tokens}") + ("" if estimator == "biased" else f".{estimator}"))
+
+
 class CKA:
     """Bound to side A's runs and side B's runs (each one run, `base`, or two or more seeds of one configuration)."""
+
+    kind: ClassVar[str] = "cka"
+
+    @classmethod
+    def prepare(cls, *, runs_dir: Path, a: str, b: str, seeds: bool = False, split: str = "test", data_file: Path | None = None,
+                limit: int | None = None, side: str = "both", tokens: str = "cls", estimator: str = "biased",
+                batch_size: int = 32, device: str = "auto", precision: str = DEFAULT_PRECISION, progress: bool = True) -> Prepared:
+        """Sides `a` and `b` (run names, comma lists of one configuration's seeds, or presets with `seeds`) and the data;
+        every option checked, nothing loaded."""
+        sides = sides_of(side)
+        check_device(device)
+        at_least("--limit", limit, 1)
+        check_options(sides=sides, tokens=tokens, estimator=estimator, batch_size=batch_size, precision=precision)
+        side_a, side_b, refs = resolve_sides(Path(runs_dir), a, b, seeds=seeds)
+        data = resolve_data(refs, split=split, data_file=data_file, limit=limit)
+        check_options(estimator=estimator, examples=len(data.examples))
+        trained = [r for r in refs if not r.is_base]
+        lengths = [max_len_of(r) for r in trained]  # the runs' own truncation; 'base' follows them
+        max_len = max(lengths) if lengths else None  # only 'base': its default, capped by its tokenizer (bind)
+        pooled = len(side_a.refs) > 1 or len(side_b.refs) > 1
+        name = result_name(side_a.label, side_b.label, seeds=pooled, label=data_label(split, data_file, limit), side=side,
+                           tokens=tokens, estimator=estimator)
+        pooling = pooling_of(trained[0]) if trained else DEFAULT_POOLING
+
+        def bind() -> CKA:
+            bound = [BoundRun(ref.name, *load_model(ref), pooling_of(ref, pooling)) for ref in refs]
+            m = len(side_a.refs)
+            length = max_len if max_len is not None else max_len_of(refs[0], bound[0].encoder)
+            return cls(a=bound[:m], b=bound[m:], labels=(side_a.label, side_b.label), max_len=length, device=device)
+
+        def inputs(result: CKAResult) -> dict:
+            return {"runs": [r.fingerprint() for r in refs], "runs_a": side_a.runs, "runs_b": side_b.runs,
+                    "seeds_a": side_a.seeds, "seeds_b": side_b.seeds, "seeds_option": seeds, "data": data.describe(),
+                    "side": side, "limit": limit, "tokens": tokens, "estimator": estimator, "max_len": result.max_len,
+                    "precision": precision}
+
+        options = {"sides": sides, "tokens": tokens, "estimator": estimator, "batch_size": batch_size, "progress": progress,
+                   "precision": precision}
+        return Prepared(name=name, bind=bind, data=data.examples, options=options, inputs=inputs)
 
     def __init__(self, *, a: Sequence[BoundRun], b: Sequence[BoundRun], labels: tuple[str, str] = ("A", "B"),
                  max_len: int = 256, device: str = "auto"):
@@ -429,20 +510,11 @@ class CKA:
 
     @torch.no_grad()
     def compute(self, examples: Sequence, *, sides: Sequence[str] = SIDES, tokens: str = "cls", estimator: str = "biased",
-                batch_size: int = 32, progress: bool = False) -> CKAResult:
-        """CKA of every layer pair over `examples` (query/code pairs, e.g. a split's), per side. See the module docstring."""
-        bad = [s for s in sides if s not in SIDES]
-        if bad or not sides:
-            raise InterpError(f"--side should be query, code or both, got {', '.join(bad) or 'nothing'}")
-        if tokens not in TOKENS:
-            raise InterpError(f"--tokens should be one of {', '.join(TOKENS)}, got {tokens!r}")
-        if estimator not in ESTIMATORS:
-            raise InterpError(f"--estimator should be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
-        if batch_size < 1:
-            raise InterpError(f"--batch-size should be at least 1, got {batch_size}")
-        least = 4 if estimator == "unbiased" else 2
-        if len(examples) < least:
-            raise InterpError(f"CKA needs at least {least} examples with the {estimator} estimator, got {len(examples)}")
+                batch_size: int = 32, progress: bool = False, precision: str = DEFAULT_PRECISION) -> CKAResult:
+        """CKA of every layer pair over `examples` (query/code pairs, e.g. a split's), per side. See the module docstring.
+        The forward passes run at `precision` (trainers.devices.autocast); the sums are float64 either way."""
+        check_options(sides=sides, tokens=tokens, estimator=estimator, batch_size=batch_size, precision=precision,
+                      examples=len(examples))
         runs, m, n = [*self.a, *self.b], len(self.a), len(self.b)
         names = [r.name for r in runs]
         between = [(i, m + j) for i in range(m) for j in range(n)]
@@ -456,7 +528,9 @@ class CKA:
                 texts = sorted((e.query if side == "query" else e.code_text for e in examples[w : w + window]), key=len)
                 for b in range(0, len(texts), batch_size):
                     batch = {k: v.to(self.device) for k, v in self.encoder.tokenize(texts[b : b + batch_size], self.max_len).items()}
-                    sums.add([self._states(run, batch, tokens) for run in runs], len(batch["input_ids"]))
+                    with autocast(precision, self.device):
+                        states = [self._states(run, batch, tokens).float() for run in runs]
+                    sums.add(states, len(batch["input_ids"]))
                     bar.update(len(batch["input_ids"]))
             out[side] = sums.finish(estimator, names, m)
             nbytes = max(nbytes, sums.nbytes)

@@ -5,7 +5,8 @@
 2. train three deltas of the study on a fixed sample of it: lora64, lora256 and loFF
    (runs that already finished are kept);
 3. list the runs;
-4. run the analyses on them, as the study did by hand: attn-diff lora64 vs lora256; an
+4. run the analyses on them, as the study did by hand: attn-diff lora64 vs lora256; CKA
+   lora64 vs lora256 per layer over DEMO_CKA_LIMIT test examples ([CLS] states); an
    ablation of loff keeping only the top third of its layers (the study's 9-12 of 12 layers;
    5-6 of the default encoder's 6); qualitative sets with lora256 as baseline and loff as
    candidate; significance tests of all three; anatomy of lora64 vs lora256; one attribution;
@@ -27,6 +28,7 @@ from interp.commands import options
 
 DEMO_RUNS = {"lora64": "lora64", "lora256": "lora256", "loff": "loFF"}  # run name -> preset
 DEMO_SIZES = {"train_limit": 480, "eval_limit": 200}
+DEMO_CKA_LIMIT = 500  # CKA's samples: more than MiniLM's width (384), where the biased estimator is not inflated much
 DEMO_TRAIN = {"epochs": 1, "batch_size": 16, "lr": 2e-4, "evals_per_epoch": 2, "max_len": 96, "seed": 123456}
 
 
@@ -78,7 +80,7 @@ def demo(runs_dir: options.RunsDir = Path("runs"), progress: options.Progress = 
 
 def _analyses(runs_dir: Path, progress: bool) -> None:
     """Each analysis through its own command, on the demo's test sample."""
-    from interp.commands import attn_diff, delta_analyses, stats
+    from interp.commands import attn_diff, cka, delta_analyses, stats
     from trainers.data import load_split
     from trainers.training.runs import find_run
     from trainers.training.splits import EVAL_SUBSET_SEED, subset
@@ -92,6 +94,9 @@ def _analyses(runs_dir: Path, progress: bool) -> None:
     typer.echo("== attn-diff lora64 lora256")
     attn_diff.attn_diff(a="lora64", b="lora256", example=str(test[0].idx), layer=None, side=attn_diff.Side("both"),
                         batch_size=32, device=attn_diff.Device.auto, **common)
+    typer.echo(f"== cka lora64 lora256 --limit {DEMO_CKA_LIMIT}")
+    cka.cka(a="lora64", b="lora256", seeds=False, side=cka.Side("both"), tokens=cka.Tokens("cls"), estimator=cka.Estimator("biased"),
+            batch_size=32, device=cka.Device.auto, precision="fp32", **(common | {"limit": DEMO_CKA_LIMIT}))
     typer.echo(f"== ablate loff --layers {top_third} --mode keep")
     delta_analyses.ablate(run="loff", layers=top_third, mode=delta_analyses.Mode("keep"), sweep=True, device="auto", **common)
     typer.echo("== qualitative --baseline lora256 --candidate loff")
