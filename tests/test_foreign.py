@@ -235,3 +235,42 @@ def test_refusals(foreign, tmp_path, tiny_roberta_dir):
         check_refused(args, names, watched=root)
     invoke(["import", made["lora"], "--name", "twice", "--runs-dir", root / "runs"])
     check_refused(["import", made["ia3"], "--name", "twice", "--runs-dir", root / "runs"], ["twice", "already exists"], watched=root)
+
+
+# -- by path, without importing: the project's own delta, and an analysis -------------------------------
+
+
+def test_the_projects_own_delta_by_path(foreign, tiny_roberta_dir, tmp_path):
+    """A directory save_delta wrote (method.json beside peft's files) is the project's own delta, loaded as ever."""
+    from trainers import methods
+    from trainers.data import read_split
+    from trainers.encoders import load_encoder
+    from trainers.training.scoring import evaluate_examples
+
+    root, _ = foreign
+    test = root / "data" / "test.jsonl"
+    encoder = load_encoder(tiny_roberta_dir)
+    config = methods.method_from_dict({"method": "lora", "r": 2})
+    model = methods.apply_method(encoder, config)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.5)  # peft starts B at zero: a delta that changes the ranking
+    methods.save_delta(model, config, tmp_path / "mine")
+    expected = evaluate_examples(encoder, model, read_split(test), max_len=MAX_LEN, progress=False).mrr
+    result = invoke(["eval", tmp_path / "mine", "--data", test, "--max-len", MAX_LEN, "--no-progress"])
+    assert result.exit_code == 0, result.stderr
+    assert float(re.search(r"MRR (\d\.\d{4})", result.stdout).group(1)) == pytest.approx(expected, abs=5e-5)
+
+
+def test_an_analysis_by_path_saves_under_a_name_without_separators(foreign, imported):
+    root, made = foreign
+    runs, _ = imported
+    result = invoke(["ablate", made["ia3"], "--layers", "2", "--limit", 6, "--data", root / "data" / "test.jsonl",
+                     "--runs-dir", runs, "--no-progress"])
+    assert result.exit_code == 0, result.stderr
+    written = [p for p in (runs / "analyses" / "ablate").iterdir() if "adapters_ia3" in p.name]
+    assert len(written) == 1 and not written[0].name.startswith(".")
+    inputs = json.loads(written[0].read_text())["inputs"]["run"]
+    assert inputs["source"]["path"] == str(made["ia3"].resolve()) and inputs["source"]["max_len"] == 128  # the tiny base's longest input

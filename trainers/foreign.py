@@ -186,11 +186,17 @@ def foreign_method(run_dir: Path) -> MethodConfig | None:
     """The method of a foreign delta at `run_dir` (or referenced by the run there); None: not a foreign one."""
     from trainers.methods.full.config import FullConfig
 
+    from trainers.places import is_run
+
     run_dir = Path(run_dir)
-    kind = (_source_of(run_dir) or {}).get("kind")
+    source = _source_of(run_dir)
+    if source is None and is_run(run_dir):
+        return None  # a run `interp train` wrote: its method.json, and nothing else, says what it is
+    kind = (source or {}).get("kind")
     where = delta_location(run_dir)
-    if kind is None and not (where / METHOD_FILE).is_file():
-        kind = "peft" if (where / PEFT_CONFIG).is_file() else "full" if (where / "config.json").is_file() else None
+    if kind is None:
+        kind = ("interp" if (where / METHOD_FILE).is_file() else "peft" if (where / PEFT_CONFIG).is_file()
+                else "full" if (where / "config.json").is_file() else None)
     if kind == "peft":
         return PeftAdapterConfig.read(where)
     if kind == "full":
