@@ -65,21 +65,21 @@ def base_mrr(data, tiny_roberta_dir) -> float:
 
 @pytest.fixture(scope="module")
 def bound(runs_dir, data) -> dict[str, Ablation]:
-    """Each run's model bound to the sample, loaded once (scores are cached per switched-off set)."""
+    """Each run's model, loaded once (scores are cached per examples and switched-off set)."""
     out = {}
     for name in CASES:
         encoder, model = load_run_model(find_run(runs_dir, name))
-        out[name] = Ablation(encoder, model, data.examples, name=name, config=methods.read_method(runs_dir / name), max_len=MAX_LEN)
+        out[name] = Ablation(encoder, model, name=name, config=methods.read_method(runs_dir / name), max_len=MAX_LEN)
     return out
 
 
 # -- the anchors, for every method -------------------------------------------------------------
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_drop_every_layer_is_the_base_and_keep_every_layer_is_the_run(runs_dir, bound, base_mrr, name):
+def test_drop_every_layer_is_the_base_and_keep_every_layer_is_the_run(runs_dir, bound, data, base_mrr, name):
     manifest = json.loads((runs_dir / name / "manifest.json").read_text())
-    dropped = bound[name].compute(layers=(0, 1, 2, 3), mode="drop")
-    kept = bound[name].compute(layers=(0, 1, 2, 3), mode="keep")
+    dropped = bound[name].compute(data.examples, layers=(0, 1, 2, 3), mode="drop")
+    kept = bound[name].compute(data.examples, layers=(0, 1, 2, 3), mode="keep")
     assert dropped.settings[0].mrr == base_mrr == dropped.base_mrr
     assert dropped.settings[0].active == [] and dropped.settings[0].retained == pytest.approx(0.0)
     assert kept.settings[0].mrr == kept.intact_mrr == pytest.approx(manifest["metrics"]["test_mrr"], abs=1e-9)
@@ -93,11 +93,11 @@ def test_drop_every_layer_is_the_base_and_keep_every_layer_is_the_run(runs_dir, 
     ((3,), "keep", [4]),
     ((0, 2), "drop", [2, 4]),
 ])
-def test_drop_and_keep_are_complements(bound, layers, mode, active):
+def test_drop_and_keep_are_complements(bound, data, layers, mode, active):
     ablation = bound["union"]
-    result = ablation.compute(layers=layers, mode=mode)
+    result = ablation.compute(data.examples, layers=layers, mode=mode)
     assert result.settings[0].active == active and result.delta_layers == [1, 2, 3, 4]
-    other = ablation.compute(layers=tuple(i - 1 for i in active), mode="keep")
+    other = ablation.compute(data.examples, layers=tuple(i - 1 for i in active), mode="keep")
     assert other.settings[0].mrr == result.settings[0].mrr
     assert result.settings[0].change == result.settings[0].mrr - result.intact_mrr
 
@@ -130,8 +130,8 @@ def test_ablation_scores_with_the_runs_pooling_and_tie_rule(tmp_path, mined_data
     assert result.intact_mrr == pytest.approx(manifest["metrics"]["test_mrr"], abs=1e-9)  # the run's own MRR, as trained
 
 
-def test_a_layer_without_delta_changes_nothing(bound):
-    result = bound["adapter"].compute(layers=(0, 1), mode="drop", sweep=True)
+def test_a_layer_without_delta_changes_nothing(bound, data):
+    result = bound["adapter"].compute(data.examples, layers=(0, 1), mode="drop", sweep=True)
     assert result.delta_layers == [3, 4] and result.settings[0].mrr == result.intact_mrr
     assert [p.has_delta for p in result.curve] == [False, False, True, True]
     assert [p.drop_loss for p in result.curve[:2]] == [0.0, 0.0] and [p.keep_gain for p in result.curve[:2]] == [0.0, 0.0]

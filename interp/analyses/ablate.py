@@ -29,13 +29,16 @@ in the result), so `intact` is the run's own MRR on these examples.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
-from interp.analyses.base import resolve_runs, save_result
+from interp.analyses.base import resolve_runs
 from interp.analyses.checks import at_least
-from interp.analyses.compare import data_label
+from interp.analyses.inputs import data_label
 from interp.analyses.ranks import load_model, max_len_of, resolve_data
+from interp.analyses.running import Prepared, run_analysis
 from trainers import methods
 from trainers.devices import DEFAULT_PRECISION, check_device, check_precision, torch_device
 from trainers.encoders import DEFAULT_POOLING, check_pooling
@@ -101,53 +104,73 @@ class AblateResult:
     ties: str = DEFAULT_TIE_RULE  # the tie rule of every MRR (the run's)
 
 
-class Ablation:
-    """Bound to a run's model and a set of examples, tokenised once; one `compute(...)`."""
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise InterpError(f"--mode should be one of {', '.join(MODES)}, got {mode!r}")
 
-    def __init__(self, encoder, model, examples: list, *, name: str, config: methods.MethodConfig, max_len: int,
+
+def check_choice(mode: str, layers: Any, sweep: bool) -> None:
+    """`mode` is drop or keep, and layers are named or a sweep asked for; InterpError naming the option."""
+    check_mode(mode)
+    if not layers and not sweep:
+        raise InterpError("name the layers to ablate (--layers, e.g. 9-12) or ask for a --sweep")
+
+
+class Ablation:
+    """Bound to a run's model; `compute(examples, ...)` scores settings over the examples (tokenised once)."""
+
+    kind: ClassVar[str] = "ablate"
+
+    def __init__(self, encoder, model, *, name: str, config: methods.MethodConfig, max_len: int,
                  pooling: str = DEFAULT_POOLING, ties: str = DEFAULT_TIE_RULE, batch_size: int = 64, device: str = "auto", progress: bool = False,
                  precision: str = DEFAULT_PRECISION):
-        from trainers.training.splits import tokenize_examples
-
-        if not examples:
-            raise InterpError("no examples to score")
-        self.encoder, self.model, self.name, self.config = encoder, model, name, config
+        self.encoder, self.model, self.name, self.config, self.max_len = encoder, model, name, config, max_len
         self.pooling, self.ties = check_pooling(pooling), check_tie_rule(ties)
         self.depth = encoder.num_layers
-        self.tok = tokenize_examples(encoder, examples, max_len)
         self.batch_size, self.progress = batch_size, progress
         self.device, self.precision = torch_device(device), check_precision(precision)
-        self._scores: dict[frozenset[int], float] = {}
+        self._tokenized: dict[tuple, list] = {}  # the examples' idx -> their tokens
+        self._scores: dict[tuple, float] = {}  # (the examples' idx, switched-off layers) -> MRR
 
-    def mrr(self, off: frozenset[int]) -> float:
-        """MRR with the delta switched off in the 0-based layers `off` (each distinct set scored once)."""
-        if off not in self._scores:
+    def _tokens(self, examples: Sequence) -> tuple[tuple, list]:
+        from trainers.training.splits import tokenize_examples
+
+        key = tuple(e.idx for e in examples)
+        if key not in self._tokenized:
+            self._tokenized[key] = tokenize_examples(self.encoder, list(examples), self.max_len)
+        return key, self._tokenized[key]
+
+    def mrr(self, examples: Sequence, off: frozenset[int]) -> float:
+        """MRR over `examples` with the delta switched off in the 0-based layers `off` (each distinct set scored once)."""
+        key, tok = self._tokens(examples)
+        if (key, off) not in self._scores:
             from trainers.training.evaluate import evaluate
 
             self.model.to(self.device).eval()
             with methods.disabled_layers(self.model, off):
                 embed = lambda ids, mask: self.encoder.embed(ids, mask, model=self.model, pooling=self.pooling)  # noqa: E731
-                result = evaluate(embed, self.tok, batch_size=self.batch_size, device=self.device, progress=self.progress, ties=self.ties,
+                result = evaluate(embed, tok, batch_size=self.batch_size, device=self.device, progress=self.progress, ties=self.ties,
                                   precision=self.precision)
-            self._scores[off] = result.mrr
-        return self._scores[off]
+            self._scores[(key, off)] = result.mrr
+        return self._scores[(key, off)]
 
-    def compute(self, *, layers: tuple[int, ...] = (), mode: str = "drop", sweep: bool = False) -> AblateResult:
+    def compute(self, examples: Sequence, *, layers: tuple[int, ...] = (), mode: str = "drop", sweep: bool = False) -> AblateResult:
         """Score `mode` over the 0-based `layers` (if any), and with `sweep` the per-layer and block settings."""
-        if mode not in MODES:
-            raise InterpError(f"mode should be one of {', '.join(MODES)}, got {mode!r}")
-        if not layers and not sweep:
-            raise InterpError("name the layers to ablate (--layers) or ask for a --sweep")
+        if not examples:
+            raise InterpError("no examples to score")
+        check_choice(mode, layers, sweep)
         every = frozenset(range(self.depth))
         outside = [i + 1 for i in layers if not 0 <= i < self.depth]
         if outside:
             raise InterpError(f"layers {outside}: the encoder has {self.depth} layers (1-{self.depth})")
-        intact, base = self.mrr(frozenset()), self.mrr(every)
+        intact, base = self.mrr(examples, frozenset()), self.mrr(examples, every)
+        asked: set[frozenset[int]] = {frozenset(), every}
 
         def setting(label: str, group: str, mode: str, named: tuple[int, ...] | range) -> Setting:
             named = frozenset(named)
             off = named if mode == "drop" else every - named
-            score = self.mrr(off)
+            asked.add(off)
+            score = self.mrr(examples, off)
             gap = intact - base
             return Setting(label, group, mode, [i + 1 for i in sorted(named)], [i + 1 for i in sorted(every - off)],
                            score, score - intact, None if gap == 0 else (score - base) / gap)
@@ -166,40 +189,51 @@ class Ablation:
             curve = [LayerPoint(i + 1, i in has, drop.mrr, intact - drop.mrr, keep.mrr, keep.mrr - base) for i, (drop, keep) in enumerate(singles)]
         return AblateResult(
             run=self.name, method=self.config.describe(), depth=self.depth,
-            delta_layers=[i + 1 for i in self.config.layer_indices(self.depth)], examples=len(self.tok),
-            intact_mrr=intact, base_mrr=base, settings=settings, curve=curve, evaluations=len(self._scores),
+            delta_layers=[i + 1 for i in self.config.layer_indices(self.depth)], examples=len(examples),
+            intact_mrr=intact, base_mrr=base, settings=settings, curve=curve, evaluations=len(asked),
             pooling=self.pooling, ties=self.ties,
         )
 
+    @classmethod
+    def prepare(cls, *, runs_dir: Path, name: str, layers: str | None = None, mode: str = "drop", sweep: bool = False,
+                split: str = "test", data_file: Path | None = None, limit: int | None = None, device: str = "auto",
+                progress: bool = True, precision: str = DEFAULT_PRECISION) -> Prepared:
+        """Run `name` on a split or file: runs/analyses/ablate/<name>.<setting>.json; nothing loaded."""
+        check_mode(mode)
+        check_device(device)
+        check_precision(precision)
+        at_least("--limit", limit, 1)
+        (ref,) = resolve_runs(Path(runs_dir), [name])
+        if ref.is_base:
+            raise InterpError("'base' carries no delta to switch off; name a trained run")
+        check_choice(mode, layers, sweep)
+        config = methods.read_method(ref.run.path)
+        chosen = _parse(layers, ref.base["layers"]) if "layers" in ref.base else None  # fail before loading anything
+        data = resolve_data([ref], split=split, data_file=data_file, limit=limit)
+        trained = ref.run.train_config
+        options = {"layers": chosen, "mode": mode, "sweep": sweep}  # layers: filled in by bind when only the model knows the depth
 
-def run_ablate(*, runs_dir: Path, name: str, layers: str | None = None, mode: str = "drop", sweep: bool = False,
-               split: str = "test", data_file: Path | None = None, limit: int | None = None, device: str = "auto",
-               progress: bool = True, precision: str = DEFAULT_PRECISION) -> tuple[AblateResult, Path]:
-    """Ablate run `name` on a split or file and save runs/analyses/ablate/<name>.<setting>.json."""
-    if mode not in MODES:
-        raise InterpError(f"--mode should be one of {', '.join(MODES)}, got {mode!r}")
-    check_device(device)
-    check_precision(precision)
-    at_least("--limit", limit, 1)
-    (ref,) = resolve_runs(Path(runs_dir), [name])
-    if ref.is_base:
-        raise InterpError("'base' carries no delta to switch off; name a trained run")
-    if layers is None and not sweep:
-        raise InterpError("name the layers to ablate (--layers, e.g. 9-12) or ask for a --sweep")
-    config = methods.read_method(ref.run.path)
-    chosen = _parse(layers, ref.base["layers"]) if "layers" in ref.base else None  # fail before loading anything
-    data = resolve_data([ref], split=split, data_file=data_file, limit=limit)
-    encoder, model = load_model(ref)
-    if chosen is None:
-        chosen = _parse(layers, encoder.num_layers)
-    trained = ref.run.train_config
-    ablation = Ablation(encoder, model, data.examples, name=name, config=config, max_len=max_len_of(ref),
-                        pooling=trained.pooling, ties=trained.ties, device=device, progress=progress, precision=precision)
-    result = ablation.compute(layers=chosen, mode=mode, sweep=sweep)
-    what = ".".join(([f"{mode}{layers_text(chosen)}"] if chosen else []) + (["sweep"] if sweep else []))
-    inputs = {"run": ref.fingerprint(), "data": data.describe(), "layers": layers, "mode": mode, "sweep": sweep,
-              "precision": precision}
-    return result, save_result(Path(runs_dir), "ablate", f"{name}.{what}{data_label(split, data_file, limit)}", result, inputs)
+        def bind() -> Ablation:
+            encoder, model = load_model(ref)
+            if options["layers"] is None:  # a manifest without the depth: parse against the loaded encoder
+                options["layers"] = _parse(layers, encoder.num_layers)
+            return cls(encoder, model, name=name, config=config, max_len=max_len_of(ref), pooling=trained.pooling,
+                       ties=trained.ties, device=device, progress=progress, precision=precision)
+
+        def result_name(result: AblateResult | None = None) -> str:
+            chosen = options["layers"]
+            what = ".".join(([f"{mode}{layers_text(chosen)}"] if chosen else []) + (["sweep"] if sweep else []))
+            return f"{name}.{what}{data_label(split, data_file, limit)}"
+
+        inputs = {"run": ref.fingerprint(), "data": data.describe(), "layers": layers, "mode": mode, "sweep": sweep,
+                  "precision": precision}
+        return Prepared(name=result_name() if chosen is not None else result_name, bind=bind, data=data.examples,
+                        options=options, inputs=inputs)
+
+
+def run_ablate(**arguments: Any) -> tuple[AblateResult, Path]:
+    """`run_analysis(Ablation, ...)`: ablate run `name` and save runs/analyses/ablate/<name>.<setting>.json."""
+    return run_analysis(Ablation, **arguments)
 
 
 def _parse(spec: str | None, depth: int) -> tuple[int, ...]:

@@ -38,7 +38,8 @@ class Analysis(Protocol):
 class Prepared:
     """What `prepare` resolved and checked, before any model is loaded."""
 
-    name: str  # the result's file name under runs/analyses/<kind>/
+    name: str | Callable[[Any], str]  # the result's file name under runs/analyses/<kind>/ (from the result when only
+    # binding can tell it, e.g. a layer spec checked against a depth the manifest does not record)
     bind: Callable[[], Any]  # loads the models and returns the bound analysis
     data: Any = None  # compute's first argument: examples, a rank table, or None
     options: dict = field(default_factory=dict)  # compute's keyword options
@@ -49,7 +50,10 @@ def run_analysis(analysis: type[Analysis], *, runs_dir: Path, **arguments: Any) 
     """Prepare, bind, compute and save `analysis`; (its result, the JSON written)."""
     runs_dir = Path(runs_dir)
     prepared = analysis.prepare(runs_dir=runs_dir, **arguments)
-    check_result_target(result_path(runs_dir, analysis.kind, prepared.name), analysis.kind)  # before any model loads
-    result = prepared.bind().compute(prepared.data, **prepared.options)
+    if isinstance(prepared.name, str):
+        check_result_target(result_path(runs_dir, analysis.kind, prepared.name), analysis.kind)  # before any model loads
+    bound = prepared.bind()
+    result = bound.compute(prepared.data, **prepared.options)
+    name = prepared.name if isinstance(prepared.name, str) else prepared.name(result)
     inputs = prepared.inputs(result) if callable(prepared.inputs) else prepared.inputs
-    return result, save_result(runs_dir, analysis.kind, prepared.name, result, inputs)
+    return result, save_result(runs_dir, analysis.kind, name, result, inputs)
