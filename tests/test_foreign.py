@@ -168,11 +168,11 @@ def test_imported_eval_equals_eval_by_path(foreign, imported):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_analyses_on_imported_runs(imported, kind):
-    """attn-diff against the base, ablate of layer 1, anatomy: each saves a result whose inputs name the source."""
+    """attn-diff and cka against the base, ablate of layer 1, anatomy: each saves a result whose inputs name the source."""
     runs, _ = imported
     name = f"my-{kind}"
-    for args, kind_dir in ((["attn-diff", name, "base", "--limit", 6], "attn-diff"), (["ablate", name, "--layers", "1", "--limit", 6], "ablate"),
-                           (["anatomy", name], "anatomy")):
+    for args, kind_dir in ((["attn-diff", name, "base", "--limit", 6], "attn-diff"), (["cka", name, "base", "--limit", 6], "cka"),
+                           (["ablate", name, "--layers", "1", "--limit", 6], "ablate"), (["anatomy", name], "anatomy")):
         result = invoke([*args, "--runs-dir", runs, *([] if kind_dir == "anatomy" else ["--no-progress"])])
         assert result.exit_code == 0, f"{args}: {result.stderr}{result.exception!r}"
         saved = [json.loads(p.read_text()) for p in (runs / "analyses" / kind_dir).glob(f"{name}*.json")]
