@@ -58,14 +58,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from math import comb
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from interp.analyses.anatomy_null import OverlapNull, SeedNull, p_floor, pairs, seed_groups, seed_of, side_null
-from interp.analyses.base import resolve_runs, save_result
+from interp.analyses.base import resolve_runs
 from interp.analyses.checks import at_least
 from interp.analyses.ranks import load_model
+from interp.analyses.running import Prepared, run_analysis
 from trainers.errors import InterpError
 from trainers.methods.protocol import frobenius
 
@@ -219,24 +221,35 @@ class DeltaModel:
     seed: int | None = None
 
 
+def check_options(*, top: int = TOP, k: int = OVERLAP_K, vectors: int = 0) -> None:
+    at_least("--top", top, 1)
+    at_least("--k", k, 1)
+    at_least("--vectors", vectors, 0)
+
+
 class Anatomy:
     """Bound to one or two runs' models (the same run twice compares it with itself); one `compute(...)`.
 
     `seeds`: with two runs, the other seeds of each one's configuration (lists, maybe empty),
-    from which the seed null of the overlaps is drawn.
+    from which the seed null of the overlaps is drawn. `notes`: said before the result's own (why
+    there is no seed null).
     """
 
-    def __init__(self, runs: list[DeltaModel], seeds: list[list[DeltaModel]] | None = None):
+    kind: ClassVar[str] = "anatomy"
+
+    def __init__(self, runs: list[DeltaModel], seeds: list[list[DeltaModel]] | None = None, notes: list[str] | None = None):
         if not 1 <= len(runs) <= 2:
             raise InterpError(f"anatomy takes one or two runs, got {len(runs)}")
         if seeds is not None and (len(runs) != 2 or len(seeds) != 2):
             raise InterpError("a seed null needs two runs and, for each, a list of its other seeds")
-        self.runs, self.seeds = runs, seeds
+        self.runs, self.seeds, self.notes = runs, seeds, list(notes or [])
 
-    def compute(self, *, top: int = TOP, k: int = OVERLAP_K, vectors: int = 0) -> AnatomyResult:
-        if top < 1 or k < 1 or vectors < 0:
-            raise InterpError(f"--top and --k should be at least 1 and --vectors at least 0, got {top}, {k} and {vectors}")
-        runs, found, notes = [], [], []
+    def compute(self, data: None = None, *, top: int = TOP, k: int = OVERLAP_K, vectors: int = 0) -> AnatomyResult:
+        """From the weights alone: `data` is None (anatomy reads no examples)."""
+        if data is not None:
+            raise InterpError("anatomy reads the weights only; it takes no examples")
+        check_options(top=top, k=k, vectors=vectors)
+        runs, found, notes = [], [], list(self.notes)
         for run in self.runs:
             matrices, said = find_matrices(run.encoder, run.model)
             notes += [f"{run.name}: {n}" for n in said]
@@ -296,6 +309,44 @@ class Anatomy:
                         [[names[i], names[j]] for i, j in between], [[names[i], names[j]] for i, j in within],
                         comb(sum(sizes), sizes[0]), p_floor(sizes)), out
 
+    @classmethod
+    def prepare(cls, *, runs_dir: Path, names: list[str], top: int = TOP, k: int = OVERLAP_K, vectors: int = 0,
+                seed_null: bool = True) -> Prepared:
+        """One run, or two with the overlap of their updates: runs/analyses/anatomy/<A>[-vs-<B>].json; nothing loaded.
+
+        With two runs and `seed_null`, the other seeds of each run's configuration found under
+        `runs_dir` (anatomy_null.seed_siblings) give the overlaps their seed-to-seed null.
+        """
+        from trainers import methods
+
+        if not 1 <= len(names) <= 2:
+            raise InterpError(f"anatomy takes one or two runs, got {len(names)}")
+        check_options(top=top, k=k, vectors=vectors)
+        refs = resolve_runs(Path(runs_dir), names)
+        for ref in refs:
+            if ref.is_base:
+                raise InterpError("'base' carries no delta to dissect; name trained runs")
+        siblings, notes = None, []
+        if len(refs) == 2:
+            siblings, notes = seed_groups(Path(runs_dir), refs) if seed_null else (None, [
+                "no seed null: not asked for (--no-seed-null); the random-subspace overlap k/d is the only reference"])
+
+        def bind() -> Anatomy:
+            loaded: dict[str, DeltaModel] = {}
+
+            def load(ref) -> DeltaModel:
+                if ref.name not in loaded:  # the same run twice is compared with itself
+                    encoder, model = load_model(ref)
+                    loaded[ref.name] = DeltaModel(ref.name, methods.read_method(ref.run.path).describe(), encoder, model, seed_of(ref))
+                return loaded[ref.name]
+
+            runs = [load(ref) for ref in refs]
+            return cls(runs, None if siblings is None else [[load(r) for r in group] for group in siblings], notes)
+
+        inputs = {"runs": [r.fingerprint() for r in refs], "top": top, "k": k, "vectors": vectors, "seed_null": seed_null,
+                  "seeds": None if siblings is None else [[r.fingerprint() for r in group] for group in siblings]}
+        return Prepared(name="-vs-".join(names), bind=bind, options={"top": top, "k": k, "vectors": vectors}, inputs=inputs)
+
 
 def _overlap_null(matrices: list[_Matrix], k: int, sizes: tuple[int, int]) -> OverlapNull:
     """The output- and input-side overlaps of every pair of `matrices` (A's seeds, then B's), tested."""
@@ -322,40 +373,6 @@ def _overlap(x: _Matrix, y: _Matrix, k: int) -> Overlap:
     return Overlap(x.layer, x.module, [x.kind, y.kind], k, output, input_, k / d_out, k / d_in, output_angles, input_angles)
 
 
-def run_anatomy(*, runs_dir: Path, names: list[str], top: int = TOP, k: int = OVERLAP_K, vectors: int = 0,
-                seed_null: bool = True) -> tuple[AnatomyResult, Path]:
-    """Anatomy of one run, or of two with the overlap of their updates; saves runs/analyses/anatomy/<A>[-vs-<B>].json.
-
-    With two runs and `seed_null`, the other seeds of each run's configuration found under
-    `runs_dir` (anatomy_null.seed_siblings) give the overlaps their seed-to-seed null.
-    """
-    from trainers import methods
-
-    if not 1 <= len(names) <= 2:
-        raise InterpError(f"anatomy takes one or two runs, got {len(names)}")
-    at_least("--top", top, 1)
-    at_least("--k", k, 1)
-    at_least("--vectors", vectors, 0)
-    refs = resolve_runs(Path(runs_dir), names)
-    for ref in refs:
-        if ref.is_base:
-            raise InterpError("'base' carries no delta to dissect; name trained runs")
-    siblings, notes = None, []
-    if len(refs) == 2:
-        siblings, notes = seed_groups(Path(runs_dir), refs) if seed_null else (None, [
-            "no seed null: not asked for (--no-seed-null); the random-subspace overlap k/d is the only reference"])
-    loaded: dict[str, DeltaModel] = {}
-
-    def load(ref) -> DeltaModel:
-        if ref.name not in loaded:  # the same run twice is compared with itself
-            encoder, model = load_model(ref)
-            loaded[ref.name] = DeltaModel(ref.name, methods.read_method(ref.run.path).describe(), encoder, model, seed_of(ref))
-        return loaded[ref.name]
-
-    runs = [load(ref) for ref in refs]
-    seeds = None if siblings is None else [[load(r) for r in group] for group in siblings]
-    result = Anatomy(runs, seeds).compute(top=top, k=k, vectors=vectors)
-    result = replace(result, notes=notes + result.notes)
-    inputs = {"runs": [r.fingerprint() for r in refs], "top": top, "k": k, "vectors": vectors, "seed_null": seed_null,
-              "seeds": None if siblings is None else [[r.fingerprint() for r in group] for group in siblings]}
-    return result, save_result(Path(runs_dir), "anatomy", "-vs-".join(names), result, inputs)
+def run_anatomy(**arguments: Any) -> tuple[AnatomyResult, Path]:
+    """`run_analysis(Anatomy, ...)`: saves runs/analyses/anatomy/<A>[-vs-<B>].json."""
+    return run_analysis(Anatomy, **arguments)
