@@ -43,12 +43,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
-from interp.analyses.base import RunRef, resolve_runs, result_path, save_result
-from interp.analyses.checks import at_least, at_most, check_result_target, check_split, distinct
+from interp.analyses.base import RunRef, resolve_runs
+from interp.analyses.checks import at_least, at_most, check_split, distinct
 from interp.analyses.inputs import BaseScoring, RankTable, base_scoring, check_same_split, data_label, load_rank_table  # noqa: F401
+from interp.analyses.running import Prepared, run_analysis
 from interp.analyses.stats import (Interval, RandomisationTest, Wilcoxon, hierarchical_interval, holm, paired_bca_interval,
                                    relabel_test, sign_flip_test, wilcoxon_paired)
 from trainers.devices import DEFAULT_PRECISION, check_precision
@@ -154,7 +156,13 @@ class CompareResult:
 
 
 class Compare:
-    """Bound to the per-query ranks of some runs (over the same examples) and their grouping."""
+    """Bound to the per-query ranks of some runs (over the same examples) and their grouping.
+
+    Through the one face, binding is where the ranks are read (or computed, loading each run's
+    model): `prepare` resolves the names and checks every option first.
+    """
+
+    kind: ClassVar[str] = "compare"
 
     def __init__(self, ranks: Mapping[str, np.ndarray], groups: list[GroupSpec], notes: list[str] | None = None,
                  base: BaseScoring | None = None, ties: str = DEFAULT_TIE_RULE):
@@ -170,7 +178,11 @@ class Compare:
         self.base = base
         self.ties = ties
 
-    def compute(self, *, bootstrap: int = 10_000, permutations: int = 10_000, seed: int = 0, level: float = 0.95) -> CompareResult:
+    def compute(self, data: None = None, *, bootstrap: int = 10_000, permutations: int = 10_000, seed: int = 0,
+                level: float = 0.95) -> CompareResult:
+        """The tests over the bound ranks (`data` is None: the ranks are the inputs, bound with the runs)."""
+        if data is not None:
+            raise InterpError("compare's inputs are the ranks it is bound to; it takes no other data")
         if bootstrap < 1:
             raise InterpError(f"--bootstrap should be at least 1, got {bootstrap}")
         if permutations < 1:
@@ -190,6 +202,47 @@ class Compare:
         n = len(next(iter(self.ranks.values())))
         return CompareResult(n, bootstrap, permutations, seed, level, groups, [PairResult(**p, p_holm=q) for p, q in zip(pairs, adjusted)],
                              self.base, self.ties, dict(DEFINITIONS), self.notes)
+
+    @classmethod
+    def prepare(cls, *, runs_dir: Path, names: list[str], split: str = "test", data_file: Path | None = None,
+                limit: int | None = None, bootstrap: int = 10_000, permutations: int = 10_000, seed: int = 0,
+                progress: bool = True, precision: str = DEFAULT_PRECISION) -> Prepared:
+        """Compare runs on one split or file: runs/analyses/compare/<A>-vs-<B>...json; every option checked, nothing scored."""
+        if len(names) < 2:
+            raise InterpError("compare needs at least two runs")
+        at_least("--bootstrap", bootstrap, MIN_BOOTSTRAP)
+        at_most("--bootstrap", bootstrap, MAX_RESAMPLES, "the interval's ends no longer move; the time grows with it")
+        at_least("--permutations", permutations, 1)
+        at_most("--permutations", permutations, MAX_RESAMPLES, "a Monte Carlo p-value's standard error is then below 0.0005")
+        at_least("--seed", seed, 0)
+        at_most("--seed", seed, 2**64 - 1, "a 64-bit seed")
+        check_split(split, data_file)
+        at_least("--limit", limit, 1)
+        check_precision(precision)
+        distinct("compare", names)
+        refs = resolve_runs(Path(runs_dir), names)
+        groups, _ = group_runs(refs)
+        label = data_label(split, data_file, limit)
+        if len(groups) < 2:
+            groups = [GroupSpec(r.name, [r.name], []) for r in refs]
+        held: dict[str, RankTable] = {}
+
+        def bind() -> Compare:
+            table = held["table"] = load_rank_table(runs_dir, names, split=split, data_file=data_file, limit=limit, progress=progress,
+                                                    precision=precision)
+            groups, notes = group_runs(table.refs)
+            if len(groups) < 2:  # only seeds of one configuration: compare the seeds with each other instead
+                notes = [f"all runs are seeds of one configuration ({groups[0].name!r}); compared seed by seed, not pooled"]
+                groups = [GroupSpec(r.name, [r.name], s) for r, s in zip(table.refs, [[x] for x in groups[0].seeds])]
+            if table.base is not None:
+                notes.append(f"base scored at max_len {table.base.max_len} with {table.base.pooling} pooling, as the runs were trained")
+            return cls(table.ranks, groups, notes, table.base, table.ties)
+
+        def inputs(result: CompareResult) -> dict:
+            return held["table"].inputs() | {"bootstrap": bootstrap, "permutations": permutations, "seed": seed}
+
+        return Prepared(name="-vs-".join(g.name.replace(" (pooled)", "") for g in groups) + label, bind=bind,
+                        options={"bootstrap": bootstrap, "permutations": permutations, "seed": seed}, inputs=inputs)
 
     @staticmethod
     def _pair(a: str, b: str, rr_a: np.ndarray, rr_b: np.ndarray, *, bootstrap: int, permutations: int, seed: int, level: float) -> dict:
@@ -211,36 +264,6 @@ MIN_BOOTSTRAP = 40  # resamples: with fewer, 2.5% of them is less than one draw,
 MAX_RESAMPLES = 1_000_000  # of the bootstrap and of a Monte Carlo randomisation test
 
 
-def run_compare(*, runs_dir: Path, names: list[str], split: str = "test", data_file: Path | None = None,
-                limit: int | None = None, bootstrap: int = 10_000, permutations: int = 10_000, seed: int = 0,
-                progress: bool = True, precision: str = DEFAULT_PRECISION) -> tuple[CompareResult, Path]:
-    """Compare runs on one split or file and save runs/analyses/compare/<name>.json."""
-    if len(names) < 2:
-        raise InterpError("compare needs at least two runs")
-    at_least("--bootstrap", bootstrap, MIN_BOOTSTRAP)
-    at_most("--bootstrap", bootstrap, MAX_RESAMPLES, "the interval's ends no longer move; the time grows with it")
-    at_least("--permutations", permutations, 1)
-    at_most("--permutations", permutations, MAX_RESAMPLES, "a Monte Carlo p-value's standard error is then below 0.0005")
-    at_least("--seed", seed, 0)
-    at_most("--seed", seed, 2**64 - 1, "a 64-bit seed")
-    check_split(split, data_file)
-    at_least("--limit", limit, 1)
-    check_precision(precision)
-    distinct("compare", names)
-    refs = resolve_runs(Path(runs_dir), names)
-    groups, _ = group_runs(refs)
-    label = data_label(split, data_file, limit)
-    if len(groups) < 2:
-        groups = [GroupSpec(r.name, [r.name], []) for r in refs]
-    name = "-vs-".join(g.name.replace(" (pooled)", "") for g in groups) + label
-    check_result_target(result_path(Path(runs_dir), "compare", name), "compare")  # before any rank is computed
-    table = load_rank_table(runs_dir, names, split=split, data_file=data_file, limit=limit, progress=progress, precision=precision)
-    groups, notes = group_runs(table.refs)
-    if len(groups) < 2:  # only seeds of one configuration: compare the seeds with each other instead
-        notes = [f"all runs are seeds of one configuration ({groups[0].name!r}); compared seed by seed, not pooled"]
-        groups = [GroupSpec(r.name, [r.name], s) for r, s in zip(table.refs, [[x] for x in groups[0].seeds])]
-    if table.base is not None:
-        notes.append(f"base scored at max_len {table.base.max_len} with {table.base.pooling} pooling, as the runs were trained")
-    result = Compare(table.ranks, groups, notes, table.base, table.ties).compute(bootstrap=bootstrap, permutations=permutations, seed=seed)
-    inputs = table.inputs() | {"bootstrap": bootstrap, "permutations": permutations, "seed": seed}
-    return result, save_result(Path(runs_dir), "compare", name, result, inputs)
+def run_compare(**arguments: Any) -> tuple[CompareResult, Path]:
+    """`run_analysis(Compare, ...)`: compare runs and save runs/analyses/compare/<name>.json."""
+    return run_analysis(Compare, **arguments)

@@ -52,13 +52,15 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
-from interp.analyses.base import resolve_runs, result_path, save_result
-from interp.analyses.checks import at_least, check_result_target, distinct
-from interp.analyses.compare import BaseScoring, data_label, load_rank_table
+from interp.analyses.base import resolve_runs
+from interp.analyses.checks import at_least, distinct
+from interp.analyses.inputs import BaseScoring, RankTable, data_label, load_rank_table
 from interp.analyses.ranks import max_len_of
+from interp.analyses.running import Prepared, run_analysis
 from interp.analyses.stats import MannWhitney, Summary, holm, mann_whitney, summary
 from trainers.devices import DEFAULT_PRECISION, check_precision
 from trainers.errors import InterpError
@@ -139,7 +141,12 @@ class QualitativeResult:
 
 
 class Qualitative:
-    """Bound to the ranks of some runs over `examples` (same order) and the base's tokenizer."""
+    """Bound to the ranks of some runs over `examples` (same order) and the base's tokenizer.
+
+    Through the one face, binding is where the ranks are read (or computed, loading each run's model).
+    """
+
+    kind: ClassVar[str] = "qualitative"
 
     def __init__(self, ranks: Mapping[str, Sequence[int]], examples: Sequence, tokenizer, *, runs: Sequence[str],
                  baseline: str | None = None, candidate: str | None = None, max_len: int = 256, base: BaseScoring | None = None,
@@ -180,9 +187,11 @@ class Qualitative:
             }
         return out
 
-    def compute(self, *, samples: int = 3, seed: int = 0) -> QualitativeResult:
-        if samples < 0:
-            raise InterpError(f"--samples should be at least 0, got {samples}")
+    def compute(self, data: None = None, *, samples: int = 3, seed: int = 0) -> QualitativeResult:
+        """The sets and their tests over the bound ranks (`data` is None: the ranks and examples are bound with the runs)."""
+        if data is not None:
+            raise InterpError("qualitative's inputs are the ranks it is bound to; it takes no other data")
+        at_least("--samples", samples, 0)
         attrs = token_attributes(self.tokenizer, [e.query for e in self.examples], [e.code_text for e in self.examples], self.max_len)
         masks = self.sets()
         sets = [self._set(name, mask, definition, attrs, samples, seed) for name, (mask, definition) in masks.items()]
@@ -195,6 +204,41 @@ class Qualitative:
             max_len=self.max_len, per_run=per_run, sets=sets,
             tests=[SetTest(a, b, attr, t, q) for (a, b, attr, t), q in zip(pairs, adjusted)], base=self.base, ties=self.ties,
         )
+
+    @classmethod
+    def prepare(cls, *, runs_dir: Path, runs: Sequence[str] | None = None, baseline: str | None = None,
+                candidate: str | None = None, split: str = "test", data_file: Path | None = None,
+                limit: int | None = None, samples: int = 3, progress: bool = True,
+                precision: str = DEFAULT_PRECISION) -> Prepared:
+        """Easy/hard (and fixed/regressed) examples of some runs: runs/analyses/qualitative/<name>.json; nothing scored."""
+        if (baseline is None) != (candidate is None):
+            raise InterpError("give both --baseline and --candidate, or neither")
+        if baseline is not None and baseline == candidate:
+            raise InterpError(f"--baseline and --candidate: run {baseline!r} is named twice; fixed and regressed need two different runs")
+        distinct("--runs", list(runs or []))
+        at_least("--samples", samples, 0)
+        check_precision(precision)
+        set_runs = list(runs) if runs else [n for n in (baseline, candidate) if n is not None]
+        if not set_runs:
+            raise InterpError("give --runs, or --baseline and --candidate")
+        names = list(dict.fromkeys(set_runs + [n for n in (baseline, candidate) if n is not None]))
+        resolve_runs(Path(runs_dir), names)  # unknown names first
+        held: dict[str, RankTable] = {}
+
+        def bind() -> Qualitative:
+            table = held["table"] = load_rank_table(Path(runs_dir), names, split=split, data_file=data_file, limit=limit,
+                                                    progress=progress, precision=precision)
+            trained = [max_len_of(r) for r in table.refs if not r.is_base]  # 'base' is scored at the runs' length
+            max_len = max(trained) if trained else table.base.max_len
+            return cls(table.ranks, table.data.examples, load_tokenizer(table.refs[0].base["source"]), runs=set_runs,
+                       baseline=baseline, candidate=candidate, max_len=max_len, base=table.base, ties=table.ties)
+
+        def inputs(result: QualitativeResult) -> dict:
+            table = held["table"]
+            return table.inputs() | {"tokenizer": table.refs[0].base["source"], "samples": samples}
+
+        return Prepared(name=result_name(set_runs, baseline, candidate) + data_label(split, data_file, limit), bind=bind,
+                        options={"samples": samples}, inputs=inputs)
 
     def _set(self, name: str, mask: np.ndarray, definition: str, attrs: dict[str, np.ndarray], k: int, seed: int) -> SetResult:
         members = np.flatnonzero(mask).tolist()
@@ -224,32 +268,6 @@ def result_name(runs: Sequence[str], baseline: str | None, candidate: str | None
     return pair if list(runs) == [baseline, candidate] else f"{'+'.join(runs)}.{pair}"
 
 
-def run_qualitative(*, runs_dir: Path, runs: Sequence[str] | None = None, baseline: str | None = None,
-                    candidate: str | None = None, split: str = "test", data_file: Path | None = None,
-                    limit: int | None = None, samples: int = 3, progress: bool = True,
-                    precision: str = DEFAULT_PRECISION) -> tuple[QualitativeResult, Path]:
-    """Easy/hard (and fixed/regressed) examples of some runs; saves runs/analyses/qualitative/<name>.json."""
-    if (baseline is None) != (candidate is None):
-        raise InterpError("give both --baseline and --candidate, or neither")
-    if baseline is not None and baseline == candidate:
-        raise InterpError(f"--baseline and --candidate: run {baseline!r} is named twice; fixed and regressed need two different runs")
-    distinct("--runs", list(runs or []))
-    at_least("--samples", samples, 0)
-    check_precision(precision)
-    set_runs = list(runs) if runs else [n for n in (baseline, candidate) if n is not None]
-    if not set_runs:
-        raise InterpError("give --runs, or --baseline and --candidate")
-    names = list(dict.fromkeys(set_runs + [n for n in (baseline, candidate) if n is not None]))
-    resolve_runs(Path(runs_dir), names)  # unknown names first
-    name = result_name(set_runs, baseline, candidate) + data_label(split, data_file, limit)
-    check_result_target(result_path(Path(runs_dir), "qualitative", name), "qualitative")  # before any rank is computed
-    table = load_rank_table(Path(runs_dir), names, split=split, data_file=data_file, limit=limit, progress=progress,
-                            precision=precision)
-    source = table.refs[0].base["source"]
-    trained = [max_len_of(r) for r in table.refs if not r.is_base]  # 'base' is scored at the runs' length
-    max_len = max(trained) if trained else table.base.max_len
-    analysis = Qualitative(table.ranks, table.data.examples, load_tokenizer(source), runs=set_runs,
-                           baseline=baseline, candidate=candidate, max_len=max_len, base=table.base, ties=table.ties)
-    result = analysis.compute(samples=samples)
-    inputs = table.inputs() | {"tokenizer": source, "samples": samples}
-    return result, save_result(Path(runs_dir), "qualitative", name, result, inputs)
+def run_qualitative(**arguments: Any) -> tuple[QualitativeResult, Path]:
+    """`run_analysis(Qualitative, ...)`: saves runs/analyses/qualitative/<name>.json."""
+    return run_analysis(Qualitative, **arguments)
