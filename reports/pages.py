@@ -73,7 +73,7 @@ def index_page(site: Site, kinds: Mapping[str, Kind]) -> Page:
                         for s in results]) for kind, results in site.analyses.items()]
     return "index.html", "index.html", {
         "title": "Runs and analyses", "root": "", "crumbs": [], "plots": True,
-        "groups": site.groups, "problems": site.problems, "studies": site.studies,
+        "groups": site.groups, "zero_shot": site.zero_shot, "problems": site.problems, "studies": site.studies,
         "budget": figures.budget(series, title="These runs: budget against test MRR", div_id="budget") if series else "",
         "study": study, "study_tables": [{"table": t, "rows": rows} for t, rows in sorted(tables.items())],
         "study_budget": figures.budget(study_series, title="The study (CodeBERT): budget against test MRR (its Fig. 4.3 / 4.4)",
