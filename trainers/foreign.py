@@ -248,11 +248,11 @@ def _load_peft(encoder, directory: Path, config: PeftAdapterConfig):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = PeftModel.from_pretrained(encoder.model, str(directory), is_trainable=False)
+            expected = set(get_peft_model_state_dict(model))  # warns when the recorded base is a hub id not at hand
     except (ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         shown = next((line for line in lines if "size mismatch" in line), lines[0] if lines else type(exc).__name__)
         raise _mismatch(directory, encoder, shown) from None
-    expected = set(get_peft_model_state_dict(model))
     missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or extra:
         said = ([f"the base has no place for {', '.join(extra[:2])}"] if extra else []) + (
@@ -354,8 +354,9 @@ def foreign_manifest(directory: Path, *, name: str, runs_dir: Path, options: For
     except InterpError as exc:
         if base_from == "--base":
             raise
-        raise InterpError(f"{directory}: its base {base!r} ({base_from}) cannot be loaded: {str(exc).split(': ', 1)[-1]} "
-                          "Name a local copy with --base DIR") from None
+        why = str(exc).split(": ", 1)[-1].removesuffix("; give a local model directory")
+        raise InterpError(f"{directory}: its base {base!r} ({base_from}) cannot be loaded: {why}; name a local copy "
+                          "with --base DIR") from None
     settings = options.resolved(runs_dir, read_shape(recorded["source"]).positions)
     trainable = _count(directory, kind)
     data = {split: {"file": str(Path(settings["data_dir"]) / f"{split}.jsonl"), "fingerprint": None} for split in ("train", "valid", "test")}
