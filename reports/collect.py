@@ -3,6 +3,7 @@
     runs/NAME/manifest.json, curves.json, adapter_model.safetensors (its header: parameter shapes)
     runs/analyses/<kind>/<name>.json       (interp/analyses/base.py `save_result`)
     runs/study/<grid>/tables.json          (`interp study`)
+    runs/analyses/eval/base-<label>.json   (`interp eval base`: the untrained base's metrics, the zero-shot row)
 
 A file that cannot be read becomes a `problem` the index lists (and the command prints), not a
 failed build: one broken run must not hide the others. Runs are grouped across seeds by
@@ -52,6 +53,10 @@ class Group:
     valid: dict
     test: dict
     best_step: dict
+    metrics: dict = field(default_factory=dict)  # TEST_METRICS name -> mean_std over the seeds (mean None unless every seed recorded it)
+
+
+TEST_METRICS = ("mrr@10", "ndcg@10", "recall@1")  # the test split's metrics the runs table shows beside its MRR
 
 
 @dataclass
@@ -63,6 +68,7 @@ class Site:
     sources: dict[int, Path] = field(default_factory=dict)  # id() of a saved result or study -> the file it was read from
     studies: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    zero_shot: list[dict] = field(default_factory=list)  # `interp eval base` results, by file name
 
 
 def printable(text: str) -> str:
@@ -104,6 +110,11 @@ def collect(runs_dir: Path) -> Site:
                     results.append(saved)
                     site.sources[id(saved)] = path
             site.analyses[kind] = results
+        for path in sorted((runs_dir / "analyses" / "eval").glob("base-*.json")):
+            saved = read_json(path, site.problems)
+            if _valid_zero_shot(saved, path, site.problems):
+                site.zero_shot.append(saved)
+                site.sources[id(saved)] = path
         for path in sorted((runs_dir / "study").glob("*/tables.json")):
             study = read_json(path, site.problems)
             if isinstance(study, dict) and study.get("kind") == "study" and isinstance(study.get("tables"), list):
@@ -132,6 +143,19 @@ def _read_run(path: Path, problems: list[str]) -> Run | None:
         problems.append(f"{printable(str(path / 'curves.json'))}: not training curves (not an object)")
         curves = None
     return Run(name=path.name, manifest=manifest, curves=curves, modules=_modules(path, problems))
+
+
+def _valid_zero_shot(saved: Any, path: Path, problems: list[str]) -> bool:
+    """An `interp eval base` result: kind "eval", a string name and file, metrics of numbers."""
+    if saved is None:
+        return False
+    metrics = saved.get("metrics") if isinstance(saved, dict) else None
+    if not (isinstance(saved, dict) and saved.get("kind") == "eval" and isinstance(saved.get("name"), str)
+            and isinstance(saved.get("file"), str) and isinstance(metrics, dict)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values())):
+        problems.append(f"{printable(str(path))}: not an `interp eval base` result (kind 'eval', name, file, metrics of numbers)")
+        return False
+    return True
 
 
 def _valid_result(saved: Any, kind: str, path: Path, problems: list[str]) -> bool:
@@ -195,6 +219,12 @@ def method_group(method: dict) -> str:
     return kind
 
 
+def _every(runs: list[Run], key: str) -> dict:
+    """mean_std of the test split's `key` over `runs`; no mean unless every run recorded it (older runs did not)."""
+    values = [run.manifest.split_metrics("test").get(key) for run in runs]
+    return summarize([] if None in values else values).mean_std()
+
+
 def group_runs(runs: list[Run]) -> list[Group]:
     """Runs of one configuration with distinct seeds as one group (`trainers.manifest.group_by_config`), every other run alone."""
     by_name = {run.name: run for run in runs}
@@ -213,5 +243,6 @@ def group_runs(runs: list[Run]) -> list[Group]:
             valid=summarize([r.metrics["valid_mrr"] for r in finished if r.metrics.get("valid_mrr") is not None]).mean_std(),
             test=summarize([r.metrics["test_mrr"] for r in finished]).mean_std(),
             best_step=summarize([r.metrics["best_step"] for r in finished if r.metrics.get("best_step") is not None]).mean_std(),
+            metrics={key: _every(finished, key) for key in TEST_METRICS},
         ))
     return sorted(groups, key=lambda g: (g.group, g.trainable or 0, g.label))

@@ -28,6 +28,9 @@ Older manifests. A field added over time is read with the value such runs were t
     train.precision    "fp32"
     method             (LoRA) a number under `scaling` is the factor, rule "alpha" (`trainers.methods`)
 
+Metrics added over time are not made up: a manifest without metrics.valid/test (MRR@10, NDCG@10,
+Recall@k) has only valid_mrr and test_mrr (`split_metrics`).
+
 Keys this module does not know are kept (`extra`) and written back as they were.
 """
 
@@ -42,6 +45,7 @@ from typing import Any
 from trainers.errors import InterpError
 from trainers.places import MANIFEST
 
+METRIC_SPLITS = ("valid", "test")  # metrics.<split>: every retrieval metric of the best delta on that split
 UNCOMPARED = ("log_with",)  # training settings that change no number: where the curves are also logged
 LEGACY_TRAIN = {"pooling": "cls", "ties": "optimistic", "precision": "fp32"}  # what runs did before these were recorded
 _ORDER = ("name", "status", "preset", "method", "parameters", "base", "data", "train", "device", "mixed_precision", "num_processes",
@@ -92,7 +96,7 @@ class Manifest:
     versions: dict = field(default_factory=dict)
     code_version: str | None = None
     elapsed_s: float | None = None
-    metrics: dict = field(default_factory=dict)  # best_step, valid_mrr, test_mrr, steps, evaluations (finished runs)
+    metrics: dict = field(default_factory=dict)  # best_step, valid_mrr, test_mrr, steps, evaluations, valid, test (finished runs)
     error: str | None = None  # why a stopped run stopped
     extra: dict = field(default_factory=dict)  # keys this module does not know, kept as read
 
@@ -167,6 +171,16 @@ class Manifest:
         """What tables call the run's configuration: its preset, else its method's name (None: neither is recorded)."""
         return self.preset or self.parameters.get("method")
 
+    def split_metrics(self, split: str) -> dict[str, float]:
+        """{"mrr", "mrr@10", "ndcg@10", "recall@1", ...} of the best delta on `split` ("valid" or "test"), as recorded.
+
+        Runs that predate them recorded only `<split>_mrr`: that alone ({} when not even it), never a guess.
+        """
+        recorded = dict(self.metrics.get(split) or {})
+        if not recorded and isinstance(self.metrics.get(f"{split}_mrr"), (int, float)):
+            recorded["mrr"] = self.metrics[f"{split}_mrr"]
+        return recorded
+
     @property
     def weights_sha256(self) -> str | None:
         return self.base.get("weights_sha256")
@@ -227,7 +241,14 @@ def check_shape(data: Any, file: Path | str | None = None, *, complete: bool = F
             if not isinstance(data[section].get(key), str):
                 got = _kind(data[section].get(key)) if key in data[section] else "missing"
                 raise damaged(f"{section}.{key} is {got}, not a string")
-    numbers = [("metrics", key) for key in data.get("metrics") or {}] + [("parameters", "trainable"), ("parameters", "share_of_base")]
+    metrics = data.get("metrics") or {}
+    for split in METRIC_SPLITS:  # {"mrr": ..., "ndcg@10": ...} per split (newer runs)
+        if split in metrics and not isinstance(metrics[split], dict):
+            raise damaged(f"metrics.{split} is {_kind(metrics[split])}, not an object")
+        for key, value in (metrics.get(split) or {}).items():
+            if not _number(value):
+                raise damaged(f"metrics.{split}.{key} is {_kind(value)}, not a number")
+    numbers = [("metrics", key) for key in metrics if key not in METRIC_SPLITS] + [("parameters", "trainable"), ("parameters", "share_of_base")]
     for section, key in numbers:
         value = (data.get(section) or {}).get(key)
         if value is not None and not _number(value):

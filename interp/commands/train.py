@@ -251,12 +251,16 @@ def eval_(
     pooling: Annotated[str | None, typer.Option("--pooling", callback=options.choice, help="For a directory: cls (default), pooler or mean.")] = None,
     max_len: Annotated[int | None, typer.Option("--max-len", help="For a directory: tokens per query or code (default 256).")] = None,
 ) -> None:
-    """Re-evaluate a run's best delta on any split or AdvTest-format file (MRR, optional predictions); fp32 unless --precision bf16."""
+    """Re-evaluate a run's best delta on any split or AdvTest-format file (MRR, MRR@10, NDCG@10, Recall@1/5/10, optional
+    predictions); fp32 unless --precision bf16. `base` evaluates the untrained base (zero-shot) and saves the result for the report."""
     from trainers.errors import InterpError
     from trainers.training.runs import find_run, writing_into
     from trainers.training.scoring import evaluate_run, write_predictions
     from trainers.foreign import ForeignOptions, is_path_name
 
+    if name == BASE_NAME:
+        return eval_base(split=split, data=data, ties=ties, device=device, precision=precision, runs_dir=runs_dir, progress=progress,
+                         base=base, pooling=pooling, max_len=max_len, predictions=predictions)
     if not is_path_name(name):  # a directory needs no RUNS_DIR (only for its default data, RUNS_DIR/data)
         options.existing_dir("--runs-dir", runs_dir)
     if data is None and split not in options.SPLITS:
@@ -271,9 +275,85 @@ def eval_(
         result = evaluate_run(run, data_file=data, split=split, ties=ties, device=device.value, progress=progress, precision=precision)
         typer.echo(f"{name} on {result.file}: MRR {result.evaluation.mrr:.4f} over {len(result.urls)} queries "
                    f"(ties {result.ties}{'' if ties else ', as trained'}; pooling {result.pooling}; {precision})")
+        typer.echo(metrics_line(result.evaluation.metrics))
         if predictions is not None:
             write_predictions(result, predictions, top_k)
             typer.echo(f"predictions (top {top_k}) -> {predictions}")
+            record_metrics(predictions, name, result, precision)
+
+
+BASE_NAME = "base"  # `interp eval base`: the untrained encoder, as the analyses name it (interp/analyses/base.py)
+METRIC_LABELS = {"mrr": "MRR", "mrr@10": "MRR@10", "ndcg@10": "NDCG@10", "recall@1": "R@1", "recall@5": "R@5", "recall@10": "R@10"}
+
+
+def metrics_line(metrics: dict[str, float]) -> str:
+    """'  MRR 0.3120  MRR@10 0.3050  NDCG@10 0.3400  R@1 0.2000  R@5 0.4500  R@10 0.5500'."""
+    return "  " + "  ".join(f"{METRIC_LABELS.get(k, k)} {v:.4f}" for k, v in metrics.items())
+
+
+def metrics_file(predictions: Path) -> Path:
+    """Where --predictions FILE's metrics go: FILE with its suffix replaced by .metrics.json (predictions.metrics.json)."""
+    return predictions.with_name(f"{predictions.stem}.metrics.json")
+
+
+def record_metrics(predictions: Path, name: str, result, precision: str) -> Path:
+    """The metrics of an `interp eval --predictions` run beside its predictions file (`metrics_file`)."""
+    from trainers.io import write_json
+
+    out = metrics_file(predictions)
+    write_json(out, {"name": name, "file": str(result.file), "queries": len(result.urls), "ties": result.ties,
+                     "pooling": result.pooling, "precision": precision, "metrics": result.evaluation.metrics})
+    typer.echo(f"metrics -> {out}")
+    return out
+
+
+def eval_base(*, split: str, data: Path | None, ties: str | None, device: Device, precision: str, runs_dir: Path, progress: bool,
+              base: str | None, pooling: str | None, max_len: int | None, predictions: Path | None) -> None:
+    """`interp eval base`: the untrained encoder (--base, else the base of RUNS_DIR's runs, as analyses resolve `base`) with
+    the default pooling (or --pooling), scored on a split of the runs' data (else RUNS_DIR/data) or --data; the result goes
+    to RUNS_DIR/analyses/eval/base-<label>.json (label: the split, or the --data file's stem), the report's zero-shot row."""
+    from trainers.data import load_split, read_split
+    from trainers.encoders import load_encoder
+    from trainers.errors import InterpError
+    from trainers.foreign import ForeignOptions
+    from trainers.io import write_json
+    from trainers.training.evaluate import DEFAULT_TIE_RULE, check_tie_rule
+    from trainers.training.runs import list_runs
+    from trainers.training.scoring import evaluate_examples, run_data_dir
+
+    if predictions is not None:
+        raise InterpError("--predictions: not for `interp eval base` (its metrics are saved under RUNS_DIR/analyses/eval)")
+    if data is None and split not in options.SPLITS:
+        raise InterpError(f"--split {split}: should be one of {', '.join(options.SPLITS)}")
+    options.existing_dir("--runs-dir", runs_dir)
+    options.device(device.value)
+    options.at_least("--max-len", max_len)
+    runs = [run for run in list_runs(runs_dir) if run.finished]
+    if base is None:
+        if not runs:
+            raise InterpError(f"base: no --base and no finished run in {runs_dir} to take the base model from")
+        base = runs[0].manifest.base["source"]
+    if data is not None:
+        examples, file, label = read_split(data), Path(data), Path(data).stem
+    else:
+        data_dir = run_data_dir(runs[0]) if runs else runs_dir / "data"
+        examples, file, label = load_split(data_dir, split), data_dir / f"{split}.jsonl", split
+    ties = check_tie_rule(ties) if ties is not None else DEFAULT_TIE_RULE
+    encoder = load_encoder(base)
+    chosen = ForeignOptions(pooling=pooling, max_len=max_len).resolved(runs_dir, encoder.shape.positions)  # foreign deltas' defaults
+    pooling, max_len = chosen["pooling"], chosen["max_len"]
+    evaluation = evaluate_examples(encoder, encoder.model, examples, max_len=max_len, pooling=pooling, ties=ties,
+                                   device=device.value, progress=progress, precision=precision)
+    out = runs_dir / "analyses" / "eval" / f"{BASE_NAME}-{label}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, {"kind": "eval", "name": f"{BASE_NAME}-{label}", "base": {"source": encoder.source,
+                     "weights_sha256": encoder.weights_hash}, "file": str(file), "queries": len(examples), "ties": ties,
+                     "pooling": pooling, "precision": precision, "max_len": max_len,
+                     "metrics": evaluation.metrics})
+    typer.echo(f"base (zero-shot, {encoder.source}) on {file}: MRR {evaluation.mrr:.4f} over {len(examples)} queries "
+               f"(ties {ties}; pooling {pooling}; {precision})")
+    typer.echo(metrics_line(evaluation.metrics))
+    typer.echo(f"-> {out}")
 
 
 def predictions_target(path: Path) -> Path:
@@ -317,13 +397,18 @@ def predictions_target(path: Path) -> Path:
     raise InterpError(f"--predictions {path}: holds {what}, not predictions from `interp eval`; refusing to overwrite it")
 
 
+RUNS_TEST_COLUMNS = {"mrr@10": "MRR@10", "ndcg@10": "NDCG@10", "recall@1": "R@1"}  # the test split's, beside its MRR
+
+
 def runs(runs_dir: options.RunsDir = Path("runs")) -> None:
-    """List the runs: method, trainable parameters, share of base, pooling, tie rule, valid and test MRR."""
+    """List the runs: method, trainable parameters, share of base, pooling, tie rule, valid and test MRR, and the test
+    split's MRR@10, NDCG@10 and Recall@1 ('-' for runs that predate them)."""
     from trainers.errors import InterpError
     from trainers.training.runs import scan_runs
 
     options.existing_dir("--runs-dir", runs_dir)
-    rows = [("run", "preset", "method", "trainable", "share", "pooling", "ties", "valid MRR", "test MRR", "status")]
+    rows = [("run", "preset", "method", "trainable", "share", "pooling", "ties", "valid MRR", "test MRR", *RUNS_TEST_COLUMNS.values(),
+             "status")]
     found, damaged = scan_runs(runs_dir)
     for exc in damaged:  # listed, not fatal: the other runs are still shown (exit status 0)
         typer.echo(f"warning: skipped a damaged run: {exc}", err=True)
@@ -336,9 +421,10 @@ def runs(runs_dir: options.RunsDir = Path("runs")) -> None:
             pooling, tie_rule = cfg.pooling, cfg.ties
         except (InterpError, KeyError, TypeError):  # a manifest without a readable "train" section
             pooling = tie_rule = "?"
+        test = run.manifest.split_metrics("test")
         rows.append((run.name, m.get("preset") or "-", m["method"]["method"], f"{p.get('trainable', 0):,}",
                      f"{100 * p.get('share_of_base', 0):.2f}%", pooling, tie_rule, fmt(metrics.get("valid_mrr")),
-                     fmt(metrics.get("test_mrr")), m.get("status", "?")))
+                     fmt(metrics.get("test_mrr")), *(fmt(test.get(key)) for key in RUNS_TEST_COLUMNS), m.get("status", "?")))
     if len(rows) == 1:
         typer.echo(f"no runs in {runs_dir}" + (f" that can be read ({len(damaged)} damaged)" if damaged else ""))
         return

@@ -1,7 +1,9 @@
 """The study's tables from finished runs: mean and sample std over seeds, as JSON and Markdown.
 
 One row per preset: its trainable parameters and share of the base, and over the finished
-runs of its seeds the valid MRR, test MRR (fractions, as in the manifests) and best step.
+runs of its seeds the valid MRR, test MRR (fractions, as in the manifests) and best step, and
+under "test" the test split's MRR@10, NDCG@10 and Recall@1/5/10 (`TEST_METRICS`; no mean unless
+every finished seed recorded it: runs from before they were recorded have only the MRR).
 `std` is the sample standard deviation (ddof=1), None below two runs; `mean` is None with
 none. The data fingerprint is the sha256 of the three split fingerprints the runs used, so
 it names both the files and the samples drawn from them.
@@ -31,9 +33,20 @@ def table_row(preset: str, method: str, parameters: dict, manifests: dict[str, M
         "valid_mrr": summarize(metric("valid_mrr")).mean_std(),
         "test_mrr": summarize(metric("test_mrr")).mean_std(),
         "best_step": {"mean": steps["mean"], "n": steps["n"]},
+        "test": {key: _every(done.values(), key) for key in TEST_METRICS},
         "runs": list(done),
         "missing": [name for name in manifests if name not in done],
     }
+
+
+TEST_METRICS = ("mrr@10", "ndcg@10", "recall@1", "recall@5", "recall@10")  # beside the test MRR (`trainers.training.metrics`)
+SHOWN = {"mrr@10": "MRR@10", "ndcg@10": "NDCG@10", "recall@1": "R@1"}  # of them, the Markdown table's columns
+
+
+def _every(manifests, key: str) -> dict:
+    """mean_std of the test split's `key`; no mean unless every run recorded it (runs that predate it did not)."""
+    values = [m.split_metrics("test").get(key) for m in manifests]
+    return summarize([] if None in values else values).mean_std()
 
 
 def data_fingerprint(data: dict) -> str:
@@ -86,6 +99,9 @@ def write_tables(doc: dict, out_dir: Path) -> tuple[Path, Path]:
     return out_dir / "tables.json", out_dir / "tables.md"
 
 
+NONE = {"mean": None, "std": None, "n": 0}
+
+
 def percent(summary: dict) -> str:
     """'39.19 ± 0.55' (percent, 2 decimals); no std below two runs; '-' with none."""
     if summary["mean"] is None:
@@ -107,14 +123,16 @@ def render_markdown(doc: dict) -> str:
     for table in doc["tables"]:
         label = _label(table["table"])
         lines += ["", f"## {label}: {table['title']}", "",
-                  "| Model | Method | #Parameters | Valid MRR (%) | Test MRR (%) | Best step | n | Missing |",
-                  "|---|---|---:|---:|---:|---:|---:|---|"]
+                  "| Model | Method | #Parameters | Valid MRR (%) | Test MRR (%) | " + "".join(f"Test {v} (%) | " for v in SHOWN.values())
+                  + "Best step | n | Missing |",
+                  "|---|---|---:|---:|---:|" + "---:|" * len(SHOWN) + "---:|---:|---|"]
         for row in table["rows"]:
             params = "-" if row["trainable"] is None else f"{row['trainable']:,} ({100 * row['share_of_base']:.2f}%)"
             step = "-" if row["best_step"]["mean"] is None else f"{row['best_step']['mean']:g}"
             missing = ", ".join(row["missing"]) or "-"
+            shown = "".join(f"{percent(row.get('test', {}).get(key, NONE))} | " for key in SHOWN)  # older tables.json: none
             lines.append(f"| {row['preset']} | {row['method']} | {params} | {percent(row['valid_mrr'])} | "
-                         f"{percent(row['test_mrr'])} | {step} | {row['test_mrr']['n']} | {missing} |")
+                         f"{percent(row['test_mrr'])} | {shown}{step} | {row['test_mrr']['n']} | {missing} |")
     return "\n".join(lines) + "\n"
 
 

@@ -242,13 +242,24 @@ def _train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str, 
             with disk_full(f"{path / 'manifest.json'}"):
                 path.mkdir(parents=True, exist_ok=True)
                 manifest.write(path)
+        seen = len(state.valid) if state is not None else 0  # evaluations before this process (resumed)
+        valid_metrics: list[dict[str, float]] = []  # this process's evaluations, in the order fit records them
+
+        def validate() -> float:
+            evaluation = evaluate_split(data.valid)
+            valid_metrics.append(evaluation.metrics)
+            return evaluation.mrr
+
         state = fit(
-            model, embed=embed, train=data.train, validate=lambda: evaluate_split(data.valid).mrr, cfg=cfg, accelerator=accelerator,
+            model, embed=embed, train=data.train, validate=validate, cfg=cfg, accelerator=accelerator,
             checkpoints=checkpoints, state=state, optimizer_state=optimizer_state, progress=progress,
         )
         # Test the best delta, not the last one.
         methods.load_delta_state(checkpoints.model, checkpoints.best)
         test = evaluate_split(data.test, progress=progress)
+        best_valid = next((mets for entry, mets in zip(state.valid[seen:], valid_metrics) if entry["step"] == state.best_step), None)
+        if best_valid is None:  # the best delta was validated before a resume: score it again (same weights, same ranks)
+            best_valid = evaluate_split(data.valid).metrics
 
         manifest = manifest.replace(status="finished", elapsed_s=round((manifest.elapsed_s or 0) + time.perf_counter() - start, 1), metrics={
             "best_step": state.best_step,
@@ -256,6 +267,8 @@ def _train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str, 
             "test_mrr": test.mrr,
             "steps": state.step,
             "evaluations": len(state.valid),
+            "valid": best_valid,  # every retrieval metric of the best delta (`trainers.training.metrics`), same ranks as the MRR
+            "test": test.metrics,
         })
         if main:  # the state goes last: until the manifest says finished, --resume can finish the run
             with disk_full(f"the results of the finished run into {path}"):
