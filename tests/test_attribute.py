@@ -102,8 +102,8 @@ def bound(runs_dir) -> dict:
 @pytest.mark.parametrize("baseline", [None, "base"])
 def test_completeness(bound, test_split, example, mode, reference, baseline):
     """At the default steps, on the tiny RoBERTa: every mode x reference, the run alone and against the base."""
-    result = bound[baseline].compute(query=example.query, code=example.code_text, steps=DEFAULT_STEPS, mode=mode, reference=reference,
-                                     others=test_split, example=example.idx, names=("lora", baseline))
+    result = bound[baseline].compute(test_split, query=example.query, code=example.code_text, steps=DEFAULT_STEPS, mode=mode,
+                                     reference=reference, example=example.idx, names=("lora", baseline))
     check_completeness(result)
     check_references(result, DEFAULT_OTHERS, example.idx)
     assert result.reference == reference and result.pooling == "cls"
@@ -120,8 +120,9 @@ def test_completeness(bound, test_split, example, mode, reference, baseline):
 def test_real_encoder_converges_at_the_default_steps(minilm, test_split, mode, reference):
     """MiniLM at the default steps; 3 references instead of 8 to keep the test short (each path converges alone)."""
     attribution = Attribution(minilm, minilm.model, max_len=64)
-    result = attribution.compute(query="Return the larger of two numbers .", code="def f ( a , b ) : return max ( a , b )",
-                                 steps=DEFAULT_STEPS, mode=mode, reference=reference, others=test_split, count=3)
+    result = attribution.compute(test_split if reference == "others" else None, query="Return the larger of two numbers .",
+                                 code="def f ( a , b ) : return max ( a , b )",
+                                 steps=DEFAULT_STEPS, mode=mode, reference=reference, count=3)
     check_completeness(result, relative=1e-3)
     check_references(result, 3, None)
     assert [t.token for t in result.query_tokens if t.special] == ["[CLS]", "[SEP]"]
@@ -159,7 +160,7 @@ def test_others_reference_is_neutral_on_real_examples(minilm, test_split):
 def test_uncut_score_is_the_mrr_score_of_the_reference_pairs(minilm, test_split, example):
     """Sides mode, code side: the references read whole score what the MRR scores this query against those codes."""
     attribution = Attribution(minilm, minilm.model, max_len=64)
-    result = attribution.compute(query=example.query, code=example.code_text, steps=2, mode="sides", others=test_split,
+    result = attribution.compute(test_split, query=example.query, code=example.code_text, steps=2, mode="sides",
                                  example=example.idx, count=4)
     codes = {e.idx: e.code_text for e in test_split}
     chosen = [codes[p.code] for p in result.others if p.code is not None]

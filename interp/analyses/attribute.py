@@ -52,16 +52,20 @@ import hashlib
 import tokenize
 import warnings
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from interp.analyses.attribute_references import (DEFAULT_OTHERS, DEFAULT_REFERENCE, REFERENCES, OtherPair, Side, read_side,
                                                   references)
-from interp.analyses.base import resolve_runs, save_result
+from interp.analyses.base import resolve_runs
 from interp.analyses.checks import at_least, at_most
+from interp.analyses.inputs import find_example
 from interp.analyses.ranks import base_pooling, load_model, max_len_of, pooling_of, resolve_data
+from interp.analyses.running import Prepared, run_analysis
 from trainers.devices import DEFAULT_PRECISION, autocast, check_precision
 from trainers.encoders import DEFAULT_POOLING, check_pooling
 from trainers.errors import InterpError
@@ -153,7 +157,9 @@ class _Scorer:
 
 
 class Attribution:
-    """Bound to a run's model (and optionally a baseline run's); one `compute(...)`."""
+    """Bound to a run's model (and optionally a baseline run's); one `compute(examples, query=..., code=...)`."""
+
+    kind: ClassVar[str] = "attribute"
 
     def __init__(self, encoder, model: nn.Module, *, baseline: tuple | None = None, max_len: int = 256,
                  pooling: str = DEFAULT_POOLING, baseline_pooling: str | None = None, precision: str = DEFAULT_PRECISION):
@@ -182,10 +188,12 @@ class Attribution:
             values = [float(self.forward(ids(p.query, q, lambda e: e.query), ids(p.code, c, lambda e: e.code_text))[0]) for p in pairs]
         return sum(values) / len(values)
 
-    def compute(self, *, query: str, code: str, steps: int = 50, mode: str = "joint", example: int | None = None,
-                reference: str = DEFAULT_REFERENCE, others: list | None = None, count: int = DEFAULT_OTHERS,
+    def compute(self, data: Sequence | None = None, *, query: str, code: str, steps: int = 50, mode: str = "joint",
+                example: int | None = None, reference: str = DEFAULT_REFERENCE, count: int = DEFAULT_OTHERS,
                 names: tuple[str, str | None] = ("run", None)) -> AttributeResult:
-        """`others`: the examples ('others' reference) to draw from, e.g. the split; `example` is left out of them."""
+        """`data`: the examples the 'others' reference draws from, e.g. the split (`example` is left out of them);
+        None with the 'pad' reference."""
+        others = list(data) if data is not None else None
         from captum.attr import LayerIntegratedGradients
 
         if mode not in MODES:
@@ -239,6 +247,72 @@ class Attribution:
             notes=_notes(reference, results, pairs, count),
         )
 
+    @classmethod
+    def prepare(cls, *, runs_dir: Path, name: str, example: int | None = None, query: str | None = None,
+                code_file: Path | None = None, baseline: str | None = None, split: str = "test",
+                data_file: Path | None = None, steps: int = 50, mode: str = "joint",
+                reference: str = DEFAULT_REFERENCE, others: int = DEFAULT_OTHERS,
+                precision: str = DEFAULT_PRECISION) -> Prepared:
+        """One pair's score (or score difference) to its tokens: runs/analyses/attribute/<name>.json; nothing loaded.
+
+        The 'others' reference draws from the examples of --split (or --data), the ones --example picks from.
+        """
+        from trainers.data.text import docstring_tokens
+
+        if (example is None) == (query is None and code_file is None):
+            raise InterpError("give either --example IDX, or --query TEXT with --code FILE")
+        if example is None and (query is None or code_file is None):
+            raise InterpError("--query and --code go together")
+        if mode not in MODES:
+            raise InterpError(f"--mode should be one of {', '.join(MODES)}, got {mode!r}")
+        if reference not in REFERENCES:
+            raise InterpError(f"--reference should be one of {', '.join(REFERENCES)}, got {reference!r}")
+        at_least("--steps", steps, 2)
+        at_most("--steps", steps, MAX_STEPS, "Gauss-Legendre points per path; 50 already give a small convergence delta")
+        at_least("--others", others, 1)
+        check_precision(precision)
+        if baseline == name:
+            raise InterpError(f"--baseline {baseline} is the run itself; the score difference would be zero")
+        refs = resolve_runs(Path(runs_dir), [name] + ([baseline] if baseline is not None else []))
+        if reference == "others" and data_file is None and all(r.is_base for r in refs):
+            raise InterpError("--reference others takes its references from a split: with only 'base', give --data FILE "
+                              "(or --reference pad)")
+        data = resolve_data(refs, split=split, data_file=data_file) if example is not None or reference == "others" else None
+        if example is not None:
+            chosen = find_example(data.examples, example, where=data.file)
+            query_text, code_text, label = chosen.query, chosen.code_text, f"example{example}"
+            data_inputs = data.describe()
+        else:
+            query_text, code_text = " ".join(docstring_tokens(query)), read_code(code_file)
+            digest = hashlib.sha256(f"{query_text}\n{code_text}".encode()).hexdigest()[:10]
+            if not query_text:
+                raise InterpError("--query is empty")
+            label = f"pair-{digest}"
+            data_inputs = {"query": query, "code_file": str(Path(code_file).resolve())} | ({"others": data.describe()} if data else {})
+        trained = [r for r in refs if not r.is_base]
+        poolings = [pooling_of(r, base_pooling(refs)) for r in refs]  # each as trained; the base as the run beside it
+        held: dict[str, int] = {}
+
+        def bind() -> Attribution:
+            encoder, model = load_model(refs[0])
+            other = load_model(refs[1]) if baseline is not None else None
+            held["max_len"] = max_len_of(trained[0] if trained else refs[0], encoder)  # the run's truncation, also for the base
+            return cls(encoder, model, baseline=other, max_len=held["max_len"], pooling=poolings[0],
+                       baseline_pooling=poolings[1] if baseline is not None else None, precision=precision)
+
+        def inputs(result: AttributeResult) -> dict:
+            return {"runs": [r.fingerprint() for r in refs], "data": data_inputs, "steps": steps, "mode": mode,
+                    "max_len": held["max_len"], "reference": reference, "others": others if reference == "others" else None,
+                    "pooling": poolings, "precision": precision}
+
+        stem = (name + (f"-vs-{baseline}" if baseline is not None else "") + f".{label}" + ("" if mode == "joint" else f".{mode}")
+                + ("" if reference == DEFAULT_REFERENCE else f".{reference}"))
+        options = {"query": query_text, "code": code_text, "steps": steps, "mode": mode, "example": example,
+                   "reference": reference, "count": others, "names": (name, baseline)}
+        return Prepared(name=stem, bind=bind, data=data.examples if reference == "others" else None, options=options,
+                        inputs=inputs)
+
+
     def _tokens(self, side: Side, values: torch.Tensor) -> list[TokenAttribution]:
         tokens = self.tokenizer.convert_ids_to_tokens(side.ids)
         return [TokenAttribution(i, t, self.tokenizer.decode([x]), s, float(v))
@@ -281,70 +355,6 @@ def read_code(path: Path) -> str:
     return " ".join(tokens)
 
 
-def pick_example(examples: list, idx: int, file: Path):
-    """The example with `idx` (its AdvTest idx, not its line number)."""
-    for example in examples:
-        if example.idx == idx:
-            return example
-    known = sorted(e.idx for e in examples)
-    span = f"{known[0]}..{known[-1]}" if known else "none"
-    raise InterpError(f"--example {idx} is not in {file} ({len(known)} examples, idx {span})")
-
-
-def run_attribute(*, runs_dir: Path, name: str, example: int | None = None, query: str | None = None,
-                  code_file: Path | None = None, baseline: str | None = None, split: str = "test",
-                  data_file: Path | None = None, steps: int = 50, mode: str = "joint",
-                  reference: str = DEFAULT_REFERENCE, others: int = DEFAULT_OTHERS,
-                  precision: str = DEFAULT_PRECISION) -> tuple[AttributeResult, Path]:
-    """Attribute one pair's score (or score difference) to its tokens; saves runs/analyses/attribute/<name>.json.
-
-    The 'others' reference draws from the examples of --split (or --data), the ones --example picks from.
-    """
-    from trainers.data.text import docstring_tokens
-
-    if (example is None) == (query is None and code_file is None):
-        raise InterpError("give either --example IDX, or --query TEXT with --code FILE")
-    if example is None and (query is None or code_file is None):
-        raise InterpError("--query and --code go together")
-    if mode not in MODES:
-        raise InterpError(f"--mode should be one of {', '.join(MODES)}, got {mode!r}")
-    if reference not in REFERENCES:
-        raise InterpError(f"--reference should be one of {', '.join(REFERENCES)}, got {reference!r}")
-    at_least("--steps", steps, 2)
-    at_most("--steps", steps, MAX_STEPS, "Gauss-Legendre points per path; 50 already give a small convergence delta")
-    at_least("--others", others, 1)
-    check_precision(precision)
-    if baseline == name:
-        raise InterpError(f"--baseline {baseline} is the run itself; the score difference would be zero")
-    refs = resolve_runs(Path(runs_dir), [name] + ([baseline] if baseline is not None else []))
-    if reference == "others" and data_file is None and all(r.is_base for r in refs):
-        raise InterpError("--reference others takes its references from a split: with only 'base', give --data FILE "
-                          "(or --reference pad)")
-    data = resolve_data(refs, split=split, data_file=data_file) if example is not None or reference == "others" else None
-    if example is not None:
-        chosen = pick_example(data.examples, example, data.file)
-        query_text, code_text, label = chosen.query, chosen.code_text, f"example{example}"
-        data_inputs = data.describe()
-    else:
-        query_text, code_text = " ".join(docstring_tokens(query)), read_code(code_file)
-        digest = hashlib.sha256(f"{query_text}\n{code_text}".encode()).hexdigest()[:10]
-        if not query_text:
-            raise InterpError("--query is empty")
-        label = f"pair-{digest}"
-        data_inputs = {"query": query, "code_file": str(Path(code_file).resolve())} | ({"others": data.describe()} if data else {})
-    trained = [r for r in refs if not r.is_base]
-    poolings = [pooling_of(r, base_pooling(refs)) for r in refs]  # each as trained; the base as the run beside it
-    encoder, model = load_model(refs[0])
-    other = load_model(refs[1]) if baseline is not None else None
-    max_len = max_len_of(trained[0] if trained else refs[0], encoder)  # the run's truncation, also for the base
-    attribution = Attribution(encoder, model, baseline=other, max_len=max_len, pooling=poolings[0],
-                              baseline_pooling=poolings[1] if baseline is not None else None, precision=precision)
-    result = attribution.compute(query=query_text, code=code_text, steps=steps, mode=mode, example=example,
-                                 reference=reference, others=data.examples if reference == "others" else None, count=others,
-                                 names=(name, baseline))
-    stem = (name + (f"-vs-{baseline}" if baseline is not None else "") + f".{label}" + ("" if mode == "joint" else f".{mode}")
-            + ("" if reference == DEFAULT_REFERENCE else f".{reference}"))
-    inputs = {"runs": [r.fingerprint() for r in refs], "data": data_inputs, "steps": steps, "mode": mode, "max_len": max_len,
-              "reference": reference, "others": others if reference == "others" else None, "pooling": poolings,
-              "precision": precision}
-    return result, save_result(Path(runs_dir), "attribute", stem, result, inputs)
+def run_attribute(**arguments: Any) -> tuple[AttributeResult, Path]:
+    """`run_analysis(Attribution, ...)`: saves runs/analyses/attribute/<name>.json."""
+    return run_analysis(Attribution, **arguments)
