@@ -56,11 +56,11 @@ def ablate(
 ) -> None:
     """Switch a run's delta off in some layers at inference (no retraining) and report the MRR against
     the intact run and the base. The study's loFF-on-layers-9-12 question (its Table 7.1), as a tool."""
-    from interp.analyses.ablate import run_ablate
+    from interp.analyses.ablate import Ablation
+    from interp.analyses.running import run_analysis
 
-    result, path = run_ablate(runs_dir=runs_dir, name=run, layers=layers, mode=mode.value, sweep=sweep, split=split,
-                              data_file=data, limit=limit, device=device, progress=progress,
-                              precision=precision)
+    result, path = run_analysis(Ablation, runs_dir=runs_dir, name=run, layers=layers, mode=mode.value, sweep=sweep, split=split,
+                                data_file=data, limit=limit, device=device, progress=progress, precision=precision)
     typer.echo(f"{result.run} ({result.method}; delta in layers {_span(result.delta_layers)} of {result.depth}), {result.examples} queries")
     typer.echo(f"  intact MRR {_mrr(result.intact_mrr)}   base MRR {_mrr(result.base_mrr)}")
     for s in result.settings:
@@ -97,9 +97,10 @@ def anatomy(
     the saved weights. For two runs, the overlap of their top singular subspaces (1 = same directions)
     against two references: random subspaces (k/d) and, when other seeds are found, seed-to-seed overlap.
     It reads weights only and runs no forward pass, so it has no --precision (its SVDs are float32)."""
-    from interp.analyses.anatomy import run_anatomy
+    from interp.analyses.anatomy import Anatomy
+    from interp.analyses.running import run_analysis
 
-    result, path = run_anatomy(runs_dir=runs_dir, names=runs, top=top, k=k, vectors=vectors, seed_null=seed_null)
+    result, path = run_analysis(Anatomy, runs_dir=runs_dir, names=runs, top=top, k=k, vectors=vectors, seed_null=seed_null)
     for r in result.runs:
         typer.echo(f"{r.name} ({r.method}): {len(r.matrices)} matrices")
         typer.echo(f"  {'layer':>5}  {'module':<28} {'matrix':<17} {'||.||_F':>9} {'erank':>7}")
@@ -147,13 +148,14 @@ def attribute(
     to the pair's score (the inner product of the pooled embeddings, pooled as the run was trained)
     above the score of a reference: by default other examples of the split, whose mean score is the
     neutral level a rank is measured against. Prints the reference score and the convergence delta."""
-    from interp.analyses.attribute import run_attribute
+    from interp.analyses.attribute import Attribution
     from interp.analyses.checks import at_least
+    from interp.analyses.running import run_analysis
 
     at_least("--show", show, 0)
-    result, path = run_attribute(runs_dir=runs_dir, name=run, example=example, query=query, code_file=code,
-                                 baseline=baseline, split=split, data_file=data, steps=steps, mode=mode.value,
-                                 reference=reference.value, others=others, precision=precision)
+    result, path = run_analysis(Attribution, runs_dir=runs_dir, name=run, example=example, query=query, code_file=code,
+                                baseline=baseline, split=split, data_file=data, steps=steps, mode=mode.value,
+                                reference=reference.value, others=others, precision=precision)
     pooling = result.pooling + (f" / {result.baseline_pooling}" if result.baseline else "")
     typer.echo(f"{result.function} = {result.score:.4f}" + (f" ({result.run_score:.4f} - {result.baseline_score:.4f})" if result.baseline else "")
                + f"   pooling {pooling}, reference {result.reference}")

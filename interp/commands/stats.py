@@ -47,11 +47,12 @@ def qualitative(
     pair the fixed, regressed, both-correct and both-wrong ones: counts, token statistics of query
     and code (length, unique and repeated tokens), Mann-Whitney U tests between sets (stochastic
     dominance, not a difference of means), samples."""
-    from interp.analyses.qualitative import ATTRIBUTES, run_qualitative
+    from interp.analyses.qualitative import ATTRIBUTES, Qualitative
+    from interp.analyses.running import run_analysis
 
-    result, path = run_qualitative(runs_dir=runs_dir, runs=_names(runs), baseline=baseline, candidate=candidate,
-                                   split=split, data_file=data, limit=limit, samples=samples, progress=progress,
-                                   precision=precision)
+    result, path = run_analysis(Qualitative, runs_dir=runs_dir, runs=_names(runs), baseline=baseline, candidate=candidate,
+                                split=split, data_file=data, limit=limit, samples=samples, progress=progress,
+                                precision=precision)
     typer.echo(f"{result.examples} examples; correct = gold code ranked first (ranks under the {result.ties!r} tie rule)")
     for name, c in result.per_run.items():
         typer.echo(f"  {name}: {c.correct} correct, {c.wrong} wrong, MRR {c.mrr:.4f}")
@@ -87,11 +88,12 @@ def compare(
     relabelling of the runs when a side pools seeds), a 95% interval (BCa bootstrap over queries;
     hierarchical over seeds and queries when a side pools seeds) and, secondary, a Wilcoxon
     signed-rank p (a median shift, not the mean)."""
-    from interp.analyses.compare import run_compare
+    from interp.analyses.compare import Compare
+    from interp.analyses.running import run_analysis
 
-    result, path = run_compare(runs_dir=runs_dir, names=runs, split=split, data_file=data, limit=limit,
-                               bootstrap=bootstrap, permutations=permutations, seed=seed, progress=progress,
-                               precision=precision)
+    result, path = run_analysis(Compare, runs_dir=runs_dir, names=runs, split=split, data_file=data, limit=limit,
+                                bootstrap=bootstrap, permutations=permutations, seed=seed, progress=progress,
+                                precision=precision)
     typer.echo(f"{result.examples} queries; ranks under the {result.ties!r} tie rule")
     for g in result.groups:
         spread = f" ± {g.mrr_std:.4f} over {len(g.runs)} seeds" if g.mrr_std is not None else ""
