@@ -148,6 +148,7 @@ def test_import_records_the_source_and_references_the_weights(foreign, imported,
         assert source["path"] == str(made[kind].resolve()) and source["copied"] is (kind == "ia3")
         assert (source["pooling"], source["max_len"], source["data_dir"]) == ("cls", MAX_LEN, str((root / "data").resolve()))
         assert manifest["train"]["max_len"] == MAX_LEN and manifest["status"] == "finished"
+        assert manifest["data"]["test"]["fingerprint"] and manifest["data"]["train"]["fingerprint"] is None
         stored = sorted(p.name for p in (runs / f"my-{kind}").iterdir())
         assert stored == (["adapter_config.json", "adapter_model.safetensors", "manifest.json"] if kind == "ia3" else ["manifest.json"])
     assert json.loads((runs / "my-full" / "manifest.json").read_text())["source"]["base_from"] == "--base"
@@ -182,6 +183,14 @@ def test_analyses_on_imported_runs(imported, kind):
     assert ablate["intact_mrr"] != ablate["base_mrr"]  # the delta changes the ranking: it was loaded
     anatomy = json.loads(next((runs / "analyses" / "anatomy").glob(f"{name}*.json")).read_text())["result"]
     assert anatomy["runs"][0]["matrices"], anatomy
+
+
+def test_compare_imported_runs(imported):
+    """The imported runs record the fingerprint of the whole test split, so they compare with each other and the base."""
+    runs, _ = imported
+    result = invoke(["compare", "my-lora", "my-full", "base", "--runs-dir", runs, "--no-progress"])
+    assert result.exit_code == 0, result.stderr
+    assert re.search(r"my-lora: MRR \d\.\d{4}", result.stdout) and "base scored at max_len 32, cls pooling" in result.stdout
 
 
 def test_report_lists_imported_runs(imported):

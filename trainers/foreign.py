@@ -21,7 +21,7 @@ manifest ("source", "train") and so into every result's inputs (`RunRef.fingerpr
               that is cached or reachable); a model directory always needs --base
     pooling   --pooling, default cls (TrainConfig's)
     max_len   --max-len, default 256 (TrainConfig's), or the base's longest input where that is shorter
-    data      --data DIR, default RUNS_DIR/data (`interp data build`'s); fingerprints unknown
+    data      --data DIR, default RUNS_DIR/data (`interp data build`'s); valid and test fingerprinted whole
     ties      codexglue (CodeXGLUE's evaluator), precision fp32
 
 Weights are read from safetensors only (a pickled adapter_model.bin is refused, not loaded).
@@ -332,6 +332,22 @@ def _count(directory: Path, kind: str) -> int:
     return total
 
 
+def _split_record(file: Path, *, read: bool) -> dict:
+    """A manifest's record of a split the delta is analysed on: the file, and where it can be read (`read`; not the
+    large train split), the fingerprint of all its examples, as an analysis of the whole split computes it."""
+    from trainers.data import fingerprint, read_split
+    from trainers.training.splits import split_fingerprint
+
+    record = {"file": str(file), "fingerprint": None}
+    if read and file.is_file():
+        try:
+            examples = read_split(file)
+        except InterpError:  # a damaged split is named by the analysis that reads it
+            return record
+        record.update(fingerprint=split_fingerprint(fingerprint(file), examples), pairs=len(examples), used=len(examples))
+    return record
+
+
 def foreign_manifest(directory: Path, *, name: str, runs_dir: Path, options: ForeignOptions | None = None, copied: bool = False):
     """The `Manifest` of the delta at `directory` (kind "interp", "peft" or "full"), its missing choices from `options`."""
     from trainers.encoders import read_shape
@@ -359,7 +375,7 @@ def foreign_manifest(directory: Path, *, name: str, runs_dir: Path, options: For
                           "with --base DIR") from None
     settings = options.resolved(runs_dir, read_shape(recorded["source"]).positions)
     trainable = _count(directory, kind)
-    data = {split: {"file": str(Path(settings["data_dir"]) / f"{split}.jsonl"), "fingerprint": None} for split in ("train", "valid", "test")}
+    data = {split: _split_record(Path(settings["data_dir"]) / f"{split}.jsonl", read=split != "train") for split in ("train", "valid", "test")}
     source = {"path": str(directory), "kind": kind, "copied": copied, "base": base, "base_from": base_from} | settings
     return Manifest(
         name=name, status="finished", preset=None, method=config.to_dict(),
