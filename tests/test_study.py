@@ -155,12 +155,15 @@ def test_tables_follow_the_schema_and_the_manifests(finished):
     assert (table["table"], [r["preset"] for r in table["rows"]]) == ("t1", ["lora32", "adapter-ffn64"])
     for row in table["rows"]:
         names = [f"{row['preset']}-s{s}" for s in SEEDS]
-        assert set(row) == {"preset", "method", "trainable", "share_of_base", "valid_mrr", "test_mrr", "best_step", "runs", "missing"}
+        assert set(row) == {"preset", "method", "trainable", "share_of_base", "valid_mrr", "test_mrr", "best_step", "test", "runs", "missing"}
         assert row["runs"] == names and row["missing"] == []
         assert row["trainable"] == manifests[names[0]]["parameters"]["trainable"]
         for key in ("valid_mrr", "test_mrr"):
             values = [manifests[n]["metrics"][key] for n in names]
             assert row[key] == {"mean": pytest.approx(statistics.mean(values)), "std": pytest.approx(statistics.stdev(values)), "n": 2}
+        for key in ("mrr@10", "ndcg@10", "recall@1", "recall@5", "recall@10"):  # the test split's other metrics, as recorded
+            values = [manifests[n]["metrics"]["test"][key] for n in names]
+            assert row["test"][key] == {"mean": pytest.approx(statistics.mean(values)), "std": pytest.approx(statistics.stdev(values)), "n": 2}
     assert "## T1: LoRA and Adapter-FFN" in (runs / "study" / "tiny" / "tables.md").read_text()
 
 
