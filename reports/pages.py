@@ -11,14 +11,14 @@ import json
 from collections import defaultdict
 from collections.abc import Mapping
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import Any
 from urllib.parse import quote
 
 from reports import figures
 
-if TYPE_CHECKING:  # collect reads the kinds' table (reports.kinds), which reads these pages
-    from reports.collect import Run, Site
-    from reports.kinds import Kind
+# Runs and sites are reports.collect's `Run` and `Site`, and kinds reports.kinds' `Kind`; not imported here, not even
+# for their types: collect reads the kinds' table, whose page builders read this module (no import cycle).
+Site = Run = Kind = Any
 
 Page = tuple[str, str, dict]
 
