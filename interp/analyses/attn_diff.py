@@ -50,6 +50,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -60,10 +61,11 @@ from interp.analyses.attention import capture_attention, entropy, jensen_shannon
 from interp.analyses.attn_result import (DEFINITIONS, FULL_CAP, FULL_DECIMALS, MIN_TOKEN_COUNT, AttnDiffResult,
                                          ExampleAttention, ExampleSide, HeadNull, SeedNull, SeedNullSide, SideStats,
                                          TokenChange)
-from interp.analyses.base import depth_of, save_result
+from interp.analyses.base import depth_of
 from interp.analyses.checks import at_least, check_layer
-from interp.analyses.compare import data_label
+from interp.analyses.inputs import data_label, find_example, parse_idx
 from interp.analyses.ranks import load_model, max_len_of, pooling_of, resolve_data
+from interp.analyses.running import Prepared, run_analysis
 from interp.analyses.seeds import ALPHA, PERMUTATION_SEED, benjamini_hochberg, null_note, permutation_test, resolve_sides, run_pairs
 from trainers.devices import check_device, torch_device
 from trainers.encoders import DEFAULT_POOLING, Encoder
@@ -178,6 +180,8 @@ def _grid(t: torch.Tensor, decimals: int | None = None) -> list:
 class AttnDiff:
     """Bound to side A's runs and side B's runs (each one run, or two or more seeds of one configuration)."""
 
+    kind: ClassVar[str] = "attn-diff"
+
     def __init__(self, *, a: Sequence[BoundRun], b: Sequence[BoundRun], labels: tuple[str, str] = ("A", "B"),
                  max_len: int = 256, device: str = "auto"):
         if not a or not b:
@@ -285,13 +289,48 @@ class AttnDiff:
 
     @staticmethod
     def find(examples: Sequence, idx: int | str | None):
-        if idx is None:
-            return examples[0]
-        for e in examples:
-            if str(e.idx) == str(idx):
-                return e
-        shown = ", ".join(str(e.idx) for e in examples[:5])
-        raise InterpError(f"--example {idx}: no example with that idx in the data ({len(examples)} examples; idx such as {shown})")
+        """The example of AdvTest idx `idx` (an int, or its text as given to --example); the first one for None."""
+        return find_example(examples, parse_idx("--example", idx))
+
+    @classmethod
+    def prepare(cls, *, runs_dir: Path, a: str, b: str, seeds: bool = False, split: str = "test", data_file: Path | None = None,
+                limit: int | None = None, example: int | str | None = None, layer: int | None = None,
+                side: str = "both", batch_size: int = 32, device: str = "auto", progress: bool = True) -> Prepared:
+        """Sides `a` and `b` (run names or comma lists of a seed group's runs; with `seeds`, preset names, each standing for
+        every run of that preset in `runs_dir`) and the data; runs/analyses/attn-diff/<name>.json; nothing loaded."""
+        sides = sides_of(side)
+        check_device(device)
+        at_least("--batch-size", batch_size, 1)
+        at_least("--limit", limit, 1)
+        side_a, side_b, refs = resolve_sides(Path(runs_dir), a, b, seeds=seeds)
+        check_layer("--layer", layer, depth_of(refs))
+        data = resolve_data(refs, split=split, data_file=data_file, limit=limit)
+        example = cls.find(data.examples, example).idx  # a bad --example fails before any model loads
+        trained = [r for r in refs if not r.is_base]
+        default_pooling = pooling_of(trained[0]) if trained else DEFAULT_POOLING  # 'base' takes the runs' pooling
+        held: dict[str, Any] = {}
+
+        def bind() -> AttnDiff:
+            bound = []
+            for ref in refs:
+                encoder, model = load_model(ref)
+                bound.append(BoundRun(ref.name, encoder, model, pooling_of(ref, default_pooling)))
+            lengths = [max_len_of(r) for r in trained]  # the runs' own truncation; 'base' follows them
+            max_len = max(lengths) if lengths else min(max_len_of(refs[0]), bound[0].encoder.tokenizer.model_max_length)
+            held.update(pooling={r.name: r.pooling for r in bound}, max_len=max_len)
+            m = len(side_a.refs)
+            return cls(a=bound[:m], b=bound[m:], labels=(side_a.label, side_b.label), max_len=max_len, device=device)
+
+        def inputs(result: AttnDiffResult) -> dict:
+            return {"runs": [r.fingerprint() for r in refs], "runs_a": side_a.runs, "runs_b": side_b.runs,
+                    "seeds_a": side_a.seeds, "seeds_b": side_b.seeds, "seeds_option": seeds, "pooling": held["pooling"],
+                    "data": data.describe(), "side": side, "limit": limit, "max_len": held["max_len"],
+                    "example": result.example.idx, "layer": result.example.layer}
+
+        pooled = len(side_a.refs) > 1 or len(side_b.refs) > 1
+        name = result_name(side_a.label, side_b.label, split=split, data_file=data_file, limit=limit, side=side, seeds=pooled)
+        options = {"sides": sides, "example": example, "layer": layer, "batch_size": batch_size, "progress": progress}
+        return Prepared(name=name, bind=bind, data=data.examples, options=options, inputs=inputs)
 
     def example(self, e, sides: Sequence[str], layer: int) -> ExampleAttention:
         """One example's attention for the first run of each side: the [CLS] difference at `layer` (0-based), full weights."""
@@ -331,38 +370,6 @@ def result_name(a: str, b: str, *, split: str = "test", data_file: Path | None =
     return f"{a}-vs-{b}" + (".seeds" if seeds else "") + data_label(split, data_file, limit) + ("" if side == "both" else f".{side}")
 
 
-def run_attn_diff(*, runs_dir: Path, a: str, b: str, seeds: bool = False, split: str = "test", data_file: Path | None = None,
-                  limit: int | None = None, example: int | str | None = None, layer: int | None = None,
-                  side: str = "both", batch_size: int = 32, device: str = "auto",
-                  progress: bool = True) -> tuple[AttnDiffResult, Path]:
-    """Compare the [CLS] attention of sides `a` and `b`; saves runs/analyses/attn-diff/<name>.json.
-
-    `a` and `b` are run names or comma lists of a seed group's runs; with `seeds`, preset names,
-    each standing for every run of that preset in `runs_dir`.
-    """
-    sides = sides_of(side)
-    check_device(device)
-    at_least("--batch-size", batch_size, 1)
-    at_least("--limit", limit, 1)
-    side_a, side_b, refs = resolve_sides(Path(runs_dir), a, b, seeds=seeds)
-    check_layer("--layer", layer, depth_of(refs))
-    data = resolve_data(refs, split=split, data_file=data_file, limit=limit)
-    AttnDiff.find(data.examples, example)  # a bad --example fails before any model loads
-    trained = [r for r in refs if not r.is_base]
-    default_pooling = pooling_of(trained[0]) if trained else DEFAULT_POOLING  # 'base' takes the runs' pooling
-    bound = []
-    for ref in refs:
-        encoder, model = load_model(ref)
-        bound.append(BoundRun(ref.name, encoder, model, pooling_of(ref, default_pooling)))
-    lengths = [max_len_of(r) for r in trained]  # the runs' own truncation; 'base' follows them
-    max_len = max(lengths) if lengths else min(max_len_of(refs[0]), bound[0].encoder.tokenizer.model_max_length)
-    m = len(side_a.refs)
-    analysis = AttnDiff(a=bound[:m], b=bound[m:], labels=(side_a.label, side_b.label), max_len=max_len, device=device)
-    result = analysis.compute(data.examples, sides=sides, example=example, layer=layer, batch_size=batch_size, progress=progress)
-    inputs = {"runs": [r.fingerprint() for r in refs], "runs_a": side_a.runs, "runs_b": side_b.runs,
-              "seeds_a": side_a.seeds, "seeds_b": side_b.seeds, "seeds_option": seeds,
-              "pooling": {r.name: r.pooling for r in bound}, "data": data.describe(), "side": side, "limit": limit,
-              "max_len": max_len, "example": result.example.idx, "layer": result.example.layer}
-    pooled = len(side_a.refs) > 1 or len(side_b.refs) > 1
-    name = result_name(side_a.label, side_b.label, split=split, data_file=data_file, limit=limit, side=side, seeds=pooled)
-    return result, save_result(Path(runs_dir), "attn-diff", name, result, inputs)
+def run_attn_diff(**arguments: Any) -> tuple[AttnDiffResult, Path]:
+    """`run_analysis(AttnDiff, ...)`: compare the [CLS] attention of sides `a` and `b`; saves runs/analyses/attn-diff/<name>.json."""
+    return run_analysis(AttnDiff, **arguments)

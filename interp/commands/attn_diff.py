@@ -53,15 +53,16 @@ def attn_diff(
     example's tokens x heads matrices, and with seeds on both sides, which heads changed more
     than a new seed changes them. Seed groups: `interp attn-diff lora64 lora256 --seeds`, or
     name the runs: `interp attn-diff lora64-s1,lora64-s2 lora256-s1,lora256-s2`."""
-    from interp.analyses.attn_diff import run_attn_diff
+    from interp.analyses.attn_diff import AttnDiff
+    from interp.analyses.running import run_analysis
     from trainers.devices import autocast, torch_device
 
     # The forward passes at --precision. The sums attn-diff keeps are float64, which autocast never casts.
-    # (run_attn_diff does not take a precision yet, so its result's inputs do not record it: said below.)
+    # (AttnDiff.prepare does not take a precision yet, so its result's inputs do not record it: said below.)
     with autocast(precision, torch_device(device.value)):
-        result, path = run_attn_diff(runs_dir=runs_dir, a=a, b=b, seeds=seeds, split=split, data_file=data, limit=limit,
-                                     example=example, layer=layer, side=side.value, batch_size=batch_size, device=device.value,
-                                     progress=progress)
+        result, path = run_analysis(AttnDiff, runs_dir=runs_dir, a=a, b=b, seeds=seeds, split=split, data_file=data, limit=limit,
+                                    example=example, layer=layer, side=side.value, batch_size=batch_size, device=device.value,
+                                    progress=progress)
     typer.echo(f"{result.examples} examples, {result.layers} layers x {result.heads} heads; differences are B - A")
     for letter, label, runs in (("A", result.a, result.runs_a), ("B", result.b, result.runs_b)):
         typer.echo(f"  {letter} = {label}" + (f": {len(runs)} runs ({', '.join(runs)})" if len(runs) > 1 else ""))
