@@ -114,24 +114,32 @@ def test_eval_base_equals_plain_transformers_and_the_report_shows_it(world, tmp_
 
     from reports.site import build_report
 
+    from trainers.training.splits import EVAL_SUBSET_SEED, subset
+
     cli_world, runs = world
     test = cli_world.data / "test.jsonl"
-    result = invoke(["eval", "base", "--runs-dir", runs, "--data", test, "--max-len", MAX_LEN, "--no-progress"])
-    assert result.exit_code == 0, result.stderr
     tokenizer, model = AutoTokenizer.from_pretrained(cli_world.base), AutoModel.from_pretrained(cli_world.base).eval()
-    examples = read_split(test)
 
     def embed(texts):
         batch = tokenizer(texts, truncation=True, max_length=MAX_LEN, padding=True, return_tensors="pt")
         with torch.no_grad():
             return model(**batch).last_hidden_state[:, 0]  # (n, hidden) [CLS]
 
-    ranks = gold_ranks(embed([e.query for e in examples]), embed([e.code_text for e in examples]), ties="codexglue")
-    expected = retrieval_metrics(ranks)
-    assert float(re.search(r"MRR (\d\.\d{4})", result.stdout).group(1)) == pytest.approx(expected["mrr"], abs=5e-5)
-    saved = json.loads((runs / "analyses" / "eval" / "base-test.json").read_text())
-    assert saved["pooling"] == "cls" and saved["ties"] == "codexglue" and saved["max_len"] == MAX_LEN
-    assert saved["metrics"] == pytest.approx(expected, abs=1e-6)
+    def reference(examples):
+        return retrieval_metrics(gold_ranks(embed([e.query for e in examples]), embed([e.code_text for e in examples]), ties="codexglue"))
+
+    lora = Manifest.read(runs / "lora")
+    whole, sample = read_split(test), subset(read_split(test), lora.data["test"]["used"], EVAL_SUBSET_SEED)
+    # --data: every example of the file; no --data: the runs' own test sample (their --eval-limit), same fingerprint
+    for args, examples in ((["--data", test], whole), ([], sample)):
+        result = invoke(["eval", "base", "--runs-dir", runs, *args, "--max-len", MAX_LEN, "--no-progress"])
+        assert result.exit_code == 0, result.stderr
+        expected = reference(examples)
+        assert float(re.search(r"MRR (\d\.\d{4})", result.stdout).group(1)) == pytest.approx(expected["mrr"], abs=5e-5)
+        saved = json.loads((runs / "analyses" / "eval" / "base-test.json").read_text())
+        assert (saved["pooling"], saved["ties"], saved["max_len"], saved["queries"]) == ("cls", "codexglue", MAX_LEN, len(examples))
+        assert saved["metrics"] == pytest.approx(expected, abs=1e-6)
+    assert len(sample) < len(whole) and saved["fingerprint"] == lora.fingerprints["test"]
 
     report = build_report(runs_dir=runs, out=tmp_path / "site")
     html = report.index.read_text()
@@ -151,3 +159,12 @@ def test_eval_base_refuses_predictions(world, tmp_path):
 
     _, runs = world
     check_refused(["eval", "base", "--runs-dir", runs, "--predictions", tmp_path / "p.jsonl"], ["--predictions"], watched=runs)
+
+
+def test_eval_predictions_never_overwrites_another_file_with_its_metrics(world, tmp_path):
+    from helpers import check_refused
+
+    _, runs = world
+    (tmp_path / "p.metrics.json").write_text('{"mine": 1}')
+    check_refused(["eval", "lora", "--runs-dir", runs, "--predictions", tmp_path / "p.jsonl"], ["--predictions", "p.metrics.json"],
+                  watched=tmp_path)

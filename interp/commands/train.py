@@ -268,6 +268,9 @@ def eval_(
     options.at_least("--top-k", top_k)
     if predictions is not None:
         predictions_target(predictions)
+        sidecar = metrics_file(predictions)
+        if sidecar.is_dir() or (sidecar.exists() and not _our_metrics(sidecar)):
+            raise InterpError(f"--predictions {predictions}: its metrics go to {sidecar}, which holds something else; refusing to overwrite it")
     options.device(device.value)
     options.at_least("--max-len", max_len)
     run = find_run(runs_dir, name, foreign=ForeignOptions(base=base, pooling=pooling, max_len=max_len))
@@ -296,6 +299,17 @@ def metrics_file(predictions: Path) -> Path:
     return predictions.with_name(f"{predictions.stem}.metrics.json")
 
 
+def _our_metrics(path: Path) -> bool:
+    """`path` is a metrics file `record_metrics` wrote (replaced by the next one)."""
+    import json
+
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(saved, dict) and {"name", "file", "queries", "metrics"} <= set(saved)
+
+
 def record_metrics(predictions: Path, name: str, result, precision: str) -> Path:
     """The metrics of an `interp eval --predictions` run beside its predictions file (`metrics_file`)."""
     from trainers.io import write_json
@@ -311,7 +325,8 @@ def eval_base(*, split: str, data: Path | None, ties: str | None, device: Device
               base: str | None, pooling: str | None, max_len: int | None, predictions: Path | None) -> None:
     """`interp eval base`: the untrained encoder (--base, else the base of RUNS_DIR's runs, as analyses resolve `base`) with
     the default pooling (or --pooling), scored on a split of the runs' data (else RUNS_DIR/data) or --data; the result goes
-    to RUNS_DIR/analyses/eval/base-<label>.json (label: the split, or the --data file's stem), the report's zero-shot row."""
+    to RUNS_DIR/analyses/eval/base-<label>.json (label: the split, or the --data file's stem), the report's zero-shot row.
+    On the runs' data, the examples are the runs' own (their --eval-limit sample, drawn as they drew it; `fingerprint` as theirs)."""
     from trainers.data import load_split, read_split
     from trainers.encoders import load_encoder
     from trainers.errors import InterpError
@@ -320,6 +335,8 @@ def eval_base(*, split: str, data: Path | None, ties: str | None, device: Device
     from trainers.training.evaluate import DEFAULT_TIE_RULE, check_tie_rule
     from trainers.training.runs import list_runs
     from trainers.training.scoring import evaluate_examples, run_data_dir
+    from trainers.training.splits import EVAL_SUBSET_SEED, split_fingerprint, subset
+    from trainers.data import fingerprint
 
     if predictions is not None:
         raise InterpError("--predictions: not for `interp eval base` (its metrics are saved under RUNS_DIR/analyses/eval)")
@@ -338,6 +355,10 @@ def eval_base(*, split: str, data: Path | None, ties: str | None, device: Device
     else:
         data_dir = run_data_dir(runs[0]) if runs else runs_dir / "data"
         examples, file, label = load_split(data_dir, split), data_dir / f"{split}.jsonl", split
+        recorded = (runs[0].manifest.data.get(split) or {}) if runs else {}
+        if isinstance(recorded.get("used"), int) and recorded["used"] < len(examples):  # the runs' --eval-limit sample, as they drew it
+            examples = subset(examples, recorded["used"], EVAL_SUBSET_SEED if split != "train" else runs[0].manifest.seed)
+    drawn = split_fingerprint(fingerprint(file), examples)
     ties = check_tie_rule(ties) if ties is not None else DEFAULT_TIE_RULE
     encoder = load_encoder(base)
     chosen = ForeignOptions(pooling=pooling, max_len=max_len).resolved(runs_dir, encoder.shape.positions)  # foreign deltas' defaults
@@ -347,7 +368,7 @@ def eval_base(*, split: str, data: Path | None, ties: str | None, device: Device
     out = runs_dir / "analyses" / "eval" / f"{BASE_NAME}-{label}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, {"kind": "eval", "name": f"{BASE_NAME}-{label}", "base": {"source": encoder.source,
-                     "weights_sha256": encoder.weights_hash}, "file": str(file), "queries": len(examples), "ties": ties,
+                     "weights_sha256": encoder.weights_hash}, "file": str(file), "fingerprint": drawn, "queries": len(examples), "ties": ties,
                      "pooling": pooling, "precision": precision, "max_len": max_len,
                      "metrics": evaluation.metrics})
     typer.echo(f"base (zero-shot, {encoder.source}) on {file}: MRR {evaluation.mrr:.4f} over {len(examples)} queries "
