@@ -4,7 +4,8 @@
    runs/data already holds a build from the same sources and seed), and check it;
 2. train three deltas of the study on a fixed sample of it: lora64, lora256 and loFF
    (runs that already finished are kept);
-3. list the runs;
+3. score the untrained base on the same test sample (`interp eval base`, the report's zero-shot
+   row), and list the runs;
 4. run the analyses on them, as the study did by hand: attn-diff lora64 vs lora256; CKA
    lora64 vs lora256 per layer over DEMO_CKA_LIMIT test examples ([CLS] states); an
    ablation of loff keeping only the top third of its layers (the study's 9-12 of 12 layers;
@@ -41,6 +42,7 @@ def demo(runs_dir: options.RunsDir = Path("runs"), progress: options.Progress = 
     from trainers.training.train import RunSpec, train_config, train_run
 
     from interp.commands.report import report as build_report_command
+    from interp.commands.train import eval_ as eval_command
     from interp.commands.train import runs as list_runs_command
 
     _check_runs_dir(runs_dir)
@@ -69,6 +71,8 @@ def demo(runs_dir: options.RunsDir = Path("runs"), progress: options.Progress = 
         m = manifest.metrics
         typer.echo(f"{name}: valid MRR {m['valid_mrr']:.4f} (step {m['best_step']}), test MRR {m['test_mrr']:.4f}")
 
+    typer.echo("== eval base (zero-shot)")  # the untrained encoder on the runs' test sample: the report's zero-shot row (~15-30 s)
+    eval_command("base", runs_dir=runs_dir, progress=progress, max_len=DEMO_TRAIN["max_len"])
     typer.echo("== runs")
     list_runs_command(runs_dir=runs_dir)
     _analyses(runs_dir, progress)
