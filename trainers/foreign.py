@@ -25,7 +25,7 @@ manifest ("source", "train") and so into every result's inputs (`RunRef.fingerpr
     ties      codexglue (CodeXGLUE's evaluator), precision fp32
 
 Weights are read from safetensors only (a pickled adapter_model.bin is refused, not loaded).
-`import_delta` registers a foreign delta as runs/NAME: a manifest whose "source" names the
+`trainers.training.runs.import_run` registers a foreign delta as runs/NAME: a manifest whose "source" names the
 directory, the weights referenced where they are (or copied, `copy=True`).
 """
 
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from trainers.places import MANIFEST
 
 PEFT_CONFIG, PEFT_WEIGHTS, PEFT_PICKLE = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
 METHOD_FILE = "method.json"  # trainers.methods.state's; read here without importing torch
+COPIED = (PEFT_CONFIG, "config.json", METHOD_FILE)  # with every *.safetensors: what `import --copy` copies
 SOURCE = "source"  # the manifest key of an imported delta: where it is, what it is, what was assumed
 _TUNERS = {"LORA": "lora", "IA3": "ia3"}  # peft types whose layers a project tuner dissects (anatomy)
 _GENERIC = "ia3"  # any other peft type: a PeftTuner (switch off per layer, parameters) that finds no matrix of it
@@ -202,27 +202,33 @@ def foreign_method(run_dir: Path) -> MethodConfig | None:
     if kind == "full":
         return FullConfig()
     if kind == "interp":
-        from trainers.methods.delta import read_method
-
-        return read_method(where)
+        return read_method_file(where)
     return None
+
+
+def read_method_file(directory: Path) -> MethodConfig:
+    """The method config in directory/method.json (what save_delta wrote); InterpError naming the file."""
+    from trainers.methods.registry import method_from_dict
+
+    path = Path(directory) / METHOD_FILE
+    try:
+        return method_from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, RecursionError) as exc:
+        raise InterpError(f"{path}: not a method config: {exc}") from exc
 
 
 # -- loading --------------------------------------------------------------------------------------
 
 
 def load_foreign(encoder, run_dir: Path, *, trainable: bool = False):
-    """`encoder` with the foreign delta at (or referenced by) `run_dir`; InterpError naming the delta and the base if they do not fit."""
-    from trainers.methods.delta import load_delta
-
+    """`encoder` with the foreign delta at (or referenced by) `run_dir`; InterpError naming the delta and the base if they
+    do not fit. (The project's own delta, even where an import references it, is `load_delta`'s.)"""
     where = delta_location(run_dir)
     config = foreign_method(run_dir)
-    if config is None:
+    if config is None or (where / METHOD_FILE).is_file():
         raise InterpError(f"{Path(run_dir) / METHOD_FILE}: not found; is {run_dir} a run, a peft adapter or a model directory?")
     if isinstance(config, PeftAdapterConfig):
         model = _load_peft(encoder, where, config)
-    elif (where / METHOD_FILE).is_file():
-        return load_delta(encoder, where, trainable=trainable)
     else:
         model = _load_full(encoder, where, config)
     if not trainable:
@@ -353,7 +359,6 @@ def foreign_manifest(directory: Path, *, name: str, runs_dir: Path, options: For
     from trainers.encoders import read_shape
     from trainers.manifest import Manifest
     from trainers.training.evaluate import DEFAULT_TIE_RULE
-    from trainers.training.runs import code_version, package_versions
 
     options = options or ForeignOptions()
     directory = Path(directory).expanduser().resolve()
@@ -382,53 +387,9 @@ def foreign_manifest(directory: Path, *, name: str, runs_dir: Path, options: For
         parameters={"method": config.describe(), "trainable": trainable, "share_of_base": trainable / recorded["parameters"]},
         base=dict(recorded), data=data,
         train={"pooling": settings["pooling"], "max_len": settings["max_len"], "ties": DEFAULT_TIE_RULE, "precision": "fp32"},
-        versions=package_versions(), code_version=code_version(), extra={SOURCE: source},
+        extra={SOURCE: source},  # versions: the caller's (trainers.training.runs, which also builds the RunInfo)
     )
 
 
-def foreign_run(path: Path, *, name: str, runs_dir: Path, options: ForeignOptions | None = None):
-    """The `RunInfo` of the directory `path` (the path rule): a run of this project as it is, any other delta synthesized."""
-    from trainers.training.runs import RunInfo, read_manifest
-
-    directory = Path(path).expanduser()
-    if delta_kind(directory) == "run":
-        if options is not None and options != ForeignOptions():
-            raise InterpError(f"{path}: a run of this project records its base, pooling and max_len; leave out --base, --pooling, --max-len")
-        return RunInfo(name, directory, read_manifest(directory))
-    return RunInfo(name, directory.resolve(), foreign_manifest(directory, name=name, runs_dir=runs_dir, options=options))
-
-
-def import_delta(path: Path, *, name: str, runs_dir: Path, options: ForeignOptions | None = None, copy: bool = False):
-    """Register the delta at `path` as the run runs_dir/NAME (module docstring); returns its `RunInfo`.
-
-    The delta is loaded on its base once, so a misfit is refused here; nothing is written then.
-    """
-    from trainers.encoders import load_encoder
-    from trainers.io import atomic_dir
-    from trainers.locks import hold, run_lock_path
-    from trainers.training.runs import RunInfo, check_run_name
-
-    check_run_name(name)
-    runs_dir, directory = Path(runs_dir), Path(path).expanduser()
-    target = runs_dir / name
-    if target.exists():
-        raise InterpError(f"--name {name}: {target} already exists; choose another name")
-    if delta_kind(directory) == "run":
-        raise InterpError(f"{path}: already a run of this project (its {MANIFEST} names a method); use it by path, or copy it into {runs_dir}")
-    manifest = foreign_manifest(directory, name=name, runs_dir=runs_dir, options=options, copied=copy)
-    source = Path(manifest.extra[SOURCE]["path"])
-    load_foreign(load_encoder(manifest.base["source"]), source)  # refused here, not at the first analysis
-    with hold(run_lock_path(runs_dir, name), f"run {name!r} in {runs_dir}"):
-        if target.exists():
-            raise InterpError(f"--name {name}: {target} already exists; choose another name")
-        with atomic_dir(target) as tmp:
-            if copy:
-                for p in source.iterdir():
-                    if p.is_file() and (p.suffix == ".safetensors" or p.name in (PEFT_CONFIG, "config.json", METHOD_FILE)):
-                        shutil.copy2(p, tmp / p.name)
-            manifest.write(tmp)
-    return RunInfo(name, target, manifest)
-
-
-__all__ = ["ForeignOptions", "PeftAdapterConfig", "delta_kind", "delta_location", "foreign_manifest", "foreign_method", "foreign_run",
-           "import_delta", "is_path_name", "load_foreign"]
+__all__ = ["COPIED", "ForeignOptions", "PeftAdapterConfig", "delta_kind", "delta_location", "foreign_manifest", "foreign_method",
+           "is_path_name", "load_foreign", "read_method_file"]

@@ -1,6 +1,6 @@
 """`interp import PATH --name NAME`: register a delta from anywhere (a peft adapter, a fully fine-tuned
 model directory) as a run, so `interp runs`, the study tables, the report and every analysis see it.
-Thin: parse, call `trainers.foreign.import_delta`, print what was assumed.
+Thin: parse, call `trainers.training.runs.import_run`, print what was assumed.
 
 Mounted by the CLI as `app.command("import")(importing.import_)`.
 """
@@ -30,11 +30,12 @@ def import_(
     runs_dir: options.RunsDir = Path("runs"),
 ) -> None:
     """Register a peft adapter or a fine-tuned model directory as a run, its weights referenced (or --copy)."""
-    from trainers.foreign import ForeignOptions, import_delta
+    from trainers.foreign import ForeignOptions
+    from trainers.training.runs import import_run
 
     options.creatable_dir("--runs-dir", runs_dir)
     options.at_least("--max-len", max_len)
-    run = import_delta(path, name=name, runs_dir=runs_dir, copy=copy,
+    run = import_run(path, name=name, runs_dir=runs_dir, copy=copy,
                        options=ForeignOptions(base=base, pooling=pooling, max_len=max_len, data_dir=data))
     m, source = run.manifest, run.source
     typer.echo(f"imported {run.name}: {m.parameters['method']} ({m.parameters['trainable']:,} parameters, "

@@ -74,7 +74,7 @@ def read_method(run_dir: str | os.PathLike) -> MethodConfig:
     if not path.is_file():
         from trainers.foreign import foreign_method
 
-        found = foreign_method(Path(run_dir))
+        found = foreign_method(Path(run_dir))  # a foreign delta, or the project's own one an import references
         if found is not None:
             return found
         raise InterpError(f"{path}: not found; is {Path(run_dir)} a run directory written by save_delta?")
@@ -95,9 +95,11 @@ def load_delta(encoder: Encoder, run_dir: str | os.PathLike, *, trainable: bool 
     """
     run_dir = Path(run_dir)
     if not (run_dir / METHOD_FILE).is_file():
-        from trainers.foreign import load_foreign
+        from trainers.foreign import delta_location, load_foreign
 
-        return load_foreign(encoder, run_dir, trainable=trainable)
+        if not (delta_location(run_dir) / METHOD_FILE).is_file():
+            return load_foreign(encoder, run_dir, trainable=trainable)
+        run_dir = delta_location(run_dir)  # the project's own delta, referenced by an imported run
     config = read_method(run_dir)
     tuner = tuner_for(config)
     path = run_dir / tuner.weights_file

@@ -137,10 +137,10 @@ def find_run(runs_dir: Path, name: str, *, foreign=None) -> RunInfo:
     """The run `name` under `runs_dir`, or, where `name` is a path (it holds a '/', or is '.' or '..': the rule of
     `trainers.foreign`), the delta in that directory: a run of this project as it is, a peft adapter or a full model
     directory as a run whose manifest is synthesized, its missing choices from `foreign` (`ForeignOptions`, for paths only)."""
-    from trainers.foreign import ForeignOptions, foreign_run, is_path_name
+    from trainers.foreign import ForeignOptions, is_path_name
 
     if is_path_name(name):
-        return foreign_run(Path(name), name=name, runs_dir=runs_dir, options=foreign)
+        return _path_run(Path(name), name=name, runs_dir=runs_dir, options=foreign)
     if foreign is not None and foreign != ForeignOptions():
         raise InterpError(f"run {name!r} records its base, pooling and max_len; --base, --pooling and --max-len are for a path "
                           "(a peft adapter or a model directory, such as ./adapter)")
@@ -150,6 +150,58 @@ def find_run(runs_dir: Path, name: str, *, foreign=None) -> RunInfo:
     if not (path / "manifest.json").is_file():
         raise did_you_mean("run", name, [r.name for r in list_runs(runs_dir)], where=str(runs_dir))
     return RunInfo(name, path, read_manifest(path))
+
+
+def _foreign_manifest(directory: Path, **settings) -> Manifest:
+    """`trainers.foreign.foreign_manifest`, with this checkout's versions recorded as a trained run's are."""
+    from trainers.foreign import foreign_manifest
+
+    return foreign_manifest(directory, **settings).replace(versions=package_versions(), code_version=code_version())
+
+
+def _path_run(path: Path, *, name: str, runs_dir: Path, options=None) -> RunInfo:
+    """The directory `path` as a run: a run of this project as it is, any other delta with a synthesized manifest."""
+    from trainers.foreign import ForeignOptions, delta_kind
+
+    directory = Path(path).expanduser()
+    if delta_kind(directory) == "run":
+        if options is not None and options != ForeignOptions():
+            raise InterpError(f"{path}: a run of this project records its base, pooling and max_len; leave out --base, --pooling, --max-len")
+        return RunInfo(name, directory, read_manifest(directory))
+    return RunInfo(name, directory.resolve(), _foreign_manifest(directory, name=name, runs_dir=runs_dir, options=options))
+
+
+def import_run(path: Path, *, name: str, runs_dir: Path, options=None, copy: bool = False) -> RunInfo:
+    """Register the delta at `path` (a peft adapter, a model directory, the project's own delta; `trainers.foreign`) as
+    runs_dir/NAME: a manifest whose "source" names the directory, the weights referenced there or, with `copy`, copied.
+
+    The delta is loaded on its base once, so a misfit is refused here; nothing is written then, nor for an existing NAME.
+    """
+    from trainers.encoders import load_encoder
+    from trainers.foreign import COPIED, SOURCE, delta_kind, load_foreign
+    from trainers.io import atomic_dir
+    from trainers.methods.delta import load_delta
+
+    check_run_name(name)
+    runs_dir, directory = Path(runs_dir), Path(path).expanduser()
+    target = runs_dir / name
+    if target.exists():
+        raise InterpError(f"--name {name}: {target} already exists; choose another name")
+    if delta_kind(directory) == "run":
+        raise InterpError(f"{path}: already a run of this project (its {MANIFEST} names a method); use it by path, or copy it into {runs_dir}")
+    manifest = _foreign_manifest(directory, name=name, runs_dir=runs_dir, options=options, copied=copy)
+    source = Path(manifest.extra[SOURCE]["path"])
+    (load_delta if manifest.extra[SOURCE]["kind"] == "interp" else load_foreign)(load_encoder(manifest.base["source"]), source)
+    with hold(run_lock_path(runs_dir, name), f"run {name!r} in {runs_dir}"):
+        if target.exists():
+            raise InterpError(f"--name {name}: {target} already exists; choose another name")
+        with atomic_dir(target) as tmp:
+            if copy:
+                for p in source.iterdir():
+                    if p.is_file() and (p.suffix == ".safetensors" or p.name in COPIED):
+                        shutil.copy2(p, tmp / p.name)
+            manifest.write(tmp)
+    return RunInfo(name, target, manifest)
 
 
 @contextlib.contextmanager
