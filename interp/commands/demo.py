@@ -72,7 +72,7 @@ def demo(runs_dir: options.RunsDir = Path("runs"), progress: options.Progress = 
         typer.echo(f"{name}: valid MRR {m['valid_mrr']:.4f} (step {m['best_step']}), test MRR {m['test_mrr']:.4f}")
 
     typer.echo("== eval base (zero-shot)")  # the untrained encoder on the runs' test sample: the report's zero-shot row (~15-30 s)
-    eval_command("base", runs_dir=runs_dir, progress=progress, max_len=DEMO_TRAIN["max_len"])
+    eval_command("base", runs_dir=runs_dir, progress=progress)
     typer.echo("== runs")
     list_runs_command(runs_dir=runs_dir)
     _analyses(runs_dir, progress)

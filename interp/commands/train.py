@@ -326,7 +326,8 @@ def eval_base(*, split: str, data: Path | None, ties: str | None, device: Device
     """`interp eval base`: the untrained encoder (--base, else the base of RUNS_DIR's runs, as analyses resolve `base`) with
     the default pooling (or --pooling), scored on a split of the runs' data (else RUNS_DIR/data) or --data; the result goes
     to RUNS_DIR/analyses/eval/base-<label>.json (label: the split, or the --data file's stem), the report's zero-shot row.
-    On the runs' data, the examples are the runs' own (their --eval-limit sample, drawn as they drew it; `fingerprint` as theirs)."""
+    On the runs' data, the examples are the runs' own (their --eval-limit sample, drawn as they drew it; `fingerprint` as theirs),
+    at the runs' max_len unless --max-len (else the foreign deltas' default, 256 or the base's longest input)."""
     from trainers.data import load_split, read_split
     from trainers.encoders import load_encoder
     from trainers.errors import InterpError
@@ -360,6 +361,8 @@ def eval_base(*, split: str, data: Path | None, ties: str | None, device: Device
             examples = subset(examples, recorded["used"], EVAL_SUBSET_SEED if split != "train" else runs[0].manifest.seed)
     drawn = split_fingerprint(fingerprint(file), examples)
     ties = check_tie_rule(ties) if ties is not None else DEFAULT_TIE_RULE
+    if max_len is None and runs and isinstance(runs[0].manifest.train.get("max_len"), int):
+        max_len = runs[0].manifest.train["max_len"]  # beside the runs: their length
     encoder = load_encoder(base)
     chosen = ForeignOptions(pooling=pooling, max_len=max_len).resolved(runs_dir, encoder.shape.positions)  # foreign deltas' defaults
     pooling, max_len = chosen["pooling"], chosen["max_len"]
