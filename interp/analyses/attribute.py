@@ -190,9 +190,12 @@ class Attribution:
 
     def compute(self, data: Sequence | None = None, *, query: str, code: str, steps: int = 50, mode: str = "joint",
                 example: int | None = None, reference: str = DEFAULT_REFERENCE, count: int = DEFAULT_OTHERS,
-                names: tuple[str, str | None] = ("run", None)) -> AttributeResult:
+                names: tuple[str, str | None] = ("run", None), others: Sequence | None = None) -> AttributeResult:
         """`data`: the examples the 'others' reference draws from, e.g. the split (`example` is left out of them);
-        None with the 'pad' reference."""
+        None with the 'pad' reference. `others`: the older name of `data` (benchmarks/attribute_reference.py)."""
+        if data is not None and others is not None:
+            raise InterpError("give the examples to draw references from once: as data, or as others")
+        data = data if data is not None else others
         others = list(data) if data is not None else None
         from captum.attr import LayerIntegratedGradients
 
