@@ -1,6 +1,6 @@
 """`interp attn-diff A B`: where a delta moves the [CLS] attention, head by head (the study's App. 7.1).
 
-Thin: parse, call `interp.analyses.attn_diff.run_attn_diff`, print a summary. Mounted by the CLI
+Thin: parse, run `interp.analyses.attn_diff.AttnDiff` through `run_analysis`, print a summary. Mounted by the CLI
 as `app.command("attn-diff")(attn_diff.attn_diff)`.
 
 A side is one run, or a seed group, which gives the seed-noise null:
