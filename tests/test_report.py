@@ -217,3 +217,19 @@ def test_a_hostile_result_name_stays_a_file_name(runs_dir, tmp_path):
 def test_filters(name, value, shown):
     from reports import site
     assert getattr(site, name)(value) == shown
+
+
+def test_every_analysis_kind_has_one_report_entry():
+    """The kinds the analyses save (their `kind`) are the kinds the report's one table (reports.kinds) renders."""
+    from interp.analyses.ablate import Ablation
+    from interp.analyses.anatomy import Anatomy
+    from interp.analyses.attn_diff import AttnDiff
+    from interp.analyses.attribute import Attribution
+    from interp.analyses.cka import CKA
+    from interp.analyses.compare import Compare
+    from interp.analyses.qualitative import Qualitative
+    from reports.kinds import KINDS
+
+    analyses = (Ablation, Anatomy, AttnDiff, Attribution, CKA, Compare, Qualitative)
+    assert sorted(a.kind for a in analyses) == sorted(KINDS)
+    assert all(callable(a.prepare) and callable(a.compute) for a in analyses)
