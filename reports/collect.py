@@ -31,6 +31,7 @@ class Run:
     manifest: Manifest
     curves: dict | None
     modules: list[dict]  # trainable parameters per module kind and layer, from the delta's header
+    test_metrics: dict = field(default_factory=dict)  # Manifest.split_metrics("test"): an older run's from its ranks.json
 
     @property
     def metrics(self) -> dict:
@@ -142,7 +143,8 @@ def _read_run(path: Path, problems: list[str]) -> Run | None:
     if curves is not None and not isinstance(curves, dict):
         problems.append(f"{printable(str(path / 'curves.json'))}: not training curves (not an object)")
         curves = None
-    return Run(name=path.name, manifest=manifest, curves=curves, modules=_modules(path, problems))
+    return Run(name=path.name, manifest=manifest, curves=curves, modules=_modules(path, problems),
+               test_metrics=manifest.split_metrics("test", path))
 
 
 def _valid_zero_shot(saved: Any, path: Path, problems: list[str]) -> bool:
@@ -221,7 +223,7 @@ def method_group(method: dict) -> str:
 
 def _every(runs: list[Run], key: str) -> dict:
     """mean_std of the test split's `key` over `runs`; no mean unless every run recorded it (older runs did not)."""
-    values = [run.manifest.split_metrics("test").get(key) for run in runs]
+    values = [run.test_metrics.get(key) for run in runs]
     return summarize([] if None in values else values).mean_std()
 
 

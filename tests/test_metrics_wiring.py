@@ -34,7 +34,11 @@ def world(cli_world, tmp_path_factory):
     shutil.copytree(cli_world.runs, runs)
     test = cli_world.data / "test.jsonl"
     count = sum(1 for line in test.read_text().splitlines() if line.strip())
-    make_run(runs, "old", [1 + i % 7 for i in range(count)], test)
+    for name in ("old", "older", "stale"):
+        make_run(runs, name, [1 + i % 7 for i in range(count)], test)
+    (runs / "older" / "ranks.json").unlink()  # nothing to derive the metrics from
+    ranks = json.loads((runs / "stale" / "ranks.json").read_text())
+    (runs / "stale" / "ranks.json").write_text(json.dumps(ranks | {"fingerprint": "0" * 64}))  # not this run's test sample
     return cli_world, runs
 
 
@@ -49,11 +53,16 @@ def test_manifest_metrics_are_those_of_the_saved_ranks(world, name):
     assert m.split_metrics("test") == m.metrics["test"]
 
 
-def test_old_manifest_reads_with_its_mrr_only(world):
+def test_an_older_manifest_reads_with_its_mrr_or_its_own_ranks_metrics(world):
     _, runs = world
-    m = Manifest.read(runs / "old")
-    assert m.split_metrics("test") == {"mrr": m.metrics["test_mrr"]}
-    assert m.split_metrics("valid") == {"mrr": 0.0}
+    for name in ("old", "older", "stale"):
+        m = Manifest.read(runs / name)
+        assert m.split_metrics("test") == {"mrr": m.metrics["test_mrr"]} and m.split_metrics("valid") == {"mrr": 0.0}
+        derived = m.split_metrics("test", runs / name)
+        if name == "old":  # its ranks.json is the one its test MRR came from: the plain-Python metrics of those ranks
+            assert derived == pytest.approx(retrieval_metrics(_saved_ranks(runs / name)), rel=1e-12)
+        else:  # none, or another sample's: the MRR alone
+            assert derived == {"mrr": m.metrics["test_mrr"]}
 
 
 def test_eval_prints_and_records_the_metrics_of_its_predictions(world, tmp_path):
@@ -83,21 +92,27 @@ def test_runs_shows_the_test_metrics_and_a_dash_for_an_old_run(world):
     by_name = {row.split()[0]: row.split() for row in rows}
     test = Manifest.read(runs / "lora").metrics["test"]
     assert by_name["lora"][-4:-1] == [f"{test[k]:.4f}" for k in ("mrr@10", "ndcg@10", "recall@1")]
-    assert by_name["old"][-4:-1] == ["-", "-", "-"]
-    assert by_name["old"][-5] == f"{Manifest.read(runs / 'old').metrics['test_mrr']:.4f}"  # its test MRR is still shown
+    old = retrieval_metrics(_saved_ranks(runs / "old"))  # from its ranks.json
+    assert by_name["old"][-4:-1] == [f"{old[k]:.4f}" for k in ("mrr@10", "ndcg@10", "recall@1")]
+    for name in ("older", "stale"):
+        assert by_name[name][-4:-1] == ["-", "-", "-"]
+        assert by_name[name][-5] == f"{Manifest.read(runs / name).metrics['test_mrr']:.4f}"  # its test MRR is still shown
 
 
 def test_study_table_shows_them_and_no_mean_when_a_seed_lacks_them(world):
     from interp.study.tables import render_markdown, table_row
 
     _, runs = world
-    lora, adapter, old = (Manifest.read(runs / n) for n in ("lora", "adapter", "old"))
+    lora, adapter, old = (Manifest.read(runs / n) for n in ("lora", "adapter", "older"))
     row = table_row("p", "lora", {"trainable": 10, "share_of_base": 0.1}, {"lora": lora, "adapter": adapter})
     for key in ("mrr@10", "ndcg@10", "recall@1", "recall@5", "recall@10"):
         assert row["test"][key]["mean"] == pytest.approx((lora.metrics["test"][key] + adapter.metrics["test"][key]) / 2, abs=1e-12)
         assert row["test"][key]["n"] == 2
-    mixed = table_row("q", "lora", {"trainable": 10, "share_of_base": 0.1}, {"lora": lora, "old": old})
+    mixed = table_row("q", "lora", {"trainable": 10, "share_of_base": 0.1}, {"lora": lora, "older": old},
+                      {"lora": runs / "lora", "older": runs / "older"})
     assert mixed["test"]["ndcg@10"] == {"mean": None, "std": None, "n": 0}
+    derived = table_row("r", "lora", {}, {"old": Manifest.read(runs / "old")}, {"old": runs / "old"})  # from its ranks.json
+    assert derived["test"]["ndcg@10"]["mean"] == pytest.approx(retrieval_metrics(_saved_ranks(runs / "old"))["ndcg@10"], rel=1e-12)
     doc = {"grid": "g", "scale": "s", "seeds": [1, 2], "base": {"name": "b", "weights_sha256": "0" * 64},
            "data": {"dir": "d", "fingerprint": "0" * 64}, "train": {}, "tables": [{"table": "1", "title": "t", "rows": [row, mixed]}]}
     text = render_markdown(doc).splitlines()
@@ -151,7 +166,12 @@ def test_eval_base_equals_plain_transformers_and_the_report_shows_it(world, tmp_
     for key in ("mrr@10", "ndcg@10", "recall@1"):
         assert f'<td class="num">{100 * lora[key]:.2f}</td>' in row
     old = re.search(r'<tr><td><a href="runs/old.html">.*?</tr>', html, re.S).group(0)
-    assert old.count('<td class="num">—</td>') >= 3
+    derived = retrieval_metrics(_saved_ranks(runs / "old"))
+    for key in ("mrr@10", "ndcg@10", "recall@1"):
+        assert f'<td class="num">{100 * derived[key]:.2f}</td>' in old
+    older = re.search(r'<tr><td><a href="runs/older.html">.*?</tr>', html, re.S).group(0)
+    cells = re.findall(r'<td class="num">(.*?)</td>', older)  # trainable, share, valid MRR, test MRR, MRR@10, NDCG@10, R@1, step, seeds
+    assert cells[4:7] == ["—", "—", "—"] and cells[3] == f"{100 * Manifest.read(runs / 'older').metrics['test_mrr']:.2f}"
 
 
 def test_eval_base_refuses_predictions(world, tmp_path):

@@ -29,7 +29,8 @@ Older manifests. A field added over time is read with the value such runs were t
     method             (LoRA) a number under `scaling` is the factor, rule "alpha" (`trainers.methods`)
 
 Metrics added over time are not made up: a manifest without metrics.valid/test (MRR@10, NDCG@10,
-Recall@k) has only valid_mrr and test_mrr (`split_metrics`).
+Recall@k) has only valid_mrr and test_mrr, and the test ones from the run's own ranks.json where
+it is provably the one the test MRR came from (`split_metrics`, `ranks_file_metrics`).
 
 Keys this module does not know are kept (`extra`) and written back as they were.
 """
@@ -37,6 +38,7 @@ Keys this module does not know are kept (`extra`) and written back as they were.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -171,12 +173,16 @@ class Manifest:
         """What tables call the run's configuration: its preset, else its method's name (None: neither is recorded)."""
         return self.preset or self.parameters.get("method")
 
-    def split_metrics(self, split: str) -> dict[str, float]:
+    def split_metrics(self, split: str, run_dir: Path | None = None) -> dict[str, float]:
         """{"mrr", "mrr@10", "ndcg@10", "recall@1", ...} of the best delta on `split` ("valid" or "test"), as recorded.
 
-        Runs that predate them recorded only `<split>_mrr`: that alone ({} when not even it), never a guess.
+        Runs that predate them recorded only `<split>_mrr`. For the test split, with `run_dir`, the
+        run's ranks.json gives them when it is this run's (`ranks_file_metrics`); else the MRR alone
+        ({} when not even it), never a guess.
         """
         recorded = dict(self.metrics.get(split) or {})
+        if not recorded and split == "test" and run_dir is not None:
+            recorded = ranks_file_metrics(self, Path(run_dir)) or {}
         if not recorded and isinstance(self.metrics.get(f"{split}_mrr"), (int, float)):
             recorded["mrr"] = self.metrics[f"{split}_mrr"]
         return recorded
@@ -213,6 +219,36 @@ class Manifest:
 
     def get(self, key: str, default=None):
         return self.to_dict().get(key, default)
+
+
+def rank_metrics(ranks: list[int]) -> dict[str, float]:
+    """`trainers.training.metrics.retrieval_metrics` in plain Python (the report reads ranks.json without torch)."""
+    n = len(ranks)
+    out = {"mrr": sum(1 / r for r in ranks) / n, "mrr@10": sum(1 / r for r in ranks if r <= 10) / n,
+           "ndcg@10": sum(1 / math.log2(r + 1) for r in ranks if r <= 10) / n}
+    return out | {f"recall@{k}": sum(r <= k for r in ranks) / n for k in (1, 5, 10)}
+
+
+def ranks_file_metrics(m: Manifest, run_dir: Path) -> dict[str, float] | None:
+    """The test metrics of an older run from its ranks.json (every test query's gold rank, as train_run wrote it), or None.
+
+    Only when the file is this run's: the test split, the manifest's test fingerprint, the run's tie
+    rule (ranks.json without one: written under the manifest's), one whole rank >= 1 per query used,
+    and their MRR the recorded test MRR. Those ranks are what the recorded MRR was computed from, so
+    the other metrics of them are what train_run would have recorded.
+    """
+    try:
+        saved = json.loads((run_dir / "ranks.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    ranks = list(saved.get("ranks", {}).values()) if isinstance(saved, dict) and isinstance(saved.get("ranks"), dict) else []
+    test, recorded = m.data.get("test") or {}, m.metrics.get("test_mrr")
+    if not (ranks and saved.get("split") == "test" and saved.get("fingerprint") == test.get("fingerprint") is not None
+            and saved.get("ties", m.train.get("ties")) == m.train.get("ties") and test.get("used") in (None, len(ranks))
+            and all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ranks) and _number(recorded)):
+        return None
+    out = rank_metrics(ranks)
+    return out if math.isclose(out["mrr"], recorded, rel_tol=1e-9, abs_tol=1e-12) else None
 
 
 def check_shape(data: Any, file: Path | str | None = None, *, complete: bool = False) -> None:

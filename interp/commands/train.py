@@ -445,7 +445,7 @@ def runs(runs_dir: options.RunsDir = Path("runs")) -> None:
             pooling, tie_rule = cfg.pooling, cfg.ties
         except (InterpError, KeyError, TypeError):  # a manifest without a readable "train" section
             pooling = tie_rule = "?"
-        test = run.manifest.split_metrics("test")
+        test = run.manifest.split_metrics("test", run.path)
         rows.append((run.name, m.get("preset") or "-", m["method"]["method"], f"{p.get('trainable', 0):,}",
                      f"{100 * p.get('share_of_base', 0):.2f}%", pooling, tie_rule, fmt(metrics.get("valid_mrr")),
                      fmt(metrics.get("test_mrr")), *(fmt(test.get(key)) for key in RUNS_TEST_COLUMNS), m.get("status", "?")))

@@ -20,8 +20,11 @@ from trainers.manifest import MANIFEST, Manifest
 from trainers.summaries import summarize
 
 
-def table_row(preset: str, method: str, parameters: dict, manifests: dict[str, Manifest | None]) -> dict:
-    """One row from the manifests of a preset's runs (name -> manifest, None when absent), in seed order."""
+def table_row(preset: str, method: str, parameters: dict, manifests: dict[str, Manifest | None],
+              run_dirs: dict[str, Path] | None = None) -> dict:
+    """One row from the manifests of a preset's runs (name -> manifest, None when absent), in seed order; `run_dirs`
+    (name -> directory) lets an older run's ranks.json give its test metrics."""
+    run_dirs = run_dirs or {}
     done = {name: m for name, m in manifests.items() if m is not None and m.finished}
     metric = lambda key: [m.metrics[key] for m in done.values()]  # noqa: E731
     steps = summarize(metric("best_step")).mean_std()
@@ -33,7 +36,7 @@ def table_row(preset: str, method: str, parameters: dict, manifests: dict[str, M
         "valid_mrr": summarize(metric("valid_mrr")).mean_std(),
         "test_mrr": summarize(metric("test_mrr")).mean_std(),
         "best_step": {"mean": steps["mean"], "n": steps["n"]},
-        "test": {key: _every(done.values(), key) for key in TEST_METRICS},
+        "test": {key: _every([(run_dirs.get(name), m) for name, m in done.items()], key) for key in TEST_METRICS},
         "runs": list(done),
         "missing": [name for name in manifests if name not in done],
     }
@@ -43,9 +46,9 @@ TEST_METRICS = ("mrr@10", "ndcg@10", "recall@1", "recall@5", "recall@10")  # bes
 SHOWN = {"mrr@10": "MRR@10", "ndcg@10": "NDCG@10", "recall@1": "R@1"}  # of them, the Markdown table's columns
 
 
-def _every(manifests, key: str) -> dict:
+def _every(manifests, key: str) -> dict:  # manifests: (run directory or None, Manifest) pairs
     """mean_std of the test split's `key`; no mean unless every run recorded it (runs that predate it did not)."""
-    values = [m.split_metrics("test").get(key) for m in manifests]
+    values = [m.split_metrics("test", path).get(key) for path, m in manifests]
     return summarize([] if None in values else values).mean_std()
 
 
@@ -71,7 +74,8 @@ def build_tables(*, grid: Grid, seeds: tuple[int, ...], scale: Scale, runs_dir: 
     for table in grid.tables:
         rows = [
             table_row(preset, methods.get_preset(preset).method, expected.parameters[preset],
-                      {run_name(preset, s): manifests[run_name(preset, s)] for s in seeds})
+                      {run_name(preset, s): manifests[run_name(preset, s)] for s in seeds},
+                      {run_name(preset, s): runs_dir / run_name(preset, s) for s in seeds})
             for preset in table.presets
         ]
         tables.append({"table": table.id, "title": table.title, "rows": rows})
