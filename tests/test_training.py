@@ -216,7 +216,7 @@ def test_an_old_run_is_evaluated_as_it_was_trained(old_run, tmp_path, data_dir):
 
     result = CliRunner().invoke(app, ["eval", "r", "--data", str(subset), "--runs-dir", str(tmp_path), "--device", "cpu", "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert f"MRR {recorded:.4f} over 24 queries (ties optimistic, as trained; pooling cls)" in result.output
+    assert f"MRR {recorded:.4f} over 24 queries (ties optimistic, as trained; pooling cls; fp32)" in result.output
     result = CliRunner().invoke(app, ["eval", "r", "--data", str(subset), "--ties", "codexglue", "--runs-dir", str(tmp_path),
                                       "--device", "cpu", "--no-progress"])
     assert result.exit_code == 0 and "(ties codexglue; pooling cls)" in result.output
