@@ -120,9 +120,22 @@ def run_key(spec: RunSpec, cfg: TrainConfig, args) -> dict:
             "base": args.base, "data": fingerprint(args.data)}
 
 
+def same_key(kept: dict | None, key: dict) -> bool:
+    """A kept score counts under `key` when it was made with the same configs. A training config kept
+    before a field existed is read as the manifest reads it (`TrainConfig.from_dict`: the field at
+    the value that reproduces what ran, e.g. precision fp32), so adding a field keeps the scores."""
+    if kept is None:
+        return False
+    try:
+        train = dataclasses.asdict(TrainConfig.from_dict(kept["train"]))
+    except (KeyError, TypeError, ValueError):
+        return False
+    return {**kept, "train": train} == key
+
+
 def score(name: str, key: dict, args, cache: dict) -> dict:
     """{split: {tie rule: MRR}} of the run's best delta: each split embedded once, ranked under every rule."""
-    if cache.get(name, {}).get("key") == key:
+    if same_key(cache.get(name, {}).get("key"), key):
         return cache[name]["mrr"]
     run = find_run(args.runs_dir, name)
     trained = run.train_config
@@ -224,7 +237,7 @@ def main() -> None:
                 if v.trains_as is None and (args.only is None or f"{v.run_prefix}-s{seed}" in args.only):
                     spec, cfg = configs(v, seed, args)
                     key = run_key(spec, cfg, args)
-                    if cache.get(spec.name, {}).get("key") != key:
+                    if not same_key(cache.get(spec.name, {}).get("key"), key):
                         train(spec, cfg, args)
                     else:
                         print(f"{spec.name}: scored before, kept", flush=True)
