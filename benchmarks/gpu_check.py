@@ -129,6 +129,11 @@ def train_wordpiece(train_file: Path, out: Path) -> None:
     BertTokenizerFast(tokenizer_object=wordpiece._tokenizer, model_max_length=512).save_pretrained(out)
 
 
+def precision_for(device: str) -> str:
+    """bf16 on CUDA, the precision the GPU timings are meant for; fp32 (the project's default) on the CPU dry run."""
+    return "bf16" if device == "cuda" else "fp32"
+
+
 def run_study_slice(work: Path, size: str, base: str, device: str, seeds: tuple[int, ...]) -> None:
     """rq4's table plus a table of lora256 and full, x `seeds`, at STUDY_SCALES[size], into work/study-runs."""
     from interp.study.grid import Grid, Scale, Table, get_grid
@@ -140,7 +145,7 @@ def run_study_slice(work: Path, size: str, base: str, device: str, seeds: tuple[
     train, train_limit, eval_limit = STUDY_SCALES[size]
     scale = Scale("gpu-check", tuple(train.items()), train_limit, eval_limit)
     result = run_study(grid=grid, seeds=seeds, scale=scale, data_dir=work / "data", runs_dir=work / "study-runs", base=base, device=device,
-                       progress=False, log=print)
+                       precision=precision_for(device), progress=False, log=print)
     print(f"study: {result.counts()}; tables -> {result.tables_md}")
 
 
@@ -254,6 +259,7 @@ def check(args, size: str, seeds: tuple[int, ...]) -> int:
     if args.tokenizer is None and args.base is not None and any((args.base / name).is_file() for name in TOKENIZER_FILES):
         args.tokenizer = args.base  # a real encoder's tokenizer for the generated bases too
     device = ["--device", args.device]
+    precision = ["--precision", precision_for(args.device)]  # interp train and eval only
     interp = [py, "-m", "interp"]
 
     missing, older = dependencies()
@@ -292,9 +298,11 @@ def check(args, size: str, seeds: tuple[int, ...]) -> int:
     runs = work / "smoke-runs"
     shutil.rmtree(runs, ignore_errors=True)  # a --work used before: the smoke run is trained again
     ok, out = c.step("smoke", [*interp, "train", "--name", "smoke", "--method", "lora", "--r", "8", "--data", work / "data", "--base",
-                               study_base, "--runs-dir", runs, *SMOKE[size], "--evals-per-epoch", "1", *device, "--no-progress"], part="train")
+                               study_base, "--runs-dir", runs, *SMOKE[size], "--evals-per-epoch", "1", *device, *precision,
+                               "--no-progress"], part="train")
     if ok:
-        ok, out = c.step("smoke", [*interp, "eval", "smoke", "--runs-dir", runs, *device, "--no-progress"], part="eval")
+        ok, out = c.step("smoke", [*interp, "eval", "smoke", "--runs-dir", runs, *device, *precision, "--no-progress"],
+                         part="eval")
     if ok:
         manifest = json.loads((runs / "smoke" / "manifest.json").read_text())
         mrr = re.search(r"MRR ([\d.]+)", out)

@@ -250,6 +250,14 @@ def attn_diff(runs: Path, a: str, b: str, **kw):
     return run_attn_diff(runs_dir=runs, a=a, b=b, **({"limit": 12, "progress": False} | kw))
 
 
+def flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """A manifest's metrics with the per-split dicts spelled out ("test.mrr@10": ...), for pytest.approx."""
+    out = {}
+    for key, value in metrics.items():
+        out.update(flat_metrics(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
 def flat(grid) -> list[float]:
     """A (layers, heads) grid's values in one list."""
     return [v for row in grid for v in row]

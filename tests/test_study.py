@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from interp.cli import app
 from interp.study import Grid, Scale, Table, get_grid, load_grid_file, parse_seeds, render_markdown, run_study, table_row
 from trainers.errors import InterpError
+from helpers import flat_metrics
 
 TINY = Scale("tiny", (("epochs", 1), ("batch_size", 4), ("max_len", 32), ("evals_per_epoch", 2), ("max_steps", 4), ("pooling", "pooler"),
                       ("lr", 1e-3)), train_limit=40, eval_limit=16)  # a scale may state its pooling; lr last (replaced below)
@@ -178,7 +179,7 @@ def test_an_interrupted_run_is_resumed_and_only_it(finished, tmp_path, mined_dat
     assert statuses(result) == dict.fromkeys(RUNS[:3], "skipped") | {"adapter-ffn64-s2": "resumed"}
     assert snapshot(runs, RUNS[:3]) == untouched
     again = json.loads(path.read_text())
-    assert again["status"] == "finished" and again["metrics"] == pytest.approx(done["metrics"], abs=1e-6)
+    assert again["status"] == "finished" and flat_metrics(again["metrics"]) == pytest.approx(flat_metrics(done["metrics"]), abs=1e-6)
 
 
 @pytest.mark.parametrize("scale, words", [
