@@ -44,8 +44,8 @@ from filelock import FileLock
 
 from trainers import methods
 from trainers.data import fingerprint, load_split
-from trainers.errors import InterpError
-from trainers.io import write_json, write_text
+from records.errors import InterpError
+from records.io import write_json, write_text
 from trainers.training.evaluate import TIE_RULES, embed_all, gold_ranks, mrr
 from trainers.training.loop import TrainConfig
 from trainers.training.runs import find_run, read_manifest

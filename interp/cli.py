@@ -15,7 +15,7 @@ from typer import TyperException
 from typer._click.exceptions import NoArgsIsHelpError  # typer ships its own click
 from typer.core import TyperGroup
 
-from trainers.errors import InterpError
+from records.errors import InterpError
 
 
 def _refuse(message: str) -> typer.Exit:

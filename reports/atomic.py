@@ -2,7 +2,7 @@
 
 `reports` renders from JSON alone and imports nothing of the model stack (`trainers` registers
 peft methods on import), so it keeps this one helper of its own: the same swap as the
-checkpoints' `trainers.io.atomic_dir`.
+checkpoints' `records.io.atomic_dir`.
 """
 
 from __future__ import annotations

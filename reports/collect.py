@@ -7,7 +7,7 @@
 
 A file that cannot be read becomes a `problem` the index lists (and the command prints), not a
 failed build: one broken run must not hide the others. Runs are grouped across seeds by
-`trainers.manifest.group_by_config`, the rule `interp compare` pools seeds by: runs with the same
+`records.manifest.group_by_config`, the rule `interp compare` pools seeds by: runs with the same
 preset, method, training settings apart from the seed, base weights and data, and distinct seeds, are one
 group, and their valid and test MRR are reported as mean and sample std.
 """
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from reports.kinds import KINDS
-from trainers.manifest import Manifest, ManifestError, group_by_config, group_label
-from trainers.places import NOT_RUNS
-from trainers.summaries import summarize
+from records.manifest import Manifest, ManifestError, group_by_config, group_label
+from records.places import NOT_RUNS
+from records.summaries import summarize
 
 
 @dataclass
@@ -228,7 +228,7 @@ def _every(runs: list[Run], key: str) -> dict:
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
-    """Runs of one configuration with distinct seeds as one group (`trainers.manifest.group_by_config`), every other run alone."""
+    """Runs of one configuration with distinct seeds as one group (`records.manifest.group_by_config`), every other run alone."""
     by_name = {run.name: run for run in runs}
     together, _ = group_by_config({run.name: run.manifest for run in runs})
     groups = []

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from trainers.places import MANIFEST, described, is_report, manifest_kind, some
+from records.places import MANIFEST, described, is_report, manifest_kind, some
 
 
 def problem(out: Path, runs_dir: Path) -> str | None:

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from trainers import methods
-from trainers.io import write_json
+from records.io import write_json
 
 GOLDEN = Path(__file__).parent / "golden"
 HOSTILE = "</script><script>alert(1)</script><b>bold</b> & <!-- x"

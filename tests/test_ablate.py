@@ -20,7 +20,7 @@ from helpers import EXAMPLES, GOLDEN, MAX_LEN, check_golden, command_app, single
 from interp.analyses.ablate import Ablation, layers_text, run_ablate
 from trainers import methods
 from trainers.encoders import load_encoder
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.methods import AdapterConfig, FullConfig, LoraConfig, PrefixConfig, UnionConfig
 from trainers.training.loop import TrainConfig
 from trainers.training.runs import find_run

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from interp.analyses.anatomy import Anatomy, DeltaModel, effective_rank, run_anatomy, subspace_overlap
 from helpers import GOLDEN, check_golden, command_app, single_thread, train_tiny  # noqa: F401 (single_thread: autouse)
 from trainers.encoders import load_encoder
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.methods import AdapterConfig, FullConfig, LoraConfig, PrefixConfig, UnionConfig, apply_method
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")

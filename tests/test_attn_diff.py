@@ -29,7 +29,7 @@ from interp.analyses.base import resolve_runs
 from interp.analyses.ranks import load_model
 from interp.cli import app
 from trainers import methods
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.training.loop import TrainConfig
 from trainers.training.train import RunSpec, train_run
 

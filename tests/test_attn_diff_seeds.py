@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from helpers import attn_diff as diff, flat as _all
 from interp.cli import app
 from trainers import methods
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.training.loop import TrainConfig
 from trainers.training.train import RunSpec, train_run
 

@@ -21,7 +21,7 @@ from interp.analyses.attribute import DEFAULT_OTHERS, Attribution, read_code, ru
 from interp.analyses.attribute_references import read_side, references
 from helpers import GOLDEN, check_golden, command_app, single_thread, train_tiny  # noqa: F401 (single_thread: autouse)
 from trainers.data import load_split
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.methods import LoraConfig
 from trainers.training.loop import TrainConfig
 from trainers.training.train import RunSpec, train_run

@@ -20,7 +20,7 @@ from trainers import methods
 from trainers.data import load_split
 from trainers.encoders import load_encoder
 from trainers.methods.apply import delta_parameters
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.training.runs import find_run
 from trainers.training.scoring import load_run_model
 

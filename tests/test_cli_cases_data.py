@@ -288,7 +288,7 @@ def test_demo_accepts_a_runs_directory_with_an_earlier_build(world, tmp_path, mo
     """The guard passes an ordinary runs directory: the demo goes on to check the data it finds there
     (mining is stopped at its first step, so nothing heavy runs)."""
     from interp.commands import demo
-    from trainers.errors import InterpError
+    from records.errors import InterpError
 
     def stop(data_dir: Path) -> bool:
         raise InterpError(f"stopped after the guard at {data_dir}")

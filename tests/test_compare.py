@@ -22,7 +22,7 @@ from helpers import GOLDEN, check_golden_exact, make_run, write_split
 from interp.analyses.compare import BaseScoring, Compare, GroupSpec, group_runs, load_rank_table, run_compare
 from interp.analyses.base import resolve_runs
 from trainers.data import read_split
-from trainers.errors import InterpError
+from records.errors import InterpError
 
 
 FUNCTIONS = [(f"Return {n} doubled.", f"def f(x):\n    return {n} * 2\n") for n in ("one", "two", "three", "four", "five", "six")]

@@ -18,7 +18,7 @@ from trainers.data import (
 from trainers.data.check import looks_normalised
 from trainers.data.filters import ACROSS_SPLIT_FILTERS
 from trainers.data.neardup import CODE_JACCARD, CODE_NGRAM, QUERY_JACCARD
-from trainers.errors import InterpError
+from records.errors import InterpError
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 FILES = ("train.jsonl", "valid.jsonl", "test.jsonl", "manifest.json")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from trainers.data import LengthStats, build_corpus, check_dir
-from trainers.errors import DataError
+from records.errors import DataError
 
 DATA = Path(__file__).parent / "data"
 

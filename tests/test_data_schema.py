@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from trainers.data import Example, fingerprint, load_split, read_split
-from trainers.errors import DataError, InterpError
+from records.errors import DataError, InterpError
 
 ADVTEST = Path(__file__).parent / "data" / "advtest"
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trainers.devices import autocast, check_device, check_precision, mixed_precision, torch_device
-from trainers.errors import InterpError
+from records.errors import InterpError
 
 GPU = torch.cuda.is_available()
 

@@ -26,7 +26,7 @@ import torch
 from typer.testing import CliRunner
 
 from trainers import methods
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.data import load_split
 from trainers.encoders import load_encoder
 from trainers.training.batching import Tokenized, embed_side, epoch_order, iterate_batches, make_batch, micro_batches, shard

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from interp.cli import app
 from trainers.encoders import ROLES, load_encoder
-from trainers.errors import InterpError
+from records.errors import InterpError
 
 
 def test_default_encoder_is_minilm(minilm):

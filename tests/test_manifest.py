@@ -1,4 +1,4 @@
-"""The one manifest type (trainers/manifest.py): older manifests read with the values they were
+"""The one manifest type (records/manifest.py): older manifests read with the values they were
 trained with, a round trip that loses nothing, one rule of "differs only in the seed", and
 `interp compare` and the report pooling the same runs as seeds."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from helpers import BASE_SHA, make_run, write_split
-from trainers.errors import InterpError
-from trainers.manifest import (UNCOMPARED, Manifest, ManifestError, config_key, described, differences, differs_only_in_seed,
+from records.errors import InterpError
+from records.manifest import (UNCOMPARED, Manifest, ManifestError, config_key, described, differences, differs_only_in_seed,
                                group_by_config, settings_differences, upgrade_train)
 
 # A manifest as train_run writes it today (trainers/training/train.py `_manifest`, then finished).

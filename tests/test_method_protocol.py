@@ -20,7 +20,7 @@ import torch
 
 from interp.analyses.anatomy import find_matrices
 from trainers.encoders import load_encoder
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.methods import (
     AdapterConfig, FullConfig, LoraConfig, MethodConfig, PrefixConfig, UnionConfig, apply_method, count_parameters,
     delta_state, disabled_layers, load_delta, save_delta,

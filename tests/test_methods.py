@@ -15,7 +15,7 @@ import torch
 
 import trainers.methods
 from trainers.encoders import load_encoder
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.methods import (
     AdapterConfig, FullConfig, LoraConfig, PrefixConfig, UnionConfig, apply_method, delta_state, disabled_layers,
     load_delta, load_delta_state, save_delta,

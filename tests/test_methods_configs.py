@@ -8,7 +8,7 @@ import re
 import pytest
 
 from trainers.encoders import load_encoder
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.methods import (
     PRESETS, AdapterConfig, FullConfig, LoraConfig, PrefixConfig, UnionConfig, apply_method, get_preset, method_from_dict,
     parse_layers, preset_names,

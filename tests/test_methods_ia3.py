@@ -19,7 +19,7 @@ import torch
 from helpers import invoke
 from interp.analyses.anatomy import Anatomy, DeltaModel
 from trainers.encoders import load_encoder
-from trainers.errors import FieldError
+from records.errors import FieldError
 from trainers.methods import (
     AdapterConfig, LoraConfig, UnionConfig, apply_method, count_parameters, disabled_layers, get_preset, load_delta,
     save_delta,

@@ -16,7 +16,7 @@ import torch
 
 from helpers import MAX_LEN, invoke, make_run
 from trainers.data import read_split
-from trainers.manifest import Manifest
+from records.manifest import Manifest
 from trainers.training.evaluate import gold_ranks
 from trainers.training.metrics import NAMES, retrieval_metrics
 

@@ -160,7 +160,7 @@ def test_train_lora_scaling_overrides_a_presets_lora_parts(preset, method, expec
 ])
 def test_train_lora_scaling_without_lora_is_refused(preset, method, message):
     from interp.commands.train import Method, method_config
-    from trainers.errors import InterpError
+    from records.errors import InterpError
 
     with pytest.raises(InterpError, match=re.escape(message)):
         method_config(preset, Method(method) if method else None, None, None, 4 if method else None, None, None, "alpha/r")

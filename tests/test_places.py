@@ -1,4 +1,4 @@
-"""What a place on disk is (trainers.places), decided alike by training and the report."""
+"""What a place on disk is (records.places), decided alike by training and the report."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from reports import target
 from reports.collect import collect
 from trainers.data.outdir import check_out, enclosing
-from trainers.errors import InterpError
-from trainers.places import NOT_RUNS, is_report, is_run, manifest_kind
+from records.errors import InterpError
+from records.places import NOT_RUNS, is_report, is_run, manifest_kind
 from trainers.training.runs import check_run_name, scan_runs
 
 RUN_MANIFEST = {"method": {"method": "lora"}, "train": {"seed": 1}, "status": "finished", "metrics": {}}

@@ -151,7 +151,7 @@ def test_bf16_against_fp32(runs_dir, batch):
 def test_older_manifests_load_as_fp32():
     old = {"epochs": 1, "batch_size": 4, "lr": 1e-3, "pooling": "cls", "ties": "optimistic"}  # written before precision was recorded
     assert TrainConfig.from_dict(old).precision == "fp32"
-    from trainers.manifest import upgrade_train
+    from records.manifest import upgrade_train
 
     assert upgrade_train(old)["precision"] == "fp32"  # so an older run and an fp32 run are the same configuration
 

@@ -183,7 +183,7 @@ def test_base_is_scored_and_counted_at_the_runs_length(tmp_path, tiny_roberta_di
     ({"runs": ["lora265"]}, "did you mean 'lora256'"),
 ])
 def test_refusals(runs, kwargs, message):
-    from trainers.errors import InterpError
+    from records.errors import InterpError
 
     with pytest.raises(InterpError, match=message):
         run_qualitative(runs_dir=runs, progress=False, **kwargs)

@@ -140,7 +140,7 @@ def test_evaluate_refuses_a_diverged_encoder(value):
 
 
 def test_unknown_tie_rule_is_named():
-    from trainers.errors import InterpError
+    from records.errors import InterpError
 
     with pytest.raises(InterpError, match="tie rule .* got 'pessimistic'"):
         gold_ranks(torch.eye(2), torch.eye(2), ties="pessimistic")

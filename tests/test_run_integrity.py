@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-import trainers.io
+import records.io
 import trainers.locks
 import trainers.training.train as train_module
 from helpers import invoke
 from trainers import methods
-from trainers.errors import InterpError
-from trainers.io import DiskFullError, atomic_dir, recover_dir
+from records.errors import InterpError
+from records.io import DiskFullError, atomic_dir, recover_dir
 from trainers.locks import LockedError, hold, run_lock_path, study_lock_path
 from trainers.training.loop import TrainConfig
 from trainers.training.runs import find_run, list_runs, read_manifest
@@ -167,7 +167,7 @@ def _kill_at_second_rename(monkeypatch, target: str):
             state["moved"] = True
         return real(src, dst)
 
-    monkeypatch.setattr(trainers.io.os, "replace", replace)
+    monkeypatch.setattr(records.io.os, "replace", replace)
     return state
 
 
@@ -191,7 +191,7 @@ def test_an_error_between_the_renames_puts_the_old_directory_back(tmp_path, monk
             raise OSError(errno.EIO, "input/output error")
         return real(src, dst)
 
-    monkeypatch.setattr(trainers.io.os, "replace", replace)
+    monkeypatch.setattr(records.io.os, "replace", replace)
     with pytest.raises(OSError, match="input/output"), atomic_dir(tmp_path / "d") as tmp:
         (tmp / "v.txt").write_text("NEW")
     assert (tmp_path / "d" / "v.txt").read_text() == "OLD" and hidden(tmp_path) == []
@@ -312,7 +312,7 @@ def test_an_unreadable_manifest_is_named(tmp_path, text, words):
 
 def _disk_full_at(monkeypatch, name: str, occurrence: int = 1) -> None:
     """The atomic writer fails with ENOSPC on the `occurrence`-th write of a file called `name`."""
-    real, seen = trainers.io.atomic_open, []
+    real, seen = records.io.atomic_open, []
 
     def atomic_open(path, *args, **kwargs):
         if Path(path).name == name:
@@ -321,7 +321,7 @@ def _disk_full_at(monkeypatch, name: str, occurrence: int = 1) -> None:
                 raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(trainers.io, "atomic_open", atomic_open)
+    monkeypatch.setattr(records.io, "atomic_open", atomic_open)
 
 
 def _cli_train(runs: Path, world, *extra: str):

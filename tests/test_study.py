@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from interp.cli import app
 from interp.study import Grid, Scale, Table, get_grid, load_grid_file, parse_seeds, render_markdown, run_study, table_row
-from trainers.errors import InterpError
+from records.errors import InterpError
 from helpers import flat_metrics
 
 TINY = Scale("tiny", (("epochs", 1), ("batch_size", 4), ("max_len", 32), ("evals_per_epoch", 2), ("max_steps", 4), ("pooling", "pooler"),
@@ -101,7 +101,7 @@ def test_list_shows_grids_tables_and_scales():
 # -- aggregation, by hand ----------------------------------------------------------------------
 
 def _manifest(status, valid=None, test=None, step=None):
-    from trainers.manifest import Manifest
+    from records.manifest import Manifest
 
     metrics = {"valid_mrr": valid, "test_mrr": test, "best_step": step} if status == "finished" else {}
     return Manifest.from_dict({"method": {"method": "union"}, "status": status, "metrics": metrics})

@@ -1,4 +1,4 @@
-"""The one summary of a list of numbers (trainers.summaries): by hand, and as each reader writes it."""
+"""The one summary of a list of numbers (records.summaries): by hand, and as each reader writes it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from interp.analyses.stats import Summary as SetStats, summary as set_stats
 from reports.collect import group_runs
-from trainers.summaries import Summary, summarize
+from records.summaries import Summary, summarize
 
 
 @pytest.mark.parametrize("values, mean, std, median", [
@@ -30,7 +30,7 @@ def test_summarize_is_mean_sample_std_and_median(values, mean, std, median):
 
 def _run(name: str, test_mrr: float):
     from reports.collect import Run
-    from trainers.manifest import Manifest
+    from records.manifest import Manifest
 
     manifest = {"preset": "lora", "method": {"method": "lora"}, "train": {"seed": int(name[-1])}, "metrics": {"test_mrr": test_mrr, "best_step": 10}}
     return Run(name, Manifest.from_dict(manifest), None, [])

@@ -18,7 +18,7 @@ import pytest
 import trainers.training.loop as loop
 from helpers import check_refused, invoke
 from trainers import methods
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.training.loop import EVAL_TAGS, STEP_TAGS, TRACKED_PROJECT, TrainConfig
 from trainers.training.runs import read_manifest
 from trainers.training.train import RunSpec, train_run

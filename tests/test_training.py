@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from interp.cli import app
 from trainers import methods
 from trainers.data import read_split
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.training.loop import TrainConfig
 from trainers.training.runs import find_run
 from trainers.training.scoring import evaluate_run, write_predictions

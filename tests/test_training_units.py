@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.training.batching import Tokenized, epoch_order, make_batch, pad
 from trainers.training.evaluate import gold_ranks, mrr, top_k
 from trainers.training.loop import TrainConfig, contrastive_loss

@@ -20,7 +20,7 @@ accumulates (sums, means, ranks) is cast to float32 or float64 where it leaves t
 
 from __future__ import annotations
 
-from trainers.errors import InterpError
+from records.errors import InterpError
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")

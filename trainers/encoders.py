@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trainers.errors import InterpError
+from records.errors import InterpError
 
 DEFAULT_BASE = "all-MiniLM-L6-v2"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")

@@ -37,9 +37,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.methods.base import MethodConfig
-from trainers.places import MANIFEST
+from records.places import MANIFEST
 
 PEFT_CONFIG, PEFT_WEIGHTS, PEFT_PICKLE = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
 METHOD_FILE = "method.json"  # trainers.methods.state's; read here without importing torch
@@ -140,7 +140,7 @@ def read_adapter_config(directory: Path) -> dict:
 
 def delta_kind(directory: Path) -> str:
     """"run", "interp", "peft" or "full" (module docstring); InterpError naming the directory otherwise."""
-    from trainers.places import is_run
+    from records.places import is_run
 
     d = Path(directory)
     if not d.is_dir():
@@ -175,7 +175,7 @@ def delta_location(run_dir: Path) -> Path:
 
 
 def _source_of(run_dir: Path) -> dict | None:
-    from trainers.places import read_json
+    from records.places import read_json
 
     manifest = read_json(run_dir / MANIFEST)
     source = manifest.get(SOURCE) if isinstance(manifest, dict) else None
@@ -186,7 +186,7 @@ def foreign_method(run_dir: Path) -> MethodConfig | None:
     """The method of a foreign delta at `run_dir` (or referenced by the run there); None: not a foreign one."""
     from trainers.methods.full.config import FullConfig
 
-    from trainers.places import is_run
+    from records.places import is_run
 
     run_dir = Path(run_dir)
     source = _source_of(run_dir)
@@ -357,7 +357,7 @@ def _split_record(file: Path, *, read: bool) -> dict:
 def foreign_manifest(directory: Path, *, name: str, runs_dir: Path, options: ForeignOptions | None = None, copied: bool = False):
     """The `Manifest` of the delta at `directory` (kind "interp", "peft" or "full"), its missing choices from `options`."""
     from trainers.encoders import read_shape
-    from trainers.manifest import Manifest
+    from records.manifest import Manifest
     from trainers.training.evaluate import DEFAULT_TIE_RULE
 
     options = options or ForeignOptions()

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from trainers.errors import InterpError
-from trainers.io import DiskFullError, disk_full, write_json
+from records.errors import InterpError
+from records.io import DiskFullError, disk_full, write_json
 
 HELD_ENV = "INTERP_LOCKS_HELD"  # lock files a parent process holds for its launched children (os.pathsep-separated)
 

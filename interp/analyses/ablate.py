@@ -42,7 +42,7 @@ from interp.analyses.running import Prepared, run_analysis
 from trainers import methods
 from trainers.devices import DEFAULT_PRECISION, check_device, check_precision, torch_device
 from trainers.encoders import DEFAULT_POOLING, check_pooling
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.training.evaluate import DEFAULT_TIE_RULE, check_tie_rule
 
 MODES = ("drop", "keep")

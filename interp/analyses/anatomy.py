@@ -68,7 +68,7 @@ from interp.analyses.base import resolve_runs
 from interp.analyses.checks import at_least
 from interp.analyses.ranks import load_model
 from interp.analyses.running import Prepared, run_analysis
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.methods.protocol import frobenius
 
 TOP = 32  # singular values kept in `spectrum`

@@ -1,7 +1,7 @@
 """anatomy's seed-noise null: other seeds of a run's configuration, and a permutation test on overlaps.
 
 Another seed of a run is a finished run under the same runs directory whose manifest differs
-from the run's only in `train.seed` (`trainers.manifest.differs_only_in_seed`, the rule of
+from the run's only in `train.seed` (`records.manifest.differs_only_in_seed`, the rule of
 `interp compare` and the report: the same preset, method config, base weights, data (each split's
 fingerprint) and every other training setting, older manifests read as they were trained).
 `interp study` names them `<preset>-s<seed>`; the names do not matter, the manifests do.
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from interp.analyses.base import RunRef
-from trainers.manifest import Manifest, differences, differs_only_in_seed
+from records.manifest import Manifest, differences, differs_only_in_seed
 from trainers.training.runs import list_runs
 
 

@@ -69,7 +69,7 @@ from interp.analyses.running import Prepared, run_analysis
 from interp.analyses.seeds import ALPHA, PERMUTATION_SEED, benjamini_hochberg, null_note, permutation_test, resolve_sides, run_pairs
 from trainers.devices import check_device, torch_device
 from trainers.encoders import DEFAULT_POOLING, Encoder
-from trainers.errors import InterpError
+from records.errors import InterpError
 
 SIDES = ("query", "code")
 TOP_TOKENS = 25

@@ -68,7 +68,7 @@ from interp.analyses.ranks import base_pooling, load_model, max_len_of, pooling_
 from interp.analyses.running import Prepared, run_analysis
 from trainers.devices import DEFAULT_PRECISION, autocast, check_precision
 from trainers.encoders import DEFAULT_POOLING, check_pooling
-from trainers.errors import InterpError
+from records.errors import InterpError
 
 MODES = ("joint", "sides")
 MAX_STEPS = 10_000  # integration points per path: far past where the convergence delta stops shrinking

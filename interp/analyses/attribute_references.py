@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trainers.errors import InterpError
+from records.errors import InterpError
 
 REFERENCES = ("others", "pad")
 DEFAULT_REFERENCE = "others"

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from interp.analyses.checks import check_result_target, check_runs_dir
-from trainers.errors import InterpError
-from trainers.io import write_json
+from records.errors import InterpError
+from records.io import write_json
 from trainers.training.runs import RunInfo, code_version, find_run, list_runs, package_versions
 
 BASE = "base"  # the run name that means "the untrained base model"

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from trainers.data import SPLITS
-from trainers.errors import InterpError
+from records.errors import InterpError
 
 
 def at_least(option: str, value: int | float | None, low: int) -> None:

@@ -67,7 +67,7 @@ from interp.analyses.running import Prepared
 from interp.analyses.seeds import ALPHA, PERMUTATION_SEED, benjamini_hochberg, null_note, permutation_test, resolve_sides, run_pairs
 from trainers.devices import DEFAULT_PRECISION, autocast, check_device, check_precision, torch_device
 from trainers.encoders import DEFAULT_POOLING
-from trainers.errors import InterpError
+from records.errors import InterpError
 
 SIDES = ("query", "code")
 TOKENS = ("cls", "all")

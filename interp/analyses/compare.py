@@ -26,7 +26,7 @@ per-query RR differences. For each pair (`DEFINITIONS` is stored with every resu
 - `p_holm`: with more than two groups every pair is tested and Holm's adjustment of the
   headline p over the pairs is given beside each p.
 
-Runs of one configuration trained with different seeds (`trainers.manifest.group_by_config`,
+Runs of one configuration trained with different seeds (`records.manifest.group_by_config`,
 the rule the report's groups follow too: same preset, method, training settings but the seed,
 base weights and data) are pooled into one group, named by their preset: its MRR is reported as
 the mean and sample standard deviation (ddof = 1) over the seeds, and its per-query RR as the
@@ -54,8 +54,8 @@ from interp.analyses.running import Prepared, run_analysis
 from interp.analyses.stats import (Interval, RandomisationTest, Wilcoxon, hierarchical_interval, holm, paired_bca_interval,
                                    relabel_test, sign_flip_test, wilcoxon_paired)
 from trainers.devices import DEFAULT_PRECISION, check_precision
-from trainers.errors import InterpError
-from trainers.manifest import group_by_config, group_label
+from records.errors import InterpError
+from records.manifest import group_by_config, group_label
 from trainers.training.evaluate import DEFAULT_TIE_RULE
 
 # -- grouping seeds of one configuration -----------------------------------------------------

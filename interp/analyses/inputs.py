@@ -17,7 +17,7 @@ from interp.analyses.base import RunRef, resolve_runs
 from interp.analyses.checks import check_split
 from interp.analyses.ranks import DataRef, base_pooling, max_len_of, ranks, resolve_data
 from trainers.devices import DEFAULT_PRECISION
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.training.evaluate import DEFAULT_TIE_RULE
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ from interp.analyses.ranks import max_len_of
 from interp.analyses.running import Prepared, run_analysis
 from interp.analyses.stats import MannWhitney, Summary, holm, mann_whitney, summary
 from trainers.devices import DEFAULT_PRECISION, check_precision
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.training.evaluate import DEFAULT_TIE_RULE
 
 ATTRIBUTES = ("query_len", "code_len", "code_len_full", "unique_tokens", "repeated_tokens")

@@ -20,7 +20,7 @@ from interp.analyses.checks import at_least, check_split
 from trainers.data import Example, fingerprint, load_split, read_split
 from trainers.devices import DEFAULT_PRECISION
 from trainers.encoders import DEFAULT_POOLING, check_pooling, load_encoder
-from trainers.errors import DataError, InterpError
+from records.errors import DataError, InterpError
 from trainers.training.evaluate import DEFAULT_TIE_RULE, check_tie_rule
 from trainers.training.splits import EVAL_SUBSET_SEED, split_fingerprint, subset
 from trainers.training.scoring import evaluate_examples, load_run_model, run_data_dir

@@ -1,7 +1,7 @@
 """Seed groups, and the seed-noise null they give: does a difference exceed what a new seed changes?
 
 A side of a comparison is one run, or a seed group: two or more finished runs of one
-configuration with distinct seeds (`trainers.manifest.group_by_config`: the same preset,
+configuration with distinct seeds (`records.manifest.group_by_config`: the same preset,
 method, training settings but the seed, base weights and data; `interp study` names them
 `<preset>-s<seed>`), the rule `interp compare` and the report pool seeds by.
 
@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from interp.analyses.base import BASE, RunRef, resolve_runs
-from trainers.errors import InterpError, did_you_mean
-from trainers.manifest import differences, group_by_config, group_label
+from records.errors import InterpError, did_you_mean
+from records.manifest import differences, group_by_config, group_label
 from trainers.training.runs import list_runs
 
 EXACT_LIMIT = 10_000

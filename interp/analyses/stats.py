@@ -4,7 +4,7 @@ Plain functions over numpy vectors, each returning a small frozen dataclass that
 JSON and says what its number is. Undefined values (a test on an empty group) are `None`, never
 NaN: the result files are strict JSON.
 
-- `summary`: count, mean, median of one attribute (`trainers.summaries.summarize`).
+- `summary`: count, mean, median of one attribute (`records.summaries.summarize`).
 - `mann_whitney`: two independent groups (scipy's `mannwhitneyu`, two-sided), with the
   probability of superiority it tests and the rank-biserial effect size.
 - `wilcoxon_paired`: paired samples (scipy's `wilcoxon`, two-sided, zero differences dropped
@@ -33,7 +33,7 @@ from itertools import combinations
 import numpy as np
 from scipy import stats as sps
 
-from trainers.summaries import summarize
+from records.summaries import summarize
 
 CHUNK_CELLS = 4_000_000  # resampled values held at once (32 MB of float64), whatever the split's size
 ALTERNATIVE = "two-sided"

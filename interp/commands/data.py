@@ -21,7 +21,7 @@ app = typer.Typer(
 def _workers(ctx: typer.Context, param: typer.CallbackParam, value: int | None) -> int | None:
     """Callback of --workers: between 1 and a few per CPU, else InterpError naming the option."""
     from trainers.data.build import WORKERS_PER_CPU, max_workers
-    from trainers.errors import InterpError
+    from records.errors import InterpError
 
     if value is not None and not 1 <= value <= max_workers():
         raise InterpError(f"--workers {value}: should be between 1 and {max_workers()} "
@@ -46,7 +46,7 @@ def build(
     from trainers.data import build_corpus
     from trainers.data.outdir import check_out
     from trainers.data.sources import resolve_sources
-    from trainers.errors import InterpError
+    from records.errors import InterpError
 
     # checked here too, so that the error names the option; out is a string because Path('') is '.'
     check_out(out, f"--out {out!r}")

@@ -37,7 +37,7 @@ def demo(runs_dir: options.RunsDir = Path("runs"), progress: options.Progress = 
     """Build the default data, check it, train lora64, lora256 and loFF on a sample, and list the runs."""
     from trainers import methods
     from trainers.data import build_corpus, check_dir
-    from trainers.errors import InterpError
+    from records.errors import InterpError
     from trainers.training.runs import list_runs
     from trainers.training.train import RunSpec, train_config, train_run
 
@@ -117,7 +117,7 @@ def _analyses(runs_dir: Path, progress: bool) -> None:
 def _check_runs_dir(runs_dir: Path) -> None:
     """Refuse, before anything is mined, a runs directory that cannot be written or whose data/ is not a build's."""
     from trainers.data.outdir import check_out, enclosing, unusable_path
-    from trainers.errors import InterpError
+    from records.errors import InterpError
 
     problem = unusable_path(runs_dir) or enclosing(runs_dir)
     if problem is None and (runs_dir / "manifest.json").exists():
@@ -134,7 +134,7 @@ def _data_is_current(data_dir: Path) -> bool:
     from trainers.data import read_manifest
     from trainers.data.neardup import thresholds
     from trainers.data.sources import resolve_sources
-    from trainers.errors import InterpError
+    from records.errors import InterpError
 
     try:
         manifest = read_manifest(data_dir)

@@ -29,7 +29,7 @@ Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show p
 def precision(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
     """Callback of --precision: fp32 or bf16 (`trainers.devices.PRECISIONS`), else InterpError naming the option."""
     from trainers.devices import PRECISIONS
-    from trainers.errors import InterpError
+    from records.errors import InterpError
 
     if value is not None and value not in PRECISIONS:
         raise InterpError(f"--precision {value}: should be {' or '.join(PRECISIONS)}")
@@ -50,7 +50,7 @@ def choice(ctx: typer.Context, param: typer.CallbackParam, value: str | None) ->
     if value is None:
         return value
     from trainers.encoders import POOLINGS
-    from trainers.errors import InterpError
+    from records.errors import InterpError
     from trainers.training.evaluate import TIE_RULES
     from trainers.training.loop import BATCHINGS
 
@@ -64,7 +64,7 @@ def finite(ctx: typer.Context, param: typer.CallbackParam, value: float | None) 
     """Callback of float options: NaN and infinities are refused, naming the option."""
     import math
 
-    from trainers.errors import InterpError
+    from records.errors import InterpError
 
     if value is not None and not math.isfinite(value):
         raise InterpError(f"{param.opts[0]} {value}: should be a finite number")
@@ -83,7 +83,7 @@ def option_name(field: str) -> str:
 
 def at_least(option: str, value: int | None, low: int = 1) -> None:
     """InterpError naming `option` when `value` is given and below `low`."""
-    from trainers.errors import InterpError
+    from records.errors import InterpError
 
     if value is not None and value < low:
         raise InterpError(f"{option} {value}: should be at least {low}")
@@ -91,7 +91,7 @@ def at_least(option: str, value: int | None, low: int = 1) -> None:
 
 def existing_dir(option: str, path: Path) -> Path:
     """A directory that must already exist (e.g. `runs --runs-dir`): InterpError naming `option` otherwise."""
-    from trainers.errors import InterpError
+    from records.errors import InterpError
 
     if not path.exists():
         raise InterpError(f"{option} {path}: no such directory")
@@ -104,7 +104,7 @@ def creatable_dir(option: str, path: Path) -> Path:
     """A directory that exists or can be made (e.g. `train --runs-dir`); nothing is created here."""
     import os
 
-    from trainers.errors import InterpError
+    from records.errors import InterpError
 
     if path.exists() or path.is_symlink():
         if not path.is_dir():
@@ -124,7 +124,7 @@ def creatable_dir(option: str, path: Path) -> Path:
 
 def data_dir(option: str, path: Path) -> Path:
     """An AdvTest directory with train/valid/test.jsonl: InterpError naming `option` and what is missing."""
-    from trainers.errors import InterpError
+    from records.errors import InterpError
 
     if not path.exists():
         raise InterpError(f"{option} {path}: no such directory (build one with `interp data build --out {path}`)")

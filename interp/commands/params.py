@@ -14,7 +14,7 @@ def _lora_scaling(ctx: typer.Context, param: typer.CallbackParam, value: str | N
     """Callback of --lora-scaling: a rule of LoraConfig.SCALINGS (their one home), else InterpError naming the option."""
     if value is None:
         return value
-    from trainers.errors import InterpError
+    from records.errors import InterpError
     from trainers.methods.lora.config import SCALINGS
 
     if value not in SCALINGS:
@@ -37,7 +37,7 @@ def params(
 ) -> None:
     """Count trainable parameters per preset: exact, without adapter biases, and by Table 4.2's formula; LoRA's scale."""
     from trainers.encoders import load_encoder
-    from trainers.errors import InterpError
+    from records.errors import InterpError
     from trainers.methods import count_parameters, get_preset, preset_names
     from trainers.methods.lora.config import lora_parts, with_lora_scaling
 

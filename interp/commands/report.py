@@ -23,7 +23,7 @@ def report(
     """
     from reports import build_report, target
     from reports.collect import printable
-    from trainers.errors import InterpError
+    from records.errors import InterpError
 
     if not runs_dir.is_dir():
         what = "not a directory" if runs_dir.exists() else "no such directory"

@@ -42,7 +42,7 @@ def study(
     (exit status 1 at the end); a full disk stops the study (exit status 2). A second process on
     the same grid and RUNS_DIR is refused, naming the first (or waits for it, with --wait).
     """
-    from trainers.errors import FieldError, InterpError
+    from records.errors import FieldError, InterpError
 
     from interp.commands.train import check_log_with
     from interp.study import get_grid, get_scale, load_grid_file, parse_seeds, run_study

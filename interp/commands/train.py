@@ -56,7 +56,7 @@ def method_config(preset: str | None, method: Method | None, r: int | None, alph
     the option that set it (a preset's own fields: the preset).
     """
     from trainers import methods
-    from trainers.errors import FieldError, InterpError
+    from records.errors import FieldError, InterpError
     from trainers.methods.lora.config import lora_parts, with_lora_scaling
 
     if (preset is None) == (method is None):
@@ -104,7 +104,7 @@ def tracker_choice(ctx: typer.Context, param: typer.CallbackParam, value: str | 
 
 def check_log_with(value: str) -> str:
     """--log-with VALUE: known, and its package installed; InterpError naming the option otherwise (before anything is written)."""
-    from trainers.errors import InterpError
+    from records.errors import InterpError
     from trainers.training.loop import check_tracker
 
     try:
@@ -169,7 +169,7 @@ def train(
     progress: options.Progress = True,
 ) -> None:
     """Train a delta on the code-search objective and save the best one (by valid MRR) with its manifest."""
-    from trainers.errors import FieldError, InterpError
+    from records.errors import FieldError, InterpError
     from trainers.training.distributed import process_rank
     from trainers.training.loop import check_tracker
     from trainers.training.train import RunSpec, train_config, train_run
@@ -212,7 +212,7 @@ def train(
 
 def check_name(name: str) -> str:
     """--name: a plain directory name of at most `NAME_LIMIT` characters, not one reserved under runs/."""
-    from trainers.errors import InterpError
+    from records.errors import InterpError
     from trainers.training.runs import check_run_name
 
     try:
@@ -253,7 +253,7 @@ def eval_(
 ) -> None:
     """Re-evaluate a run's best delta on any split or AdvTest-format file (MRR, MRR@10, NDCG@10, Recall@1/5/10, optional
     predictions); fp32 unless --precision bf16. `base` evaluates the untrained base (zero-shot) and saves the result for the report."""
-    from trainers.errors import InterpError
+    from records.errors import InterpError
     from trainers.training.runs import find_run, writing_into
     from trainers.training.scoring import evaluate_run, write_predictions
     from trainers.foreign import ForeignOptions, is_path_name
@@ -312,7 +312,7 @@ def _our_metrics(path: Path) -> bool:
 
 def record_metrics(predictions: Path, name: str, result, precision: str) -> Path:
     """The metrics of an `interp eval --predictions` run beside its predictions file (`metrics_file`)."""
-    from trainers.io import write_json
+    from records.io import write_json
 
     out = metrics_file(predictions)
     write_json(out, {"name": name, "file": str(result.file), "queries": len(result.urls), "ties": result.ties,
@@ -330,9 +330,9 @@ def eval_base(*, split: str, data: Path | None, ties: str | None, device: Device
     at the runs' max_len unless --max-len (else the foreign deltas' default, 256 or the base's longest input)."""
     from trainers.data import load_split, read_split
     from trainers.encoders import load_encoder
-    from trainers.errors import InterpError
+    from records.errors import InterpError
     from trainers.foreign import ForeignOptions
-    from trainers.io import write_json
+    from records.io import write_json
     from trainers.training.evaluate import DEFAULT_TIE_RULE, check_tie_rule
     from trainers.training.runs import list_runs
     from trainers.training.scoring import evaluate_examples, run_data_dir
@@ -387,7 +387,7 @@ def predictions_target(path: Path) -> Path:
     """
     import json
 
-    from trainers.errors import InterpError
+    from records.errors import InterpError
 
     if path.is_dir():
         raise InterpError(f"--predictions {path}: is a directory; give a file name such as {path / 'predictions.jsonl'}")
@@ -427,7 +427,7 @@ RUNS_TEST_COLUMNS = {"mrr@10": "MRR@10", "ndcg@10": "NDCG@10", "recall@1": "R@1"
 def runs(runs_dir: options.RunsDir = Path("runs")) -> None:
     """List the runs: method, trainable parameters, share of base, pooling, tie rule, valid and test MRR, and the test
     split's MRR@10, NDCG@10 and Recall@1 ('-' for runs that predate them)."""
-    from trainers.errors import InterpError
+    from records.errors import InterpError
     from trainers.training.runs import scan_runs
 
     options.existing_dir("--runs-dir", runs_dir)

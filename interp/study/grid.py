@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from trainers.errors import InterpError, did_you_mean
+from records.errors import InterpError, did_you_mean
 
 GRIDS_FILE = Path(__file__).with_name("grids.toml")
 STUDY_SEEDS = (123456, 654321, 123)  # the study's seeds (its Section 4.1.6)

@@ -8,7 +8,7 @@ Before anything trains, every run of the grid is planned against what is on disk
     any settings differ               -> refused: one InterpError naming each run and what differs
     the preset does not fit the base  -> failed (reported; the others still run)
 
-"Same settings" means the same run as `trainers.manifest` defines it: the same method config,
+"Same settings" means the same run as `records.manifest` defines it: the same method config,
 training settings (the seed, pooling, batching and tie rule included; an older manifest that
 does not record them is read with the values it was trained with), data (the fingerprints of
 the splits and samples used) and base weights (sha256). A scale may state any training setting, its
@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from trainers.errors import InterpError
-from trainers.manifest import Manifest, described, differences
+from records.errors import InterpError
+from records.manifest import Manifest, described, differences
 from interp.study.grid import Grid, Scale, run_name
 from interp.study.tables import build_tables, write_tables
 
@@ -176,7 +176,7 @@ def run_study(
 
 def _run_study(*, grid: Grid, seeds: tuple[int, ...], scale: Scale, data_dir: Path, runs_dir: Path, base: str | None, device: str,
                progress: bool, log: Callable[[str], None], wait: bool, log_with: str = "none") -> StudyResult:
-    from trainers.io import DiskFullError, disk_full
+    from records.io import DiskFullError, disk_full
     from trainers.training.train import RunSpec, train_run
 
     expected = measure(presets=grid.presets, data_dir=data_dir, base=base, scale=scale, seed=seeds[0])

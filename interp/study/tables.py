@@ -16,8 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from interp.study.grid import Grid, Scale, run_name
-from trainers.manifest import MANIFEST, Manifest
-from trainers.summaries import summarize
+from records.manifest import MANIFEST, Manifest
+from records.summaries import summarize
 
 
 def table_row(preset: str, method: str, parameters: dict, manifests: dict[str, Manifest | None],
@@ -96,7 +96,7 @@ def build_tables(*, grid: Grid, seeds: tuple[int, ...], scale: Scale, runs_dir: 
 
 def write_tables(doc: dict, out_dir: Path) -> tuple[Path, Path]:
     """tables.json and tables.md in out_dir, each written atomically."""
-    from trainers.io import write_json, write_text
+    from records.io import write_json, write_text
 
     write_json(out_dir / "tables.json", doc)
     write_text(out_dir / "tables.md", render_markdown(doc))

@@ -52,9 +52,9 @@ from trainers.data.outdir import MOVING, check_out, disk_full
 from trainers.data.neardup import drop_across_splits
 from trainers.data.schema import SPLITS, fingerprint
 from trainers.data.sources import DEFAULT_SOURCES, resolve_sources
-from trainers.errors import DataError, InterpError
-from trainers.io import dumps_json
-from trainers.places import DATA_FORMAT
+from records.errors import DataError, InterpError
+from records.io import dumps_json
+from records.places import DATA_FORMAT
 
 ADVTEST_SIZES = {"train": 251_820, "valid": 9_604, "test": 19_210}
 MANIFEST = "manifest.json"

@@ -21,8 +21,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from trainers.errors import InterpError
-from trainers.places import DATA, MANIFEST, RUN, described, is_report, is_run, manifest_kind, read_json, some
+from records.errors import InterpError
+from records.places import DATA, MANIFEST, RUN, described, is_report, is_run, manifest_kind, read_json, some
 
 MOVING = ".build-moving"  # present while a build moves its files in; such a directory is the build's own
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from trainers.errors import DataError, InterpError, did_you_mean
+from records.errors import DataError, InterpError, did_you_mean
 
 SPLITS = ("train", "valid", "test")
 _SURROGATE = re.compile("[\ud800-\udfff]")

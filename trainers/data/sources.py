@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainers.data.extract import MAX_FILE_BYTES
-from trainers.errors import InterpError, did_you_mean
+from records.errors import InterpError, did_you_mean
 
 STDLIB = "stdlib"
 

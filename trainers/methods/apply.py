@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from trainers.encoders import FAMILIES, Encoder
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.methods.base import MethodConfig
 from trainers.methods.registration import register
 from trainers.methods.registry import tuner_for

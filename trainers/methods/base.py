@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from trainers.errors import FieldError, InterpError
+from records.errors import FieldError, InterpError
 
 # Where a method changes an encoder layer, in the Encoder's role names, with the words used in messages.
 ROLE_WORDS = {

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from trainers.encoders import Encoder
-from trainers.errors import InterpError
-from trainers.io import atomic_dir, write_json
+from records.errors import InterpError
+from records.io import atomic_dir, write_json
 from trainers.methods.apply import apply_method, applied_method, delta_parameters, layers_path, transformers_model, tuner_of
 from trainers.methods.base import MethodConfig
 from trainers.methods.registry import method_from_dict, tuner_for, tuners

@@ -18,7 +18,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.methods.protocol import DeltaMatrix
 from trainers.methods.state import check_keys, registered_name
 

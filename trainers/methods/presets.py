@@ -6,7 +6,7 @@ import tomllib
 from functools import cache
 from pathlib import Path
 
-from trainers.errors import InterpError, did_you_mean
+from records.errors import InterpError, did_you_mean
 from trainers.methods.base import MethodConfig
 from trainers.methods.registry import method_from_dict
 

@@ -1,6 +1,6 @@
 """Registering the project's peft methods with peft: explicit, once, in `register()`.
 
-Importing `trainers` (or `trainers.errors`, or the configs) registers nothing and imports no
+Importing `trainers` (or `records.errors`, or the configs) registers nothing and imports no
 peft. `apply_method` and `load_delta` call `register()` before they build or load a delta; a
 user who loads a run with peft alone calls it first:
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from trainers.errors import InterpError
+from records.errors import InterpError
 
 METHOD_FILE = "method.json"  # beside every delta: the method config that `load_delta` rebuilds it from
 

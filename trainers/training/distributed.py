@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from trainers.devices import check_device
-from trainers.errors import InterpError
+from records.errors import InterpError
 
 WORLD_ENV = ["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"]
 RANK_ENV = ["RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"]

@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from trainers.devices import DEFAULT_PRECISION, autocast
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.training.batching import Tokenized, encode_side
 from trainers.training.metrics import retrieval_metrics
 

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from trainers.devices import DEFAULT_PRECISION, PRECISIONS, autocast
 from trainers.encoders import DEFAULT_POOLING, check_pooling
-from trainers.errors import FieldError, InterpError
+from records.errors import FieldError, InterpError
 from trainers.training.evaluate import DEFAULT_TIE_RULE, NonFiniteError, check_tie_rule
 from trainers.training.batching import BATCHINGS, Batch, Tokenized, embed_side, epoch_order, iterate_batches
 from trainers.training.distributed import check_batch_split, gather_codes

@@ -6,7 +6,7 @@ holding a delta from anywhere, which `find_run` takes as a run too (`trainers.fo
     runs/NAME/
         adapter_config.json, adapter_model.safetensors   the best delta, in peft's format
         (model.safetensors for full fine-tuning)
-        manifest.json    method, base, data fingerprints, hyperparameters, metrics, versions (`trainers.manifest`)
+        manifest.json    method, base, data fingerprints, hyperparameters, metrics, versions (`records.manifest`)
         curves.json      loss per step, valid MRR per evaluation
         ranks.json       rank of the gold code for every test query, by idx
         state/           the last periodic state, for --resume (removed when the run ends)
@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from trainers.errors import InterpError, did_you_mean
-from trainers.io import SWAP_TEMP, SWAP_JOURNAL, leftovers, recover_dir
+from records.errors import InterpError, did_you_mean
+from records.io import SWAP_TEMP, SWAP_JOURNAL, leftovers, recover_dir
 from trainers.locks import hold, run_lock_path, try_hold
-from trainers.manifest import MANIFEST, Manifest, ManifestError
-from trainers.places import NOT_RUNS
+from records.manifest import MANIFEST, Manifest, ManifestError
+from records.places import NOT_RUNS
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "numpy", "interp")
@@ -80,7 +80,9 @@ class RunInfo:
     @property
     def train_config(self):
         """The run's `TrainConfig`, with the choices older manifests did not record filled in as trained."""
-        return self.manifest.train_config()
+        from trainers.training.loop import TrainConfig  # torch: only where settings are used
+
+        return TrainConfig.from_dict(self.manifest.train)
 
 
 def read_manifest(path: Path) -> Manifest:
@@ -88,7 +90,9 @@ def read_manifest(path: Path) -> Manifest:
     the file (and the key) if it is damaged."""
     manifest = Manifest.read(path)
     try:
-        manifest.train_config()  # the settings validate themselves (TrainConfig)
+        from trainers.training.loop import TrainConfig
+
+        TrainConfig.from_dict(manifest.train)  # the settings validate themselves
     except (InterpError, TypeError, ValueError) as exc:
         raise ManifestError(f"{Path(path) / MANIFEST}: damaged run manifest: 'train': {exc}") from None
     return manifest
@@ -179,7 +183,7 @@ def import_run(path: Path, *, name: str, runs_dir: Path, options=None, copy: boo
     """
     from trainers.encoders import load_encoder
     from trainers.foreign import COPIED, SOURCE, delta_kind, load_foreign
-    from trainers.io import atomic_dir
+    from records.io import atomic_dir
     from trainers.methods.delta import load_delta
 
     check_run_name(name)

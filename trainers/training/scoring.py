@@ -17,8 +17,8 @@ from trainers import methods
 from trainers.data import load_split, read_split
 from trainers.devices import DEFAULT_PRECISION, torch_device
 from trainers.encoders import DEFAULT_POOLING, Encoder, check_pooling, load_encoder
-from trainers.errors import InterpError
-from trainers.io import atomic_open
+from records.errors import InterpError
+from records.io import atomic_open
 from trainers.training.evaluate import DEFAULT_TIE_RULE, Evaluation, check_tie_rule, evaluate, top_k
 from trainers.training.runs import RunInfo
 from trainers.training.splits import tokenize_examples

@@ -26,10 +26,10 @@ from trainers import methods
 from trainers.data import load_split
 from trainers.devices import DEFAULT_PRECISION, check_device, mixed_precision
 from trainers.encoders import Encoder, load_encoder
-from trainers.errors import InterpError
-from trainers.io import DiskFullError, atomic_dir, disk_full, write_json
+from records.errors import InterpError
+from records.io import DiskFullError, atomic_dir, disk_full, write_json
 from trainers.locks import held_by_parent, hold, lend_to_children, run_lock_path
-from trainers.manifest import Manifest, described, differences
+from records.manifest import Manifest, described, differences
 from trainers.training.batching import Tokenized, tokenize_pairs
 from trainers.training.distributed import check_batch_split, check_single_launch, launch, launched_processes, process_rank
 from trainers.training.evaluate import NonFiniteError, evaluate
@@ -323,7 +323,7 @@ def _manifest(spec: RunSpec, cfg: TrainConfig, encoder: Encoder, data: SplitData
 
 
 def _check_same_run(old: Manifest, spec: RunSpec, cfg: TrainConfig, encoder: Encoder, data: SplitData, processes: int) -> None:
-    """--resume must continue the same run (`trainers.manifest.differences`: preset, method, base, data,
+    """--resume must continue the same run (`records.manifest.differences`: preset, method, base, data,
     training settings, seed) on as many processes."""
     if old.weights_sha256 != encoder.weights_hash:
         raise InterpError(
@@ -356,7 +356,7 @@ def train_config(resumed: Path | None = None, **settings) -> TrainConfig:
     and what the run at `resumed` (if it exists) was trained with, so an older run resumes as it was trained."""
     recorded = None
     if resumed is not None and (resumed / "manifest.json").is_file():
-        recorded = read_manifest(resumed).train_config()
+        recorded = TrainConfig.from_dict(read_manifest(resumed).train)
     for name in RECORDED_CHOICES:
         if settings.get(name) is None:
             settings.pop(name, None)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from trainers import methods
-from trainers.errors import InterpError
+from records.errors import InterpError
 from trainers.training.distributed import process_rank
 from trainers.training.loop import TrainConfig
 from trainers.training.train import RunSpec, train_run

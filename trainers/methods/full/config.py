@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trainers.errors import FieldError, InterpError
+from records.errors import FieldError, InterpError
 from trainers.methods.base import ROLE_WORDS, MethodConfig, check_layers_spec
 
 

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from trainers.errors import FieldError
+from records.errors import FieldError
 from trainers.methods.base import MethodConfig, check_layers_spec, number_in, one_of, positive_int
 
 # rule -> what multiplies the low-rank product h W_down W_up

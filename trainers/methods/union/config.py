@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-from trainers.errors import FieldError
+from records.errors import FieldError
 from trainers.methods.base import ROLE_WORDS, MethodConfig, check_layers_spec, fixed_layers, method_from_dict, parse_layers
 
 

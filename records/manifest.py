@@ -44,8 +44,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from trainers.errors import InterpError
-from trainers.places import MANIFEST
+from records.errors import InterpError
+from records.places import MANIFEST
 
 METRIC_SPLITS = ("valid", "test")  # metrics.<split>: every retrieval metric of the best delta on that split
 UNCOMPARED = ("log_with",)  # training settings that change no number: where the curves are also logged
@@ -151,7 +151,7 @@ class Manifest:
 
     def write(self, path: Path) -> None:
         """Write runs/NAME/manifest.json atomically (`path` is the run directory)."""
-        from trainers.io import write_json
+        from records.io import write_json
 
         write_json(Path(path) / MANIFEST, self.to_dict())
 
@@ -205,12 +205,6 @@ class Manifest:
             return method_from_dict(dict(self.method)).to_dict()
         except (ValueError, TypeError, InterpError):
             return dict(self.method)
-
-    def train_config(self):
-        """The training settings as a `TrainConfig` (imports torch: not for the report)."""
-        from trainers.training.loop import TrainConfig
-
-        return TrainConfig.from_dict(self.train)
 
     # -- the mapping view, for code that still reads keys ----------------------------------------
 

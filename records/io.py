@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from trainers.errors import InterpError
+from records.errors import InterpError
 
 
 @contextlib.contextmanager
