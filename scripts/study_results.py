@@ -21,7 +21,7 @@ from transformers import RobertaConfig
 
 from trainers import methods
 from trainers.encoders import load_encoder
-from trainers.io import write_json
+from records.io import write_json
 
 OUT = Path(__file__).resolve().parents[1] / "reports" / "data" / "study_results.json"
 
