@@ -1,7 +1,7 @@
 """Render the report: every page through Jinja2 templates (autoescaped), assets beside them.
 
 The site is built in a temporary directory next to OUT and swapped into place only when it is
-complete (reports.atomic), so a half-written site is never
+complete (records.io.atomic_dir), so a half-written site is never
 visible and a failed build leaves the previous one intact. Same inputs, same bytes: pages are
 rendered in sorted order, plot ids are fixed, and nothing records the time of the build.
 
@@ -21,7 +21,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from reports import pages
-from reports.atomic import atomic_dir
+from records.io import atomic_dir
 from reports.collect import Site, collect, group_runs, printable
 from reports.kinds import KINDS
 

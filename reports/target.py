@@ -1,6 +1,6 @@
 """Where a report may go: checked before anything is read or rendered.
 
-A site is swapped into OUT as a whole (reports.atomic), so whatever OUT held is replaced. It goes
+A site is swapped into OUT as a whole (records.io.atomic_dir), so whatever OUT held is replaced. It goes
 only where that loses nothing the project did not make for the purpose: a path that does not exist
 yet, an empty directory, or an earlier report. Anything else is refused with a sentence that says
 what is there: a file, the runs directory itself, a run, a data directory, other files.

@@ -15,11 +15,14 @@ def report(
     runs_dir: options.RunsDir = Path("runs"),
     out: Annotated[Path | None, typer.Option("--out", help="Where the site goes (default RUNS_DIR/report); replaced as a whole when the new one is complete.")] = None,
     open_: Annotated[bool, typer.Option("--open", help="Open the index in a web browser afterwards.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="If another build is writing the same site, wait for it instead of stopping.")] = False,
 ) -> None:
     """Render run manifests, training curves, analyses and study tables into a self-contained static site.
 
     The site needs no network: plotly, d3 and jQuery are copied into OUT/assets. Sections with no
     results yet say how to make them. Files that cannot be read are listed on the index page.
+    One build writes a site at a time: a second, while the first runs, is refused naming it
+    (or waits for it, with --wait).
     """
     from reports import build_report, target
     from reports.collect import printable
@@ -32,8 +35,14 @@ def report(
     problem = target.problem(where, runs_dir)
     if problem is not None:
         raise InterpError(f"{'--out' if out is not None else 'the default --out'} {printable(str(where))}: {problem}")
+    from records.io import recover_dir
+    from trainers.locks import hold
+
+    lock = where.parent / f".{where.name}.lock"  # one writer of a site at a time; a second is refused, naming the first
     try:
-        built = build_report(runs_dir=runs_dir, out=out)
+        with hold(lock, f"the report at {printable(str(where))}", wait=wait):
+            recover_dir(where)  # a swap a killed build cut short is finished or undone first
+            built = build_report(runs_dir=runs_dir, out=out)
     except OSError as exc:  # a full disk, a permission, a name the file system refuses
         raise InterpError(f"--out {printable(str(where))}: cannot write the site ({exc.strerror or exc}); "
                           "the previous site, if there was one, is kept as it was") from None
