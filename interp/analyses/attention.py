@@ -96,7 +96,16 @@ class CapturedAttention:
         (if any) in front; mask None (attend everywhere), bool (True = attend) or additive float,
         (batch, 1 or heads, q_len or 1, l + k_len). Rows: query 0 only, or every query when keep_full.
         The weights are those before attention dropout, which the analyses' eval mode switches off.
+        They are float32 whatever the forward pass's precision: under bf16 autocast the projections
+        hand over bfloat16 queries and keys, and the scores, softmax and rows (full ones included)
+        are computed from them in float32 with autocast switched off (autocast would run the full
+        rows' matmul and a bool-masked softmax in bfloat16).
         """
+        with torch.autocast(query.device.type, enabled=False):  # fp32 rows, even inside a bf16 forward pass
+            self._record(layer, query, key, mask, scaling)
+
+    def _record(self, layer: int, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
+                scaling: float | None) -> None:
         q_len = query.shape[2]
         rows = q_len if self.keep_full else 1
         scale = query.shape[-1] ** -0.5 if scaling is None else scaling

@@ -21,7 +21,10 @@ run or a seed group (interp/analyses/seeds.py). Per layer x head, over the A x B
     entropy_a / _b / _change   mean entropy (bits) of the row renormalised over the real tokens
 
 Arrays are [layer][head] from 0; `--layer` and messages count from 1, as the study does. All is
-accumulated per batch in (layers, heads) sums: memory does not grow with the split.
+accumulated per batch in (layers, heads) sums: memory does not grow with the split. On several
+processes each sums its share of the batches and the sums are added (`AttnDiff.compute`). The
+forward passes run at `precision` (fp32 or bf16 autocast, recorded in the result's inputs); the
+rows are float32 and the sums float64 either way.
 
 The seed-noise null (both sides seed groups): per side, layer and head, D(r, r') = mean over
 examples of TV between runs r and r', for every pair of runs; between-side against within-side
@@ -67,8 +70,9 @@ from interp.analyses.inputs import data_label, find_example, parse_idx
 from interp.analyses.ranks import load_model, max_len_of, pooling_of, resolve_data
 from interp.analyses.running import Prepared, run_analysis
 from interp.analyses.seeds import ALPHA, PERMUTATION_SEED, benjamini_hochberg, null_note, permutation_test, resolve_sides, run_pairs
-from trainers.devices import check_device, torch_device
+from trainers.devices import DEFAULT_PRECISION, autocast, check_device, check_precision, torch_device
 from trainers.encoders import DEFAULT_POOLING, Encoder
+from trainers.parallel import is_main, reduce_max, reduce_sum, share
 from records.errors import InterpError
 
 SIDES = ("query", "code")
@@ -145,6 +149,15 @@ class _SideSums:
         self.examples += real.shape[0]
         self.tokens += int(real.sum())
 
+    def reduce(self) -> None:
+        """Every sum summed, max_abs maxed, over the processes (trainers.parallel; nothing changes on one process)."""
+        for t in [*self.sums.values(), self.pair_tv, self.token_count, *self.token_sums.values()]:
+            if t.numel():
+                reduce_sum(t)
+        reduce_max(self.max_abs)
+        counts = reduce_sum(torch.tensor([self.examples, self.tokens], dtype=torch.float64, device=self.max_abs.device))
+        self.examples, self.tokens = (int(c) for c in counts.tolist())
+
     def stats(self) -> SideStats:
         n = max(self.examples, 1)
         mean = {k: v / n for k, v in self.sums.items()}
@@ -213,18 +226,28 @@ class AttnDiff:
         return {k: batch[k].to(self.device) for k in ("input_ids", "attention_mask", "special_tokens_mask")}
 
     @torch.inference_mode()
-    def _rows(self, batch: dict[str, torch.Tensor], runs: Sequence[BoundRun], *, full: bool = False) -> list[torch.Tensor]:
-        """Per run, (layers, batch, heads, k_len) [CLS] rows, or with `full` (layers, batch, heads, q_len, k_len)."""
+    def _rows(self, batch: dict[str, torch.Tensor], runs: Sequence[BoundRun], *, full: bool = False,
+              precision: str = DEFAULT_PRECISION) -> list[torch.Tensor]:
+        """Per run, (layers, batch, heads, k_len) [CLS] rows, or with `full` (layers, batch, heads, q_len, k_len);
+        float32 whatever the forward passes' `precision` (attention.py computes the rows with autocast off)."""
         out = []
         for run in runs:
-            with capture_attention(run.encoder, full=full) as captured:
+            with capture_attention(run.encoder, full=full) as captured, autocast(precision, self.device):
                 run.encoder.embed(batch["input_ids"], batch["attention_mask"], model=run.model, pooling=run.pooling)
             out.append(captured.full_weights() if full else captured.cls_rows())
         return out
 
     @torch.no_grad()
     def compute(self, examples: Sequence, *, sides: Sequence[str] = SIDES, example: int | str | None = None,
-                layer: int | None = None, batch_size: int = 32, progress: bool = False) -> AttnDiffResult:
+                layer: int | None = None, batch_size: int = 32, progress: bool = False,
+                precision: str = DEFAULT_PRECISION) -> AttnDiffResult:
+        """The statistics over `examples` (see the module docstring), the forward passes at `precision` (fp32 or bf16;
+        rows and sums are float32 / float64 either way).
+
+        On several processes (trainers.parallel) each takes its share of the batches, in the order one process
+        makes them (length-sorted windows, each side's batches), so every batch is cut as on one process; the
+        float64 sums are then summed (max |d| maxed) over the processes: one process's result up to the order of
+        addition. The example is computed on every process (the same answer); `seconds` is this process's."""
         if not examples:
             raise InterpError("no examples to compare attention on")
         if batch_size < 1:
@@ -232,34 +255,36 @@ class AttnDiff:
         bad = [s for s in sides if s not in SIDES]
         if bad or not sides:
             raise InterpError(f"--side should be query, code or both, got {', '.join(bad) or 'nothing'}")
+        check_precision(precision)
         chosen_layer = self.check_layer(layer)
         chosen = self.find(examples, example)
         m, n = len(self.a), len(self.b)
         sums = {s: _SideSums(self.layers, self.heads, len(self.tokenizer), m, n, self.device) for s in sides}
         start = time.perf_counter()
-        window = batch_size * WINDOW_BATCHES
-        bar = tqdm(total=len(examples) * len(sides), desc="attn-diff", unit="seq", disable=not progress, leave=False)
-        for w in range(0, len(examples), window):
-            part = examples[w : w + window]
-            for side in sides:
-                texts = sorted((_text(e, side) for e in part), key=len)
-                for b in range(0, len(texts), batch_size):
-                    batch = self._tokenize(texts[b : b + batch_size])
-                    rows = self._rows(batch, [*self.a, *self.b])
-                    real, special = batch["attention_mask"].bool(), batch["special_tokens_mask"].bool()
-                    sums[side].add(rows, batch["input_ids"], real, special)
-                    bar.update(len(real))
-                    del batch, rows
-                    if _MALLOC_TRIM is not None:
-                        _MALLOC_TRIM(0)  # hand the freed heap back to the OS (see above)
+        batches = _batches(examples, sides, batch_size)
+        part = share(len(batches))
+        mine = batches[part.start : part.stop]  # this process's share, in order
+        bar = tqdm(total=sum(len(texts) for _, texts in mine), desc="attn-diff", unit="seq", disable=not progress or not is_main(),
+                   leave=False)
+        for side, texts in mine:
+            batch = self._tokenize(texts)
+            rows = self._rows(batch, [*self.a, *self.b], precision=precision)
+            real, special = batch["attention_mask"].bool(), batch["special_tokens_mask"].bool()
+            sums[side].add(rows, batch["input_ids"], real, special)
+            bar.update(len(real))
+            del batch, rows
+            if _MALLOC_TRIM is not None:
+                _MALLOC_TRIM(0)  # hand the freed heap back to the OS (see above)
         bar.close()
+        for acc in sums.values():
+            acc.reduce()
         seconds = time.perf_counter() - start
         return AttnDiffResult(
             a=self.labels[0], b=self.labels[1], runs_a=[r.name for r in self.a], runs_b=[r.name for r in self.b],
             sides=list(sides), examples=len(examples), layers=self.layers, heads=self.heads, max_len=self.max_len,
             stats={s: acc.stats() for s, acc in sums.items()}, token_layer=chosen_layer + 1, min_token_count=MIN_TOKEN_COUNT,
             tokens={s: acc.top_tokens(chosen_layer, self.tokenizer) for s, acc in sums.items()},
-            example=self.example(chosen, sides, chosen_layer), seed_null=self.seed_null(sums),
+            example=self.example(chosen, sides, chosen_layer, precision=precision), seed_null=self.seed_null(sums),
             null_note=null_note((self.labels[0], m), (self.labels[1], n)), seconds=seconds,
             examples_per_second=len(examples) / seconds if seconds > 0 else math.inf, definitions=DEFINITIONS,
         )
@@ -295,11 +320,13 @@ class AttnDiff:
     @classmethod
     def prepare(cls, *, runs_dir: Path, a: str, b: str, seeds: bool = False, split: str = "test", data_file: Path | None = None,
                 limit: int | None = None, example: int | str | None = None, layer: int | None = None,
-                side: str = "both", batch_size: int = 32, device: str = "auto", progress: bool = True) -> Prepared:
+                side: str = "both", batch_size: int = 32, device: str = "auto", precision: str = DEFAULT_PRECISION,
+                progress: bool = True) -> Prepared:
         """Sides `a` and `b` (run names or comma lists of a seed group's runs; with `seeds`, preset names, each standing for
         every run of that preset in `runs_dir`) and the data; runs/analyses/attn-diff/<name>.json; nothing loaded."""
         sides = sides_of(side)
         check_device(device)
+        check_precision(precision)
         at_least("--batch-size", batch_size, 1)
         at_least("--limit", limit, 1)
         side_a, side_b, refs = resolve_sides(Path(runs_dir), a, b, seeds=seeds)
@@ -325,19 +352,21 @@ class AttnDiff:
             return {"runs": [r.fingerprint() for r in refs], "runs_a": side_a.runs, "runs_b": side_b.runs,
                     "seeds_a": side_a.seeds, "seeds_b": side_b.seeds, "seeds_option": seeds, "pooling": held["pooling"],
                     "data": data.describe(), "side": side, "limit": limit, "max_len": held["max_len"],
-                    "example": result.example.idx, "layer": result.example.layer}
+                    "example": result.example.idx, "layer": result.example.layer, "precision": precision}
 
         pooled = len(side_a.refs) > 1 or len(side_b.refs) > 1
         name = result_name(side_a.label, side_b.label, split=split, data_file=data_file, limit=limit, side=side, seeds=pooled)
-        options = {"sides": sides, "example": example, "layer": layer, "batch_size": batch_size, "progress": progress}
+        options = {"sides": sides, "example": example, "layer": layer, "batch_size": batch_size, "progress": progress,
+                   "precision": precision}
         return Prepared(name=name, bind=bind, data=data.examples, options=options, inputs=inputs)
 
-    def example(self, e, sides: Sequence[str], layer: int) -> ExampleAttention:
-        """One example's attention for the first run of each side: the [CLS] difference at `layer` (0-based), full weights."""
+    def example(self, e, sides: Sequence[str], layer: int, *, precision: str = DEFAULT_PRECISION) -> ExampleAttention:
+        """One example's attention for the first run of each side: the [CLS] difference at `layer` (0-based), full weights
+        (float32 from forward passes at `precision`)."""
         out = {}
         for side in sides:
             batch = self._tokenize([_text(e, side)])
-            full_a, full_b = (f[:, 0] for f in self._rows(batch, [self.a[0], self.b[0]], full=True))  # (layers, heads, len, len)
+            full_a, full_b = (f[:, 0] for f in self._rows(batch, [self.a[0], self.b[0]], full=True, precision=precision))  # (layers, heads, len, len)
             cls_a, cls_b = full_a[layer, :, 0], full_b[layer, :, 0]  # (heads, len)
             d = cls_b - cls_a
             tv = total_variation(cls_a.double(), cls_b.double())  # (heads,)
@@ -350,6 +379,17 @@ class AttnDiff:
             )
         return ExampleAttention(idx=e.idx, query=e.query, code=e.code_text, layer=layer + 1, runs=[self.a[0].name, self.b[0].name],
                                 sides=out)
+
+
+def _batches(examples: Sequence, sides: Sequence[str], batch_size: int) -> list[tuple[str, list[str]]]:
+    """(side, texts) of every batch, in one process's order: windows of WINDOW_BATCHES batches of examples, and in each
+    window every side's texts sorted by length (less padding) and cut into batches of `batch_size`."""
+    window, out = batch_size * WINDOW_BATCHES, []
+    for w in range(0, len(examples), window):
+        for side in sides:
+            texts = sorted((_text(e, side) for e in examples[w : w + window]), key=len)
+            out += [(side, texts[b : b + batch_size]) for b in range(0, len(texts), batch_size)]
+    return out
 
 
 def _text(example, side: str) -> str:

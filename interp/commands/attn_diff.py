@@ -55,14 +55,11 @@ def attn_diff(
     name the runs: `interp attn-diff lora64-s1,lora64-s2 lora256-s1,lora256-s2`."""
     from interp.analyses.attn_diff import AttnDiff
     from interp.analyses.running import run_analysis
-    from trainers.devices import autocast, torch_device
 
-    # The forward passes at --precision. The sums attn-diff keeps are float64, which autocast never casts.
-    # (AttnDiff.prepare does not take a precision yet, so its result's inputs do not record it: said below.)
-    with autocast(precision, torch_device(device.value)):
-        result, path = run_analysis(AttnDiff, runs_dir=runs_dir, a=a, b=b, seeds=seeds, split=split, data_file=data, limit=limit,
-                                    example=example, layer=layer, side=side.value, batch_size=batch_size, device=device.value,
-                                    progress=progress)
+    # The forward passes at --precision (recorded in the result's inputs); rows float32, sums float64 either way.
+    result, path = run_analysis(AttnDiff, runs_dir=runs_dir, a=a, b=b, seeds=seeds, split=split, data_file=data, limit=limit,
+                                example=example, layer=layer, side=side.value, batch_size=batch_size, device=device.value,
+                                precision=precision, progress=progress)
     typer.echo(f"{result.examples} examples, {result.layers} layers x {result.heads} heads; differences are B - A")
     for letter, label, runs in (("A", result.a, result.runs_a), ("B", result.b, result.runs_b)):
         typer.echo(f"  {letter} = {label}" + (f": {len(runs)} runs ({', '.join(runs)})" if len(runs) > 1 else ""))
@@ -101,6 +98,4 @@ def attn_diff(
         typer.echo(f"  example {result.example.idx}, layer {result.example.layer} ({' vs '.join(result.example.runs)}): "
                    f"TV {ex.mean_total_variation:.3g} (mean over heads), max |B - A| {ex.max_abs_difference:.3g}, {len(ex.tokens)} tokens")
     typer.echo(f"{result.examples_per_second:.1f} examples/s ({result.seconds:.1f} s)")
-    if precision != "fp32":
-        typer.echo(f"note: forward passes in {precision}; the result file does not record it yet")
     typer.echo(f"-> {path}")
