@@ -97,7 +97,11 @@ class PeftAdapterConfig(MethodConfig):
 
     @classmethod
     def read(cls, directory: Path) -> PeftAdapterConfig:
-        data = read_adapter_config(directory)
+        return cls.of(read_adapter_config(directory))
+
+    @classmethod
+    def of(cls, data: dict) -> PeftAdapterConfig:
+        """From an adapter_config.json's fields (or a live model's `peft_config[name].to_dict()`)."""
         targets = data.get("target_modules")
         targets = tuple(sorted(targets)) if isinstance(targets, (list, tuple, set)) else targets
         chosen = data.get("layers_to_transform")

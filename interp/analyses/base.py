@@ -106,8 +106,12 @@ def save_result(runs_dir: Path, kind: str, name: str, result: Any, inputs: dict)
     or cannot be written (the message names the path and why).
     """
     path = result_path(runs_dir, kind, name)
-    check_result_target(path, kind)
-    payload = {
+    return write_result(path, kind, name, result, inputs)
+
+
+def result_payload(kind: str, name: str, result: Any, inputs: dict) -> dict:
+    """The saved form of a result: {"kind", "name", "inputs", "result" (plain JSON), "versions", "code_version"}."""
+    return {
         "kind": kind,
         "name": name,
         "inputs": inputs,
@@ -115,6 +119,12 @@ def save_result(runs_dir: Path, kind: str, name: str, result: Any, inputs: dict)
         "versions": package_versions(),
         "code_version": code_version(),
     }
+
+
+def write_result(path: Path, kind: str, name: str, result: Any, inputs: dict) -> Path:
+    """`result_payload` written atomically at `path`; InterpError, nothing written, as `save_result`."""
+    check_result_target(path, kind)
+    payload = result_payload(kind, name, result, inputs)
     try:
         write_json(path, payload)
     except OSError as exc:  # no space, no permission, a file where a folder should be, a name too long
