@@ -193,6 +193,48 @@ def test_compare_imported_runs(imported):
     assert re.search(r"my-lora: MRR \d\.\d{4}", result.stdout) and "base scored at max_len 32, cls pooling" in result.stdout
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_eval_records_an_imported_runs_metrics(foreign, imported, kind, tiny_roberta_dir):
+    """`interp eval NAME` on an imported run writes its valid and test metrics where a trained run's are (the test ones those
+    of plain transformers' ranks), so `interp runs` lists them; scored otherwise (--ties, --data), nothing is recorded."""
+    from records.manifest import rank_metrics
+
+    root, made = foreign
+    runs, _ = imported
+    name, file = f"my-{kind}", runs / f"my-{kind}" / "manifest.json"
+    expected, ranks = _reference_mrr(kind, made[kind], tiny_roberta_dir, root / "data" / "test.jsonl")
+    for args in (["--ties", "optimistic"], ["--data", root / "data" / "test.jsonl"]):
+        before = file.read_bytes()
+        result = invoke(["eval", name, *args, "--runs-dir", runs, "--no-progress"])
+        assert result.exit_code == 0 and file.read_bytes() == before, result.stderr
+        assert ("not recorded in" in result.stdout and "ties optimistic, but the run records codexglue" in result.stdout) is (
+            args[0] == "--ties") and "metrics recorded" not in result.stdout
+    for split in ("valid", "test"):
+        result = invoke(["eval", name, "--split", split, "--runs-dir", runs, "--no-progress"])
+        assert result.exit_code == 0 and f"{split} metrics recorded in {file}" in result.stdout, result.stdout + result.stderr
+    metrics = json.loads(file.read_text())["metrics"]
+    assert set(metrics) == {"valid_mrr", "valid", "test_mrr", "test"}
+    assert metrics["test_mrr"] == pytest.approx(expected, rel=1e-9) and metrics["test"]["mrr"] == metrics["test_mrr"]
+    assert metrics["test"] == pytest.approx(rank_metrics(ranks.tolist()), rel=1e-9)
+    row = next(line for line in invoke(["runs", "--runs-dir", runs]).stdout.splitlines() if line.startswith(f"{name} "))
+    assert f"{metrics['valid_mrr']:.4f} {expected:.4f} {metrics['test']['mrr@10']:.4f}" in " ".join(row.split()), row
+
+
+def test_eval_does_not_record_on_changed_data(foreign, tmp_path):
+    """The data an imported run was fingerprinted on has changed since: its metrics are not recorded, and it says why."""
+    root, made = foreign
+    shutil.copytree(root / "data", tmp_path / "data")
+    runs = tmp_path / "runs"
+    assert invoke(["import", made["lora"], "--name", "x", "--data", tmp_path / "data", "--max-len", MAX_LEN, "--runs-dir", runs]).exit_code == 0
+    test = tmp_path / "data" / "test.jsonl"
+    test.write_text("".join(test.read_text().splitlines(keepends=True)[:-1]))
+    before = (runs / "x" / "manifest.json").read_bytes()
+    result = invoke(["eval", "x", "--runs-dir", runs, "--no-progress"])
+    assert result.exit_code == 0, result.stderr
+    assert f"not recorded in {runs / 'x' / 'manifest.json'}: {test} is not the test split fingerprinted" in result.stdout
+    assert (runs / "x" / "manifest.json").read_bytes() == before
+
+
 def test_report_lists_imported_runs(imported):
     runs, _ = imported
     result = invoke(["report", "--runs-dir", runs])

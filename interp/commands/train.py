@@ -254,7 +254,7 @@ def eval_(
     """Re-evaluate a run's best delta on any split or AdvTest-format file (MRR, MRR@10, NDCG@10, Recall@1/5/10, optional
     predictions); fp32 unless --precision bf16. `base` evaluates the untrained base (zero-shot) and saves the result for the report."""
     from records.errors import InterpError
-    from trainers.training.runs import find_run, writing_into
+    from trainers.training.runs import find_run, record_evaluation, writing_into
     from trainers.training.scoring import evaluate_run, write_predictions
     from trainers.foreign import ForeignOptions, is_path_name
 
@@ -283,6 +283,8 @@ def eval_(
             write_predictions(result, predictions, top_k)
             typer.echo(f"predictions (top {top_k}) -> {predictions}")
             record_metrics(predictions, name, result, precision)
+    if (note := record_evaluation(run, result, split=split, precision=precision, data_file=data)) is not None:
+        typer.echo(note)  # an imported run: its metrics, where a trained run's are
 
 
 BASE_NAME = "base"  # `interp eval base`: the untrained encoder, as the analyses name it (interp/analyses/base.py)

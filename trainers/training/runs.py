@@ -208,6 +208,38 @@ def import_run(path: Path, *, name: str, runs_dir: Path, options=None, copy: boo
     return RunInfo(name, target, manifest)
 
 
+def record_evaluation(run: RunInfo, result, *, split: str, precision: str, data_file: Path | None = None) -> str | None:
+    """Record `result` (`trainers.training.scoring.RunEvaluation` of `run`) as the metrics of an imported run, where a
+    trained run's are: the manifest's `metrics.<split>_mrr` and `metrics.<split>` (`Manifest.split_metrics`), so
+    `interp runs`, the study tables and the report show it. Returns a line saying what was recorded, or why not.
+
+    Only for a run `import_run` registered (a trained run's metrics are its training's; a delta used by path has no
+    manifest to write), scored on its own valid or test split (no --data) whose examples are still the ones fingerprinted
+    at import, under the tie rule and precision its manifest records. Written atomically, holding the run's lock.
+    """
+    from records.manifest import METRIC_SPLITS
+    from trainers.data import fingerprint, read_split
+    from trainers.training.splits import split_fingerprint
+
+    if run.source is None or not (run.path / MANIFEST).is_file() or data_file is not None or split not in METRIC_SPLITS:
+        return None
+    manifest, why = run.manifest, None
+    recorded = (manifest.data.get(split) or {}).get("fingerprint")
+    if result.ties != manifest.train.get("ties"):
+        why = f"ties {result.ties}, but the run records {manifest.train.get('ties')}"
+    elif precision != manifest.train.get("precision"):
+        why = f"{precision}, but the run records {manifest.train.get('precision')}"
+    elif recorded is None or split_fingerprint(fingerprint(result.file), read_split(result.file)) != recorded:
+        why = f"{result.file} is not the {split} split fingerprinted when the run was imported ({str(recorded)[:12]})"
+    if why is not None:
+        return f"not recorded in {run.path / MANIFEST}: {why}"
+    with hold(run_lock_path(run.path.parent, run.name), f"run {run.name!r} in {run.path.parent}"):
+        current = read_manifest(run.path)  # as it is now: another split's metrics recorded since are kept
+        metrics = dict(current.metrics) | {f"{split}_mrr": result.evaluation.mrr, split: dict(result.evaluation.metrics)}
+        current.replace(metrics=metrics).write(run.path)
+    return f"{split} metrics recorded in {run.path / MANIFEST}"
+
+
 @contextlib.contextmanager
 def writing_into(run: RunInfo, target: Path | None) -> Iterator[None]:
     """Hold the run's lock for the block if `target` (a file a command will write) lies inside the run's
