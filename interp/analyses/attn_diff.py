@@ -261,7 +261,7 @@ class AttnDiff:
         m, n = len(self.a), len(self.b)
         sums = {s: _SideSums(self.layers, self.heads, len(self.tokenizer), m, n, self.device) for s in sides}
         start = time.perf_counter()
-        batches = _batches(examples, sides, batch_size)
+        batches = text_batches(examples, sides, batch_size)
         part = share(len(batches))
         mine = batches[part.start : part.stop]  # this process's share, in order
         bar = tqdm(total=sum(len(texts) for _, texts in mine), desc="attn-diff", unit="seq", disable=not progress or not is_main(),
@@ -381,7 +381,7 @@ class AttnDiff:
                                 sides=out)
 
 
-def _batches(examples: Sequence, sides: Sequence[str], batch_size: int) -> list[tuple[str, list[str]]]:
+def text_batches(examples: Sequence, sides: Sequence[str], batch_size: int) -> list[tuple[str, list[str]]]:
     """(side, texts) of every batch, in one process's order: windows of WINDOW_BATCHES batches of examples, and in each
     window every side's texts sorted by length (less padding) and cut into batches of `batch_size`."""
     window, out = batch_size * WINDOW_BATCHES, []

@@ -21,6 +21,11 @@ floats for the matrix and layers x hidden^2 per run and per pair of runs of a cu
 (`accumulator_bytes`), whatever the size of the split. Each run's states are shifted by its first
 batch's mean before they are summed (CKA does not change under a shift; the sums then cancel less).
 
+On several processes (trainers.parallel) each side's batches, cut as on one process, are shared
+out in order, each process sums its share, and the sums are added. Every process shifts by the
+same vector, the mean of the first batch of the whole split (a process whose share starts later
+computes that batch once more): sums shifted by different vectors would not add up.
+
 What is compared. A forward pass with `output_hidden_states=True` (no hooks: it works for every
 method, a prefix included, since a prefix adds keys and values, not positions) gives, per
 example, `layers = depth + 1` hidden states: index 0 is the embeddings' output, index k the output
@@ -57,7 +62,7 @@ from typing import ClassVar
 import torch
 from tqdm.auto import tqdm
 
-from interp.analyses.attn_diff import SIDES, BoundRun, sides_of
+from interp.analyses.attn_diff import SIDES, BoundRun, sides_of, text_batches
 from interp.analyses.cka_stats import ESTIMATORS, CKANullSide, CKASeedNull, GramStats, _cka, _mean, _none, linear_cka, seed_null  # noqa: F401 (re-exported)
 from interp.analyses.checks import at_least
 from interp.analyses.inputs import data_label
@@ -66,10 +71,10 @@ from interp.analyses.running import Prepared
 from interp.analyses.seeds import ALPHA, null_note, resolve_sides, run_pairs
 from trainers.devices import DEFAULT_PRECISION, autocast, check_device, check_precision, torch_device
 from trainers.encoders import DEFAULT_POOLING
+from trainers.parallel import is_main, reduce_sum, share
 from records.errors import InterpError
 
 TOKENS = ("cls", "all")
-WINDOW_BATCHES = 16  # batches per length-sorted window: less padding, bounded memory
 CHUNK = 2048  # samples converted to float64 at a time (tokens="all" gives thousands per batch)
 CONSTANT_RTOL = 1e-5  # a layer whose states' spread is below this share of their norm does not vary
 
@@ -169,22 +174,31 @@ class _SideSums:
     def nbytes(self) -> int:
         return sum(s.nbytes for s in [*self.own, *self.pairs.values(), self.matrix])
 
+    def shift_by(self, states: list[torch.Tensor]) -> None:
+        """Each run's shift: the mean of the first CHUNK samples of `states` (per run, (layers, samples, hidden)), which
+        `add` takes from the first batch it sees unless this was called first."""
+        self.shift = [s[:, :CHUNK].double().mean(1, keepdim=True) for s in states]
+
     def add(self, states: list[torch.Tensor], examples: int) -> None:
         """states: per run, (layers, samples, hidden) float32 for the same samples."""
         self.examples += examples
+        if self.shift[0] is None:
+            self.shift_by(states)
         for start in range(0, states[0].shape[1], CHUNK):
-            xs = []
-            for r, s in enumerate(states):
-                x = s[:, start : start + CHUNK].double()  # (layers, chunk, hidden)
-                if self.shift[r] is None:
-                    self.shift[r] = x.mean(1, keepdim=True)
-                xs.append(x - self.shift[r])
+            xs = [s[:, start : start + CHUNK].double() - self.shift[r] for r, s in enumerate(states)]  # (layers, chunk, hidden)
             for r, x in enumerate(xs):
                 self.own[r].add(x, x)
             for (i, j), stats in self.pairs.items():
                 stats.add(xs[i], xs[j])
             i, j = self.matrix_pair
             self.matrix.add(xs[i], xs[j])
+
+    def reduce(self) -> None:
+        """Every sum added up over the processes (trainers.parallel; nothing changes on one process)."""
+        for stats in [*self.own, *self.pairs.values(), self.matrix]:
+            stats.reduce()
+        count = torch.tensor([float(self.examples)], dtype=torch.float64, device=self.matrix.sx.device)
+        self.examples = int(reduce_sum(count).item())
 
     def constant(self, r: int) -> torch.Tensor:
         """(layers,) True where run r's states do not vary: spread below CONSTANT_RTOL of their norm."""
@@ -304,11 +318,18 @@ class CKA:
             return states[:, :, 0]  # (layers, batch, hidden)
         return states[:, batch["attention_mask"].bool()]  # (layers, real tokens, hidden)
 
+    def _batch_states(self, runs: Sequence[BoundRun], texts: list[str], tokens: str, precision: str) -> list[torch.Tensor]:
+        """Per run, (layers, samples, hidden) float32 states of one batch of texts, forward passes at `precision`."""
+        batch = {k: v.to(self.device) for k, v in self.encoder.tokenize(texts, self.max_len).items()}
+        with autocast(precision, self.device):
+            return [self._states(run, batch, tokens).float() for run in runs]
+
     @torch.no_grad()
     def compute(self, examples: Sequence, *, sides: Sequence[str] = SIDES, tokens: str = "cls", estimator: str = "biased",
                 batch_size: int = 32, progress: bool = False, precision: str = DEFAULT_PRECISION) -> CKAResult:
         """CKA of every layer pair over `examples` (query/code pairs, e.g. a split's), per side. See the module docstring.
-        The forward passes run at `precision` (trainers.devices.autocast); the sums are float64 either way."""
+        The forward passes run at `precision` (trainers.devices.autocast); the sums are float64 either way. On several
+        processes each sums its share of a side's batches (the module docstring); `seconds` is this process's."""
         check_options(sides=sides, tokens=tokens, estimator=estimator, batch_size=batch_size, precision=precision,
                       examples=len(examples))
         runs, m, n = [*self.a, *self.b], len(self.a), len(self.b)
@@ -316,18 +337,19 @@ class CKA:
         between = [(i, m + j) for i in range(m) for j in range(n)]
         pairs = run_pairs(m + n) if m > 1 and n > 1 else between  # every pair for the null, else the m x n across
         start, out, nbytes = time.perf_counter(), {}, 0
-        window = batch_size * WINDOW_BATCHES
-        bar = tqdm(total=len(examples) * len(sides), desc="cka", unit="seq", disable=not progress, leave=False)
+        plan = {side: [texts for _, texts in text_batches(examples, (side,), batch_size)] for side in sides}  # one process's order
+        parts = {side: share(len(batches)) for side, batches in plan.items()}  # this process's share of each side's
+        bar = tqdm(total=sum(len(t) for side, part in parts.items() for t in plan[side][part.start : part.stop]), desc="cka",
+                   unit="seq", disable=not progress or not is_main(), leave=False)
         for side in sides:
             sums = _SideSums(len(runs), self.depth + 1, self.hidden, pairs, (0, m), self.device)
-            for w in range(0, len(examples), window):
-                texts = sorted((e.query if side == "query" else e.code_text for e in examples[w : w + window]), key=len)
-                for b in range(0, len(texts), batch_size):
-                    batch = {k: v.to(self.device) for k, v in self.encoder.tokenize(texts[b : b + batch_size], self.max_len).items()}
-                    with autocast(precision, self.device):
-                        states = [self._states(run, batch, tokens).float() for run in runs]
-                    sums.add(states, len(batch["input_ids"]))
-                    bar.update(len(batch["input_ids"]))
+            batches, part = plan[side], parts[side]
+            if part.start > 0:  # the same shift as every other process: the first batch of the whole split
+                sums.shift_by(self._batch_states(runs, batches[0], tokens, precision))
+            for texts in batches[part.start : part.stop]:
+                sums.add(self._batch_states(runs, texts, tokens, precision), len(texts))
+                bar.update(len(texts))
+            sums.reduce()
             out[side] = sums.finish(estimator, names, m)
             nbytes = max(nbytes, sums.nbytes)
             del sums

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from interp.analyses.seeds import ALPHA, PERMUTATION_SEED, benjamini_hochberg, permutation_test, run_pairs
+from trainers.parallel import reduce_sum
 
 ESTIMATORS = ("biased", "unbiased")  # HSIC estimators
 
@@ -63,6 +64,13 @@ class GramStats:
             self.ab += (a * b).sum(1)
             self.xb += torch.einsum("lnp,ln->lp", x, b)
             self.ya += torch.einsum("lnq,ln->lq", y, a)
+
+    def reduce(self) -> None:
+        """Every sum (and n) summed over the processes (trainers.parallel; nothing changes on one process). The sums
+        add up only when every process shifted its samples by the same vector before `add`."""
+        for t in (self.sx, self.sy, self.a, self.b, self.xy, self.ab, self.xb, self.ya):
+            reduce_sum(t)
+        self.n = int(reduce_sum(torch.tensor([float(self.n)], dtype=torch.float64, device=self.sx.device)).item())
 
     def hsic(self, estimator: str = "biased") -> torch.Tensor:
         """HSIC per layer pair: (lx, ly) when full, else (l,)."""
