@@ -236,12 +236,21 @@ def test_eval_does_not_record_on_changed_data(foreign, tmp_path):
 
 
 def test_report_lists_imported_runs(imported):
+    """Every imported run has a page saying where its delta is; one scored by `interp eval` has its test MRR in the runs table,
+    marked imported."""
     runs, _ = imported
+    assert invoke(["eval", "my-ia3", "--runs-dir", runs, "--no-progress"]).exit_code == 0
+    mrr = json.loads((runs / "my-ia3" / "manifest.json").read_text())["metrics"]["test_mrr"]
     result = invoke(["report", "--runs-dir", runs])
     assert result.exit_code == 0, result.stderr
     pages = " ".join(p.read_text(errors="replace") for p in (runs / "report").rglob("*.html"))
     for kind in KINDS:
         assert f"my-{kind}" in pages
+    index = " ".join((runs / "report" / "index.html").read_text().split())
+    row = re.search(r'<tr><td><a href="runs/my-ia3.html">my-ia3</a></td>(.*?)</tr>', index).group(1)
+    assert "<td>imported</td>" in row and f'<td class="num">{100 * mrr:.2f}</td>' in row, row
+    page = " ".join((runs / "report" / "runs" / "my-ia3.html").read_text().split())
+    assert "a peft delta at <code>" in page and "(copied into the run)" in page
 
 
 # -- refusals: one error line naming what is at fault, nothing written --------------------------------

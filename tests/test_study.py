@@ -144,7 +144,8 @@ def test_a_study_trains_each_run_once(finished):
 def test_tables_follow_the_schema_and_the_manifests(finished):
     runs = finished["runs"]
     doc = json.loads((runs / "study" / "tiny" / "tables.json").read_text())
-    assert set(doc) == {"kind", "grid", "scale", "seeds", "base", "data", "train", "tables", "code_version", "versions"}
+    assert set(doc) == {"kind", "grid", "scale", "seeds", "base", "data", "train", "tables", "beside", "unscored", "code_version", "versions"}
+    assert (doc["beside"], doc["unscored"]) == ([], [])  # no zero-shot result, no imported run
     assert (doc["kind"], doc["grid"], doc["scale"], doc["seeds"]) == ("study", "tiny", "tiny", [1, 2])
     assert "seed" not in doc["train"] and doc["train"]["lr"] == 1e-3 and doc["train"]["max_steps"] == 4
     assert {k: doc["train"][k] for k in ("pooling", "batching", "ties")} == {"pooling": "pooler", "batching": "random", "ties": "codexglue"}
@@ -166,6 +167,48 @@ def test_tables_follow_the_schema_and_the_manifests(finished):
             values = [manifests[n]["metrics"]["test"][key] for n in names]
             assert row["test"][key] == {"mean": pytest.approx(statistics.mean(values)), "std": pytest.approx(statistics.stdev(values)), "n": 2}
     assert "## T1: LoRA and Adapter-FFN" in (runs / "study" / "tiny" / "tables.md").read_text()
+
+
+def test_beside_the_grid_the_zero_shot_base_and_imported_runs(finished, tmp_path, mined_data, tiny_roberta_dir):
+    """An imported run scored on the grid's test examples, one scored on others, one not scored, and `interp eval base`'s
+    result: rows beside the grid in tables.json and tables.md, each saying whether its test examples and base are the grid's."""
+    runs = tmp_path / "runs"
+    shutil.copytree(finished["runs"], runs)
+    grid_run = json.loads((runs / "lora32-s1" / "manifest.json").read_text())
+    test_fp = grid_run["data"]["test"]["fingerprint"]
+    source = {"path": str(tmp_path / "adapter"), "kind": "peft", "copied": False, "base": str(tiny_roberta_dir), "base_from": "--base"}
+    imported = {"same": grid_run["metrics"], "other": grid_run["metrics"], "unscored": {}}
+    for name, metrics in imported.items():
+        data = grid_run["data"] if name == "same" else {"test": {"file": "t.jsonl", "fingerprint": "f" * 64, "pairs": 9, "used": 9}}
+        manifest = grid_run | {"name": name, "preset": None, "metrics": metrics, "data": data, "source": source}
+        (runs / name).mkdir()
+        (runs / name / "manifest.json").write_text(json.dumps(manifest))
+    zero = {"kind": "eval", "name": "base-test", "base": {"weights_sha256": grid_run["base"]["weights_sha256"]}, "fingerprint": test_fp,
+            "queries": 16, "metrics": {"mrr": 0.25, "mrr@10": 0.2, "ndcg@10": 0.3, "recall@1": 0.125, "recall@5": 0.5, "recall@10": 0.75}}
+    (runs / "analyses" / "eval").mkdir(parents=True)
+    (runs / "analyses" / "eval" / "base-test.json").write_text(json.dumps(zero))
+
+    result = study(runs, mined_data, tiny_roberta_dir)
+    assert set(statuses(result).values()) == {"skipped"}
+    doc = json.loads(result.tables_json.read_text())
+    rows = {row["name"]: row for row in doc["beside"]}
+    assert list(rows) == ["base", "other", "same"] and doc["unscored"] == ["unscored"]
+    assert (rows["base"]["kind"], rows["base"]["test_mrr"], rows["base"]["same_test"], rows["base"]["same_base"]) == ("zero-shot", 0.25, True, True)
+    assert rows["same"]["test_mrr"] == grid_run["metrics"]["test_mrr"] and rows["same"]["valid_mrr"] == grid_run["metrics"]["valid_mrr"]
+    assert rows["same"]["test"]["ndcg@10"] == grid_run["metrics"]["test"]["ndcg@10"] and rows["same"]["same_test"] is True
+    assert (rows["other"]["same_test"], rows["other"]["test_pairs"], rows["other"]["kind"]) == (False, 9, "imported")
+    md = result.tables_md.read_text()
+    assert "## Beside the grid: the base (zero-shot) and imported deltas" in md
+    assert "| base | zero-shot | untrained base | 0 (0.00%) | - | 25.00 | 20.00 | 30.00 | 12.50 | the grid's |" in md
+    assert f"| same | imported | {grid_run['parameters']['method']} |" in md and "| other (9 pairs) |" in md
+    assert "Imported, not scored yet (`interp eval NAME`): unscored." in md
+
+    from reports import build_report
+
+    build_report(runs_dir=runs, out=tmp_path / "report")
+    page = " ".join((tmp_path / "report" / "study" / "tiny.html").read_text().split())
+    assert "Beside the grid: the base (zero-shot) and imported deltas" in page and "<td>zero-shot</td>" in page
+    assert '<td class="num">25.00</td>' in page and "other (9 pairs)" in page and "<td>the grid's</td>" in page
 
 
 def test_an_interrupted_run_is_resumed_and_only_it(finished, tmp_path, mined_data, tiny_roberta_dir):

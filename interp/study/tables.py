@@ -7,6 +7,14 @@ every finished seed recorded it: runs from before they were recorded have only t
 `std` is the sample standard deviation (ddof=1), None below two runs; `mean` is None with
 none. The data fingerprint is the sha256 of the three split fingerprints the runs used, so
 it names both the files and the samples drawn from them.
+
+Beside the grid ("beside"): rows for what is not a preset of it but is scored on the same kind of
+data, from the same runs directory: the untrained base (`interp eval base`'s runs_dir/analyses/eval/
+base-test.json, the zero-shot row) and every imported delta (`interp import`) whose test metrics
+`interp eval NAME` recorded. Each says whether its test examples are the grid's (`same_test`: the
+same test fingerprint, file and sample) and whether its base is the grid's (`same_base`); only
+such rows compare with the grid's numbers, and the Markdown says so on every row. Imported runs
+not yet scored are listed under "unscored", with the command that scores them.
 """
 
 from __future__ import annotations
@@ -89,9 +97,42 @@ def build_tables(*, grid: Grid, seeds: tuple[int, ...], scale: Scale, runs_dir: 
         "data": {"dir": str(Path(data_dir).resolve()), "fingerprint": data_fingerprint(expected.data)},
         "train": train,
         "tables": tables,
+        **beside_grid(runs_dir, expected),
         "code_version": code_version(),
         "versions": package_versions(),
     }
+
+
+ZERO_SHOT = Path("analyses") / "eval" / "base-test.json"  # `interp eval base` on the test split, under a runs directory
+
+
+def beside_grid(runs_dir: Path, expected) -> dict:
+    """{"beside": rows of the zero-shot base and the scored imported runs, "unscored": imported runs without test metrics}
+    (module docstring); `expected` (runner.Expected) gives the grid's base weights and test examples."""
+    from records.places import read_json
+    from trainers.training.runs import list_runs
+
+    test_fp, base_sha = (expected.data.get("test") or {}).get("fingerprint"), expected.base.get("weights_sha256")
+    rows, unscored = [], []
+    saved = read_json(Path(runs_dir) / ZERO_SHOT)
+    if isinstance(saved, dict) and isinstance(saved.get("metrics"), dict) and isinstance(saved["metrics"].get("mrr"), (int, float)):
+        rows.append({"name": "base", "kind": "zero-shot", "method": "untrained base", "trainable": 0, "share_of_base": 0.0,
+                     "valid_mrr": None, "test_mrr": saved["metrics"]["mrr"], "test": {k: saved["metrics"].get(k) for k in TEST_METRICS},
+                     "test_pairs": saved.get("queries"), "same_test": saved.get("fingerprint") == test_fp is not None,
+                     "same_base": (saved.get("base") or {}).get("weights_sha256") == base_sha})
+    for run in list_runs(Path(runs_dir)):
+        if run.source is None:
+            continue
+        m, test = run.manifest, run.manifest.split_metrics("test")
+        if "mrr" not in test:
+            unscored.append(run.name)
+            continue
+        rows.append({"name": run.name, "kind": "imported", "method": m.parameters.get("method"), "trainable": m.parameters.get("trainable"),
+                     "share_of_base": m.parameters.get("share_of_base"), "valid_mrr": m.split_metrics("valid").get("mrr"),
+                     "test_mrr": test["mrr"], "test": {k: test.get(k) for k in TEST_METRICS},
+                     "test_pairs": (m.data.get("test") or {}).get("used"), "same_test": m.fingerprints.get("test") == test_fp is not None,
+                     "same_base": m.weights_sha256 == base_sha})
+    return {"beside": rows, "unscored": unscored}
 
 
 def write_tables(doc: dict, out_dir: Path) -> tuple[Path, Path]:
@@ -137,7 +178,34 @@ def render_markdown(doc: dict) -> str:
             shown = "".join(f"{percent(row.get('test', {}).get(key, NONE))} | " for key in SHOWN)  # older tables.json: none
             lines.append(f"| {row['preset']} | {row['method']} | {params} | {percent(row['valid_mrr'])} | "
                          f"{percent(row['test_mrr'])} | {shown}{step} | {row['test_mrr']['n']} | {missing} |")
+    lines += _beside_markdown(doc)
     return "\n".join(lines) + "\n"
+
+
+def _fraction(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def _beside_markdown(doc: dict) -> list[str]:
+    """The rows beside the grid (`beside_grid`; none in tables.json written before them)."""
+    rows, unscored = doc.get("beside") or [], doc.get("unscored") or []
+    if not rows and not unscored:
+        return []
+    lines = ["", "## Beside the grid: the base (zero-shot) and imported deltas", "",
+             "One run each, not presets of the grid; comparable with its tables only where the test examples and the base are the grid's."]
+    if rows:
+        lines += ["", "| Run | Kind | Method | #Parameters | Valid MRR (%) | Test MRR (%) | " + "".join(f"Test {v} (%) | " for v in SHOWN.values())
+                  + "Test examples |", "|---|---|---|---:|---:|---:|" + "---:|" * len(SHOWN) + "---|"]
+        for row in rows:
+            params = "-" if row["trainable"] is None else f"{row['trainable']:,} ({100 * (row['share_of_base'] or 0):.2f}%)"
+            where = ("the grid's" if row["same_test"] else f"other ({row['test_pairs'] if row['test_pairs'] is not None else '?'} pairs)") + (
+                "" if row["same_base"] else "; another base")
+            shown = "".join(f"{_fraction(row['test'].get(key))} | " for key in SHOWN)
+            lines.append(f"| {row['name']} | {row['kind']} | {row['method']} | {params} | {_fraction(row['valid_mrr'])} | "
+                         f"{_fraction(row['test_mrr'])} | {shown}{where} |")
+    if unscored:
+        lines += ["", "Imported, not scored yet (`interp eval NAME`): " + ", ".join(unscored) + "."]
+    return lines
 
 
 
