@@ -1,16 +1,23 @@
-"""Plotly figures for the report, each returned as an HTML fragment (a div and its script).
+"""Plotly figures for the report: each builder `x_figure(...)` returns a `go.Figure`, and `x(..., div_id)`
+the HTML fragment (a div and its script) the report's pages embed, made from that same figure.
 
 The plotly.js bundle is not in the fragments: the site ships it once (assets/plotly.min.js).
 Div ids are given, so the same inputs give the same bytes. Plotly escapes '<' and '/' in the
 JSON it writes, but renders a subset of HTML inside labels ('<b>', '<br>', '<s>' ...), so
 every label that comes from data goes through `label()` first and shows as written.
+
+`collected()` hands back the figures themselves: inside it every fragment a page builder makes is
+also kept as its `go.Figure` under its div id, so a notebook gets exactly the figures the report
+draws for a result (interp.api's `.figures()`), without a copy of the pages' choices.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -27,10 +34,34 @@ def labels(texts: Sequence[object]) -> list[str]:
     return [label(t) for t in texts]
 
 
-def fragment(fig: go.Figure, div_id: str, height: int = 380) -> str:
-    fig.update_layout(**LAYOUT, height=height)
+_COLLECTED: contextvars.ContextVar[dict[str, go.Figure] | None] = contextvars.ContextVar("collected", default=None)
+
+
+def styled(fig: go.Figure, height: int = 380) -> go.Figure:
+    """The report's look (LAYOUT) and `height` in pixels, set on `fig`, which is returned."""
+    return fig.update_layout(**LAYOUT, height=height)
+
+
+def fragment(fig: go.Figure, div_id: str, height: int | None = None) -> str:
+    """`fig` as a div and its script (no plotly.js); styled first when `height` is given."""
+    if height is not None:
+        styled(fig, height)
+    collected = _COLLECTED.get()
+    if collected is not None:
+        collected[div_id] = go.Figure(fig)  # a copy: the caller owns it
     return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
                        config={"displaylogo": False, "responsive": True})
+
+
+@contextlib.contextmanager
+def collected() -> Iterator[dict[str, go.Figure]]:
+    """Within the block, every fragment made is also kept here, div id -> its `go.Figure` (in the order made)."""
+    figures: dict[str, go.Figure] = {}
+    token = _COLLECTED.set(figures)
+    try:
+        yield figures
+    finally:
+        _COLLECTED.reset(token)
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -38,7 +69,7 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def budget(series: dict[str, list[dict]], *, title: str, div_id: str) -> str:
+def budget_figure(series: dict[str, list[dict]], *, title: str) -> go.Figure:
     """MRR against trainable parameters, one line per method group, mean with a +-std band.
 
     series: group -> [{"x": trainable, "mean": MRR %, "std": std % or None, "name": label}].
@@ -61,10 +92,15 @@ def budget(series: dict[str, list[dict]], *, title: str, div_id: str) -> str:
             hovertemplate="%{text}<br>%{x:,} parameters<br>MRR %{y:.2f} ± %{customdata:.2f}<extra></extra>"))
     fig.update_layout(title=label(title), xaxis_title="trainable parameters (log scale)", yaxis_title="test MRR (%)")
     fig.update_xaxes(type="log")
-    return fragment(fig, div_id, height=420)
+    return styled(fig, 420)
 
 
-def curves(loss: list[float], valid: list[dict], *, div_id: str, grad_norm: list[float] | None = None) -> str:
+def budget(*args, div_id: str, **kwargs) -> str:
+    """`budget_figure(*args, **kwargs)` as the report's HTML fragment, in a div of id `div_id`."""
+    return fragment(budget_figure(*args, **kwargs), div_id)
+
+
+def curves_figure(loss: list[float], valid: list[dict], *, grad_norm: list[float] | None = None) -> go.Figure:
     """Training loss per step, valid MRR per evaluation (the study's Fig. 7.9), and the gradient norm
     before clipping per step when the run recorded it."""
     titles = ("training loss", "valid MRR (%)") + (("gradient norm before clipping",) if grad_norm else ())
@@ -78,32 +114,48 @@ def curves(loss: list[float], valid: list[dict], *, div_id: str, grad_norm: list
                                  line=dict(color=COLORS[2])), 1, 3)
     fig.update_xaxes(title_text="step")
     fig.update_layout(showlegend=False)
-    return fragment(fig, div_id, height=340)
+    return styled(fig, 340)
 
 
-def stacked_bars(x: Sequence[object], stacks: dict[str, list[float]], *, title: str, xaxis: str, yaxis: str, div_id: str) -> str:
+def curves(*args, div_id: str, **kwargs) -> str:
+    """`curves_figure(*args, **kwargs)` as the report's HTML fragment, in a div of id `div_id`."""
+    return fragment(curves_figure(*args, **kwargs), div_id)
+
+
+def stacked_bars_figure(x: Sequence[object], stacks: dict[str, list[float]], *, title: str, xaxis: str,
+                        yaxis: str) -> go.Figure:
     fig = go.Figure([go.Bar(x=labels(x), y=values, name=label(name), marker_color=COLORS[i % len(COLORS)])
                      for i, (name, values) in enumerate(stacks.items())])
     fig.update_layout(barmode="stack", title=label(title), xaxis_title=xaxis, yaxis_title=yaxis)
     fig.update_xaxes(type="category")
-    return fragment(fig, div_id, height=340)
+    return styled(fig, 340)
 
 
-def grouped_bars(x: Sequence[object], groups: dict[str, list[float | None]], *, title: str, yaxis: str, div_id: str,
-                 hline: float | None = None, hline_text: str = "") -> str:
+def stacked_bars(*args, div_id: str, **kwargs) -> str:
+    """`stacked_bars_figure(*args, **kwargs)` as the report's HTML fragment, in a div of id `div_id`."""
+    return fragment(stacked_bars_figure(*args, **kwargs), div_id)
+
+
+def grouped_bars_figure(x: Sequence[object], groups: dict[str, list[float | None]], *, title: str, yaxis: str,
+                        hline: float | None = None, hline_text: str = "") -> go.Figure:
     fig = go.Figure([go.Bar(x=labels(x), y=values, name=label(name), marker_color=COLORS[i % len(COLORS)])
                      for i, (name, values) in enumerate(groups.items())])
     fig.update_layout(barmode="group", title=label(title), yaxis_title=yaxis)
     fig.update_xaxes(type="category")
     if hline is not None:
         fig.add_hline(y=hline, line_dash="dash", line_color="#555", annotation_text=label(hline_text))
-    return fragment(fig, div_id, height=360)
+    return styled(fig, 360)
 
 
-def heatmaps(grids: dict[str, list[list[float]]], *, diverging: set[str], div_id: str, x_title: str = "head",
-             y_title: str = "layer", x_labels: Sequence[object] | None = None, y_labels: Sequence[object] | None = None,
-             height: int = 360, marks: dict[str, list[tuple[int, int]]] | None = None, mark_text: str = "marked",
-             blank: str | None = None) -> str:
+def grouped_bars(*args, div_id: str, **kwargs) -> str:
+    """`grouped_bars_figure(*args, **kwargs)` as the report's HTML fragment, in a div of id `div_id`."""
+    return fragment(grouped_bars_figure(*args, **kwargs), div_id)
+
+
+def heatmaps_figure(grids: dict[str, list[list[float]]], *, diverging: set[str], x_title: str = "head",
+                    y_title: str = "layer", x_labels: Sequence[object] | None = None, y_labels: Sequence[object] | None = None,
+                    height: int = 360, marks: dict[str, list[tuple[int, int]]] | None = None, mark_text: str = "marked",
+                    blank: str | None = None) -> go.Figure:
     """One heatmap per named grid side by side; rows [y][x], 1-based axes unless labels are given.
 
     marks: grid name -> 0-based (y, x) cells drawn with an "x" over the heatmap (hover: `mark_text`).
@@ -131,10 +183,15 @@ def heatmaps(grids: dict[str, list[list[float]]], *, diverging: set[str], div_id
         fig.update_yaxes(title_text=y_title, type="category", autorange="reversed" if y_labels is not None else True, row=1, col=col)
     if blank is not None:
         fig.update_layout(plot_bgcolor=blank)
-    return fragment(fig, div_id, height=height)
+    return styled(fig, height)
 
 
-def token_heatmap(z: list[list[float]], tokens: Sequence[str], *, title: str, div_id: str) -> str:
+def heatmaps(*args, div_id: str, **kwargs) -> str:
+    """`heatmaps_figure(*args, **kwargs)` as the report's HTML fragment, in a div of id `div_id`."""
+    return fragment(heatmaps_figure(*args, **kwargs), div_id)
+
+
+def token_heatmap_figure(z: list[list[float]], tokens: Sequence[str], *, title: str) -> go.Figure:
     """Heads x tokens (the study's Fig. 7.1 / 7.2); tokens shown as written, numbered to keep repeats apart."""
     xs = [f"{i}:{label(t)}" for i, t in enumerate(tokens)]
     bound = max((abs(v) for row in z for v in row), default=1.0) or 1.0
@@ -143,12 +200,17 @@ def token_heatmap(z: list[list[float]], tokens: Sequence[str], *, title: str, di
     fig.update_layout(title=label(title), xaxis_title="token", yaxis_title="head")
     fig.update_xaxes(type="category", tickangle=-60)
     fig.update_yaxes(type="category")
-    return fragment(fig, div_id, height=380)
+    return styled(fig, 380)
 
 
-def lines(x: Sequence[object], series: dict[str, list[float | None]], *, title: str, xaxis: str, yaxis: str, div_id: str,
-          hlines: dict[str, float] | None = None, bands: dict[str, tuple[list, list]] | None = None,
-          marks: dict[str, list[int]] | None = None, mark_text: str = "marked") -> str:
+def token_heatmap(*args, div_id: str, **kwargs) -> str:
+    """`token_heatmap_figure(*args, **kwargs)` as the report's HTML fragment, in a div of id `div_id`."""
+    return fragment(token_heatmap_figure(*args, **kwargs), div_id)
+
+
+def lines_figure(x: Sequence[object], series: dict[str, list[float | None]], *, title: str, xaxis: str, yaxis: str,
+                 hlines: dict[str, float] | None = None, bands: dict[str, tuple[list, list]] | None = None,
+                 marks: dict[str, list[int]] | None = None, mark_text: str = "marked") -> go.Figure:
     """One line per series over the categories `x`.
 
     bands: name -> (low, high) per x, a shaded band behind the lines (None values leave a gap).
@@ -172,4 +234,9 @@ def lines(x: Sequence[object], series: dict[str, list[float | None]], *, title: 
         fig.add_hline(y=value, line_dash="dot", line_color=COLORS[(i + 5) % len(COLORS)], annotation_text=label(name))
     fig.update_layout(title=label(title), xaxis_title=xaxis, yaxis_title=yaxis)
     fig.update_xaxes(type="category")
-    return fragment(fig, div_id, height=360)
+    return styled(fig, 360)
+
+
+def lines(*args, div_id: str, **kwargs) -> str:
+    """`lines_figure(*args, **kwargs)` as the report's HTML fragment, in a div of id `div_id`."""
+    return fragment(lines_figure(*args, **kwargs), div_id)
