@@ -19,8 +19,17 @@ from records.errors import InterpError
 
 
 def _refuse(message: str) -> typer.Exit:
-    """Print 'error: MESSAGE' as one line on stderr; the Exit (status 2) to raise."""
-    typer.echo("error: " + " ".join(str(message).split()), err=True)
+    """Print 'error: MESSAGE' as one line on stderr; the Exit (status 2) to raise.
+
+    In a process that `interp ... --num-processes N` launched, the message goes to the launching
+    process instead (`launching.report_error`), which prints it once, and this one ends quietly.
+    """
+    from interp.commands.launching import report_error
+
+    line = " ".join(str(message).split())
+    if report_error(line):
+        return typer.Exit(0)
+    typer.echo("error: " + line, err=True)
     return typer.Exit(2)
 
 
@@ -37,8 +46,13 @@ class _Group(TyperGroup):
     (parsed under this group), into one 'error: ...' line on stderr and exit status 2."""
 
     def make_context(self, info_name, args, parent=None, **extra):
+        from interp.commands.launching import ARGV_KEY
+
+        argv = list(args)  # kept for `--num-processes`, which starts `interp` again with the same arguments
         try:
-            return super().make_context(info_name, args, parent=parent, **extra)
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
+            ctx.meta.setdefault(ARGV_KEY, argv)
+            return ctx
         except NoArgsIsHelpError:
             raise
         except TyperException as exc:

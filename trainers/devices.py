@@ -2,7 +2,7 @@
 
     check_device(device)  -> whether `device` (auto, cpu or cuda) means CUDA here; InterpError,
                              naming --device, for another name or for cuda where there is no GPU
-    torch_device(device)  -> the torch.device it means
+    torch_device(device)  -> the torch.device it means (under a launcher: this process's own GPU)
 
     check_precision(p)    -> `p` if it is fp32 or bf16; InterpError naming --precision otherwise
     mixed_precision(p)    -> accelerate's name for it ("no" or "bf16"), for the next `Accelerator(mixed_precision=...)`
@@ -39,9 +39,15 @@ def check_device(device: str) -> bool:
 
 
 def torch_device(device: str):
+    """The torch.device `device` means: the CPU, or this process's GPU (under a launcher, the one at its LOCAL_RANK)."""
+    import os
+
     import torch
 
-    return torch.device("cuda" if check_device(device) else "cpu")
+    if not check_device(device):
+        return torch.device("cpu")
+    local = os.environ.get("LOCAL_RANK")  # set by torchrun (accelerate launch): one GPU per process
+    return torch.device("cuda", int(local)) if local else torch.device("cuda")
 
 
 def check_precision(precision: str) -> str:

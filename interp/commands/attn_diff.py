@@ -46,6 +46,7 @@ def attn_diff(
     precision: options.Precision = "fp32",
     runs_dir: options.RunsDir = Path("runs"),
     progress: options.Progress = True,
+    num_processes: options.NumProcesses = None,
 ) -> None:
     """Compare the [CLS] attention of two runs (or two seed groups) over a whole split, per layer and
     head: total variation (the share of attention mass moved, length-invariant), Jensen-Shannon,
@@ -54,12 +55,15 @@ def attn_diff(
     than a new seed changes them. Seed groups: `interp attn-diff lora64 lora256 --seeds`, or
     name the runs: `interp attn-diff lora64-s1,lora64-s2 lora256-s1,lora256-s2`."""
     from interp.analyses.attn_diff import AttnDiff
-    from interp.analyses.running import run_analysis
+    from interp.commands.launching import run_analysis_on
 
     # The forward passes at --precision (recorded in the result's inputs); rows float32, sums float64 either way.
-    result, path = run_analysis(AttnDiff, runs_dir=runs_dir, a=a, b=b, seeds=seeds, split=split, data_file=data, limit=limit,
-                                example=example, layer=layer, side=side.value, batch_size=batch_size, device=device.value,
-                                precision=precision, progress=progress)
+    ran = run_analysis_on(num_processes, AttnDiff, command="attn-diff", runs_dir=runs_dir, a=a, b=b, seeds=seeds, split=split,
+                          data_file=data, limit=limit, example=example, layer=layer, side=side.value, batch_size=batch_size,
+                          device=device.value, precision=precision, progress=progress)
+    if ran is None:  # launched processes ran it
+        return
+    result, path = ran
     typer.echo(f"{result.examples} examples, {result.layers} layers x {result.heads} heads; differences are B - A")
     for letter, label, runs in (("A", result.a, result.runs_a), ("B", result.b, result.runs_b)):
         typer.echo(f"  {letter} = {label}" + (f": {len(runs)} runs ({', '.join(runs)})" if len(runs) > 1 else ""))

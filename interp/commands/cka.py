@@ -52,16 +52,20 @@ def cka(
     precision: options.Precision = "fp32",
     runs_dir: options.RunsDir = Path("runs"),
     progress: options.Progress = True,
+    num_processes: options.NumProcesses = None,
 ) -> None:
     """Linear CKA (Kornblith et al. 2019) between the hidden states of two runs (or seed groups), every layer
     against every layer, over a whole split, per side: which layers a delta changed, and whether two deltas
     change the same ones. With two or more seeds a side, each layer's CKA across is set against seed to seed."""
     from interp.analyses.cka import CKA
-    from interp.analyses.running import run_analysis
+    from interp.commands.launching import run_analysis_on
 
-    result, path = run_analysis(CKA, runs_dir=runs_dir, a=a, b=b, seeds=seeds, split=split, data_file=data, limit=limit,
-                                side=side.value, tokens=tokens.value, estimator=estimator.value, batch_size=batch_size,
-                                device=device.value, precision=precision, progress=progress)
+    ran = run_analysis_on(num_processes, CKA, command="cka", runs_dir=runs_dir, a=a, b=b, seeds=seeds, split=split, data_file=data,
+                          limit=limit, side=side.value, tokens=tokens.value, estimator=estimator.value, batch_size=batch_size,
+                          device=device.value, precision=precision, progress=progress)
+    if ran is None:  # launched processes ran it
+        return
+    result, path = ran
     typer.echo(f"{result.examples} examples, {result.depth} layers, {result.tokens} tokens, {result.estimator} estimator")
     for letter, label, runs in (("A", result.a, result.runs_a), ("B", result.b, result.runs_b)):
         typer.echo(f"  {letter} = {label}" + (f": {len(runs)} runs ({', '.join(runs)})" if len(runs) > 1 else ""))

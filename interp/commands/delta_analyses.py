@@ -53,14 +53,19 @@ def ablate(
     precision: options.Precision = "fp32",
     runs_dir: options.RunsDir = Path("runs"),
     progress: options.Progress = True,
+    num_processes: options.NumProcesses = None,
 ) -> None:
     """Switch a run's delta off in some layers at inference (no retraining) and report the MRR against
     the intact run and the base. The study's loFF-on-layers-9-12 question (its Table 7.1), as a tool."""
     from interp.analyses.ablate import Ablation
-    from interp.analyses.running import run_analysis
+    from interp.commands.launching import run_analysis_on
 
-    result, path = run_analysis(Ablation, runs_dir=runs_dir, name=run, layers=layers, mode=mode.value, sweep=sweep, split=split,
-                                data_file=data, limit=limit, device=device, progress=progress, precision=precision)
+    ran = run_analysis_on(num_processes, Ablation, command="ablate", runs_dir=runs_dir, name=run, layers=layers,
+                          mode=mode.value, sweep=sweep, split=split, data_file=data, limit=limit, device=device, progress=progress,
+                          precision=precision)
+    if ran is None:  # launched processes ran it
+        return
+    result, path = ran
     typer.echo(f"{result.run} ({result.method}; delta in layers {_span(result.delta_layers)} of {result.depth}), {result.examples} queries")
     typer.echo(f"  intact MRR {_mrr(result.intact_mrr)}   base MRR {_mrr(result.base_mrr)}")
     for s in result.settings:

@@ -42,6 +42,12 @@ PRECISION_HELP = ("Forward passes in fp32, or bf16 (mixed precision: bfloat16 au
 Precision = Annotated[str, typer.Option("--precision", callback=precision, help=PRECISION_HELP + "Recorded with the result.")]
 
 
+NumProcesses = Annotated[int | None, typer.Option(
+    "--num-processes",
+    help="Share the examples over this many processes (one per GPU; CPU processes talk through gloo), started through "
+         "accelerate; the result is the one of a single process. Default: those `accelerate launch` started, else 1.")]
+
+
 def choice(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
     """Callback of --pooling, --ties and --batching: a value the library knows, else InterpError naming the option.
 

@@ -42,17 +42,21 @@ def qualitative(
     runs_dir: options.RunsDir = Path("runs"),
     precision: options.Precision = "fp32",
     progress: options.Progress = True,
+    num_processes: options.NumProcesses = None,
 ) -> None:
     """Easy / hard examples (gold ranked first by all runs / by none), and for a baseline-candidate
     pair the fixed, regressed, both-correct and both-wrong ones: counts, token statistics of query
     and code (length, unique and repeated tokens), Mann-Whitney U tests between sets (stochastic
     dominance, not a difference of means), samples."""
     from interp.analyses.qualitative import ATTRIBUTES, Qualitative
-    from interp.analyses.running import run_analysis
+    from interp.commands.launching import run_analysis_on
 
-    result, path = run_analysis(Qualitative, runs_dir=runs_dir, runs=_names(runs), baseline=baseline, candidate=candidate,
-                                split=split, data_file=data, limit=limit, samples=samples, progress=progress,
-                                precision=precision)
+    ran = run_analysis_on(num_processes, Qualitative, command="qualitative", runs_dir=runs_dir, runs=_names(runs),
+                          baseline=baseline, candidate=candidate, split=split, data_file=data, limit=limit, samples=samples,
+                          progress=progress, precision=precision)
+    if ran is None:  # launched processes ran it
+        return
+    result, path = ran
     typer.echo(f"{result.examples} examples; correct = gold code ranked first (ranks under the {result.ties!r} tie rule)")
     for name, c in result.per_run.items():
         typer.echo(f"  {name}: {c.correct} correct, {c.wrong} wrong, MRR {c.mrr:.4f}")
@@ -82,6 +86,7 @@ def compare(
     runs_dir: options.RunsDir = Path("runs"),
     precision: options.Precision = "fp32",
     progress: options.Progress = True,
+    num_processes: options.NumProcesses = None,
 ) -> None:
     """MRR of each run (mean and std over seeds of one preset), and for each pair the MRR difference
     (second minus first) with a randomisation test of that mean (paired sign flips over queries; a
@@ -89,11 +94,14 @@ def compare(
     hierarchical over seeds and queries when a side pools seeds) and, secondary, a Wilcoxon
     signed-rank p (a median shift, not the mean)."""
     from interp.analyses.compare import Compare
-    from interp.analyses.running import run_analysis
+    from interp.commands.launching import run_analysis_on
 
-    result, path = run_analysis(Compare, runs_dir=runs_dir, names=runs, split=split, data_file=data, limit=limit,
-                                bootstrap=bootstrap, permutations=permutations, seed=seed, progress=progress,
-                                precision=precision)
+    ran = run_analysis_on(num_processes, Compare, command="compare", runs_dir=runs_dir, names=runs, split=split,
+                          data_file=data, limit=limit, bootstrap=bootstrap, permutations=permutations, seed=seed, progress=progress,
+                          precision=precision)
+    if ran is None:  # launched processes ran it
+        return
+    result, path = ran
     typer.echo(f"{result.examples} queries; ranks under the {result.ties!r} tie rule")
     for g in result.groups:
         spread = f" ± {g.mrr_std:.4f} over {len(g.runs)} seeds" if g.mrr_std is not None else ""

@@ -250,17 +250,20 @@ def eval_(
                                              "base_model_name_or_path; a model directory needs it).")] = None,
     pooling: Annotated[str | None, typer.Option("--pooling", callback=options.choice, help="For a directory: cls (default), pooler or mean.")] = None,
     max_len: Annotated[int | None, typer.Option("--max-len", help="For a directory: tokens per query or code (default 256).")] = None,
+    num_processes: options.NumProcesses = None,
 ) -> None:
     """Re-evaluate a run's best delta on any split or AdvTest-format file (MRR, MRR@10, NDCG@10, Recall@1/5/10, optional
     predictions); fp32 unless --precision bf16. `base` evaluates the untrained base (zero-shot) and saves the result for the report."""
+    from interp.commands.launching import on_processes
     from records.errors import InterpError
+    from trainers.parallel import is_main
     from trainers.training.runs import find_run, record_evaluation, writing_into
     from trainers.training.scoring import evaluate_run, write_predictions
     from trainers.foreign import ForeignOptions, is_path_name
 
     if name == BASE_NAME:
         return eval_base(split=split, data=data, ties=ties, device=device, precision=precision, runs_dir=runs_dir, progress=progress,
-                         base=base, pooling=pooling, max_len=max_len, predictions=predictions)
+                         base=base, pooling=pooling, max_len=max_len, predictions=predictions, num_processes=num_processes)
     if not is_path_name(name):  # a directory needs no RUNS_DIR (only for its default data, RUNS_DIR/data)
         options.existing_dir("--runs-dir", runs_dir)
     if data is None and split not in options.SPLITS:
@@ -274,16 +277,19 @@ def eval_(
     options.device(device.value)
     options.at_least("--max-len", max_len)
     run = find_run(runs_dir, name, foreign=ForeignOptions(base=base, pooling=pooling, max_len=max_len))
-    with writing_into(run, predictions):  # a file written into the run: not while a process trains it
+    if on_processes(num_processes, device=device.value, command="eval"):
+        return  # launched processes scored it
+    main = is_main()  # of several processes, process 0 alone writes (all score, each its share of the batches)
+    with writing_into(run, predictions if main else None):  # a file written into the run: not while a process trains it
         result = evaluate_run(run, data_file=data, split=split, ties=ties, device=device.value, progress=progress, precision=precision)
         typer.echo(f"{name} on {result.file}: MRR {result.evaluation.mrr:.4f} over {len(result.urls)} queries "
                    f"(ties {result.ties}{'' if ties else ', as trained'}; pooling {result.pooling}; {precision})")
         typer.echo(metrics_line(result.evaluation.metrics))
-        if predictions is not None:
+        if predictions is not None and main:
             write_predictions(result, predictions, top_k)
             typer.echo(f"predictions (top {top_k}) -> {predictions}")
             record_metrics(predictions, name, result, precision)
-    if (note := record_evaluation(run, result, split=split, precision=precision, data_file=data)) is not None:
+    if main and (note := record_evaluation(run, result, split=split, precision=precision, data_file=data)) is not None:
         typer.echo(note)  # an imported run: its metrics, where a trained run's are
 
 
@@ -324,12 +330,15 @@ def record_metrics(predictions: Path, name: str, result, precision: str) -> Path
 
 
 def eval_base(*, split: str, data: Path | None, ties: str | None, device: Device, precision: str, runs_dir: Path, progress: bool,
-              base: str | None, pooling: str | None, max_len: int | None, predictions: Path | None) -> None:
+              base: str | None, pooling: str | None, max_len: int | None, predictions: Path | None,
+              num_processes: int | None = None) -> None:
     """`interp eval base`: the untrained encoder (--base, else the base of RUNS_DIR's runs, as analyses resolve `base`) with
     the default pooling (or --pooling), scored on a split of the runs' data (else RUNS_DIR/data) or --data; the result goes
     to RUNS_DIR/analyses/eval/base-<label>.json (label: the split, or the --data file's stem), the report's zero-shot row.
     On the runs' data, the examples are the runs' own (their --eval-limit sample, drawn as they drew it; `fingerprint` as theirs),
     at the runs' max_len unless --max-len (else the foreign deltas' default, 256 or the base's longest input)."""
+    from interp.commands.launching import on_processes
+    from trainers.parallel import is_main
     from trainers.data import load_split, read_split
     from trainers.encoders import load_encoder
     from records.errors import InterpError
@@ -365,12 +374,16 @@ def eval_base(*, split: str, data: Path | None, ties: str | None, device: Device
     ties = check_tie_rule(ties) if ties is not None else DEFAULT_TIE_RULE
     if max_len is None and runs and isinstance(runs[0].manifest.train.get("max_len"), int):
         max_len = runs[0].manifest.train["max_len"]  # beside the runs: their length
+    if on_processes(num_processes, device=device.value, command="eval"):
+        return  # launched processes scored it
     encoder = load_encoder(base)
     chosen = ForeignOptions(pooling=pooling, max_len=max_len).resolved(runs_dir, encoder.shape.positions)  # foreign deltas' defaults
     pooling, max_len = chosen["pooling"], chosen["max_len"]
     evaluation = evaluate_examples(encoder, encoder.model, examples, max_len=max_len, pooling=pooling, ties=ties,
                                    device=device.value, progress=progress, precision=precision)
     out = runs_dir / "analyses" / "eval" / f"{BASE_NAME}-{label}.json"
+    if not is_main():  # of several processes, process 0 writes and prints
+        return
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, {"kind": "eval", "name": f"{BASE_NAME}-{label}", "base": {"source": encoder.source,
                      "weights_sha256": encoder.weights_hash}, "file": str(file), "fingerprint": drawn, "queries": len(examples), "ties": ties,

@@ -244,9 +244,14 @@ def iterate_batches(tok: Tokenized, batches: list[list[int]], start: int = 0, ba
         yield make_batch(tok, index, batching, max_len, rank=rank, world=world, call_cost=call_cost)
 
 
+def length_order(ids: list[list[int]]) -> list[int]:
+    """Positions of `ids` by length, shortest first, ties in their order: the order `encode_side` batches them in."""
+    return sorted(range(len(ids)), key=lambda i: len(ids[i]))
+
+
 def encode_side(ids: list[list[int]], pad_id: int, batch_size: int) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
     """Evaluation batches of one side, sorted by length (least padding); yields (positions, ids, mask)."""
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    order = length_order(ids)
     for b in range(0, len(order), batch_size):
         index = order[b : b + batch_size]
         yield (index, *pad([ids[i] for i in index], pad_id))

@@ -15,9 +15,10 @@ The rank of the gold code follows a tie rule (`TIE_RULES`), recorded with every 
 Embeddings and scores must be finite: a NaN scores neither higher nor lower than anything, so
 it would rank first under both rules. `NonFiniteError` is raised instead.
 
-On N data-parallel processes each embeds every N-th example of a side and the embeddings are
-gathered once: every example is embedded exactly once and counted exactly once, and every
-process gets the MRR one process would.
+On N processes (data-parallel training, or an analysis under `--num-processes` / `accelerate
+launch`) each embeds a contiguous share of the batches one process would make, and the embeddings
+are gathered once: every example is embedded exactly once, in the batch it has on one process, so
+every process gets the embeddings, ranks and MRR of one process, bit for bit.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from tqdm.auto import tqdm
 
 from trainers.devices import DEFAULT_PRECISION, autocast
 from records.errors import InterpError
-from trainers.training.batching import Tokenized, encode_side
+from trainers import parallel
+from trainers.training.batching import Tokenized, encode_side, length_order
 from trainers.training.metrics import retrieval_metrics
 
 
@@ -70,29 +72,33 @@ def embed_all(
     batch_size: int,
     device: torch.device,
     desc: str | None = None,
-    accelerator=None,
     precision: str = DEFAULT_PRECISION,
 ) -> torch.Tensor:
     """(N, hidden) float32 embeddings of one side, in the split's order.
 
-    With an `accelerator` of several processes, each embeds positions rank, rank + P, ... and
-    all get the whole matrix back. `embed` must not call a DDP-wrapped model (the processes
-    make different numbers of calls): give it the unwrapped one. `precision`: the forward passes'
-    (`autocast_for`); the embeddings come back float32 whatever it is.
+    On several processes (a process group is running: training's accelerator, `accelerate launch`,
+    `--num-processes`), the batches one process would make (length-sorted, `batch_size` each) are
+    shared out whole, a contiguous run of them per process (`parallel.share`), and every process
+    gets the whole matrix back (`parallel.gather_rows`). Each embedding is computed in the batch,
+    with the padding, it has on one process, so the matrix is the one-process matrix, bit for bit
+    (with as many batches as processes or more; fewer: every process embeds everything).
+    Every process must call this (a collective). `embed` must not call a DDP-wrapped model (the
+    processes make different numbers of calls): give it the unwrapped one. `precision`: the forward
+    passes' (`autocast_for`); the embeddings come back float32 whatever it is.
     """
-    world = accelerator.num_processes if accelerator is not None else 1
-    if world == 1 or len(ids) < world:
+    world, _ = parallel.world()
+    order = length_order(ids)
+    batches = -(-len(ids) // batch_size)
+    if world == 1 or batches < world:
         return _embed_positions(embed, ids, pad_id, batch_size=batch_size, device=device, desc=desc, precision=precision)
-    rank = accelerator.process_index
-    mine = _embed_positions(embed, ids[rank::world], pad_id, batch_size=batch_size, device=device, desc=desc, precision=precision)  # (n_rank, hidden)
-    rows = -(-len(ids) // world)  # the most any process holds
-    padded = torch.zeros((rows, mine.shape[1]), dtype=mine.dtype, device=mine.device)
-    padded[: len(mine)] = mine
-    gathered = accelerator.gather(padded)  # (world * rows, hidden); process r's rows at r * rows
-    out = torch.empty((len(ids), mine.shape[1]), dtype=mine.dtype, device=mine.device)
-    for r in range(world):
-        held = len(range(r, len(ids), world))
-        out[r::world] = gathered[r * rows : r * rows + held]  # the padding rows are dropped
+    mine = parallel.share(batches)  # this process's batches: positions order[start * batch_size : stop * batch_size]
+    positions = order[mine.start * batch_size : mine.stop * batch_size]
+    # A length-sorted run of whole batches, starting at a batch boundary: encode_side cuts it into the same batches.
+    rows = _embed_positions(embed, [ids[i] for i in positions], pad_id, batch_size=batch_size, device=device, desc=desc,
+                            precision=precision)  # (n_mine, hidden)
+    gathered = parallel.gather_rows(rows)  # (N, hidden): the rows of order[0:N], rank after rank
+    out = torch.empty_like(gathered)
+    out[torch.tensor(order, device=gathered.device)] = gathered
     return out
 
 
@@ -199,17 +205,16 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     progress: bool = False,
-    accelerator=None,
     ties: str = DEFAULT_TIE_RULE,
     precision: str = DEFAULT_PRECISION,
 ) -> Evaluation:
     """Embed both sides of a split and rank every query against every code (under `ties`).
 
     `precision`: of the forward passes (fp32 or bf16); embeddings, scores and ranks are float32 either way.
-    `accelerator`: share the embedding among its processes (see `embed_all`); all get the result.
+    On several processes the embedding is shared among them (see `embed_all`); all get the result.
     """
-    progress = progress and (accelerator is None or accelerator.is_main_process)
-    shared = {"batch_size": batch_size, "device": device, "accelerator": accelerator, "precision": precision}
+    progress = progress and parallel.is_main()
+    shared = {"batch_size": batch_size, "device": device, "precision": precision}
     q = embed_all(embed, tok.query_ids, tok.pad_id, desc="queries" if progress else None, **shared)
     c = embed_all(embed, tok.code_ids, tok.pad_id, desc="codes" if progress else None, **shared)
     ranks = gold_ranks(q, c, ties=ties)

@@ -235,7 +235,7 @@ def _train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str, 
     accelerator.wait_for_everyone()  # every process has checked and read before the main one writes
     start = time.perf_counter()
     evaluate_split = lambda tok, progress=False: evaluate(  # noqa: E731
-        eval_embed, tok, batch_size=cfg.eval_batch_size, device=accelerator.device, progress=progress, accelerator=accelerator,
+        eval_embed, tok, batch_size=cfg.eval_batch_size, device=accelerator.device, progress=progress,
         ties=cfg.ties, precision=cfg.precision)
     try:
         if main:
