@@ -15,6 +15,7 @@ group, and their valid and test MRR are reported as mean and sample std.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,11 @@ def _valid_result(saved: Any, kind: str, path: Path, problems: list[str]) -> boo
     return True
 
 
+# A prefix's initial P_k and P_v (trainers.methods.prefix: buffers saved beside the trained ones), alone or in a union,
+# whose keys carry the union's prefix: '...prefix.kv_prefix_init_key', '...prefix.union_kv_prefix_init_value'.
+_INIT_VALUES = re.compile(r"(^|\.)(union_)?kv_prefix_init_(key|value)(\.|$)")
+
+
 def _modules(path: Path, problems: list[str]) -> list[dict]:
     """Trainable parameters per (module, layer) from the safetensors header, without loading tensors."""
     weights = path / "adapter_model.safetensors"
@@ -186,7 +192,7 @@ def _modules(path: Path, problems: list[str]) -> list[dict]:
         return []
     counts: dict[tuple[str, int | None], int] = {}
     for name, info in (header.items() if isinstance(header, dict) else [("", None)]):
-        if name == "__metadata__" or ".kv_prefix_init_" in name:  # a prefix's initial values, kept beside it, not trained
+        if name == "__metadata__" or _INIT_VALUES.search(name):  # a prefix's initial values, kept beside it, not trained
             continue
         shape = info.get("shape", []) if isinstance(info, dict) else None
         if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):

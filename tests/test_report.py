@@ -233,3 +233,21 @@ def test_every_analysis_kind_has_one_report_entry():
     analyses = (Ablation, Anatomy, AttnDiff, Attribution, CKA, Compare, Qualitative)
     assert sorted(a.kind for a in analyses) == sorted(KINDS)
     assert all(callable(a.prepare) and callable(a.compute) for a in analyses)
+
+
+@pytest.mark.parametrize("parts", [("prefix",), ("prefix", "lora")], ids=["prefix", "union"])
+def test_a_runs_modules_count_its_trainable_parameters(tmp_path, tiny_roberta_dir, parts):
+    """The run page's per-module table (collect._modules, from the delta's safetensors header) sums to the method's trainable
+    count: a prefix's initial values (alone, or in a union, whose keys read 'union_kv_prefix_init_key') are not counted."""
+    from reports.collect import _modules
+    from trainers.encoders import load_encoder
+    from trainers.methods import LoraConfig, PrefixConfig, UnionConfig, apply_method, count_parameters, save_delta
+
+    made = {"prefix": PrefixConfig(length=2), "lora": LoraConfig(r=2)}
+    config = made["prefix"] if parts == ("prefix",) else UnionConfig(parts=tuple(made[p] for p in parts))
+    encoder = load_encoder(tiny_roberta_dir)
+    save_delta(apply_method(encoder, config), config, tmp_path)
+    problems: list[str] = []
+    rows = _modules(tmp_path, problems)
+    assert problems == [] and not any("init" in row["module"] for row in rows)
+    assert sum(row["parameters"] for row in rows) == count_parameters(encoder, config).trainable
