@@ -21,8 +21,11 @@ import torch
 from helpers import EXAMPLES, MAX_LEN, check_refused, single_thread, train_tiny  # noqa: F401 (single_thread: autouse)
 from interp.analyses.ablate import run_ablate
 from interp.analyses.attention import capture_attention
+from interp.analyses.attn_diff import run_attn_diff
 from interp.analyses.attribute import run_attribute
 from interp.analyses.base import resolve_runs
+from interp.analyses.cka import CKA
+from interp.analyses.running import run_analysis
 from interp.analyses.ranks import resolve_data
 from trainers import methods
 from trainers.devices import autocast
@@ -120,6 +123,36 @@ def test_bf16_ablation_and_attribution_are_finite_and_recorded(runs_dir, name):
     assert values and all(isinstance(v, float) and math.isfinite(v) for v in values)
     (p,) = result.paths
     assert all(math.isfinite(v) for v in (p.score, p.reference_score, p.attribution_sum, p.convergence_delta))
+    assert json.loads(path.read_text())["inputs"]["precision"] == "bf16"
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bf16_full_attention_matrices_are_fp32(runs_dir, batch, name):
+    """The full matrices (the bertviz example's) come out of a bf16 forward pass computed in float32: their query-0
+    row is the [CLS] row to float32 rounding. (With autocast left on in the capture, the scores' matmul and the masked
+    softmax ran in bfloat16 and the matrices came out bfloat16.)"""
+    encoder, model = load_run_model(find_run(runs_dir, name))
+    model.eval()
+    with torch.no_grad(), capture_attention(encoder, full=True) as captured, autocast("bf16", CPU):
+        encoder.embed(*batch, model=model.to(CPU), pooling="cls")
+    full, rows = captured.full_weights(), captured.cls_rows()  # (layers, batch, heads, len, len), (layers, batch, heads, len)
+    assert full.dtype == rows.dtype == torch.float32 and torch.isfinite(full).all()
+    torch.testing.assert_close(full[..., 0, :], rows, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bf16_attn_diff_and_cka_record_their_precision(runs_dir, name):
+    """attn-diff and CKA of the base against each run at bf16: finite float statistics, the example's full matrices
+    included, and the precision in the result's inputs."""
+    result, path = run_attn_diff(runs_dir=runs_dir, a="base", b=name, limit=EXAMPLES, side="query", precision="bf16", progress=False)
+    stats = result.stats["query"]
+    assert math.isfinite(stats.mean_total_variation) and 0 <= stats.mean_total_variation <= 1
+    example = result.example.sides["query"]
+    assert all(isinstance(v, float) and math.isfinite(v) for v in example.full_b[-1][0][0] + example.cls_b[0])
+    assert json.loads(path.read_text())["inputs"]["precision"] == "bf16"
+    result, path = run_analysis(CKA, runs_dir=runs_dir, a="base", b=name, limit=EXAMPLES, side="query", precision="bf16",
+                                progress=False)
+    assert all(v is None or -1e-9 <= v <= 1 + 1e-9 for v in result.stats["query"].diagonal)
     assert json.loads(path.read_text())["inputs"]["precision"] == "bf16"
 
 
