@@ -1,0 +1,268 @@
+"""The Python API (interp/api.py): the README's example runs as written, its numbers are the command line's on the
+same runs and data, results save as the CLI saves them and the report renders them, figures are the report's, and
+bad input is an InterpError naming the argument."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import EXAMPLES, MAX_LEN, invoke, json_close, snapshot
+
+import interp
+from interp.analyses.base import resolve_runs
+from interp.analyses.ranks import load_model, resolve_data
+from records.errors import InterpError
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMINGS = ("seconds", "examples_per_second")  # the only fields two runs of one computation may differ in
+
+
+def readme_example() -> str:
+    """The python block of the README's 'Python API' section, as written."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Python API"):]
+    section = section[: section.index("\n## ", 1)]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 1, "the Python API section should hold one python block"
+    return blocks[0]
+
+
+def test_the_readme_example_runs_as_written(tmp_path):
+    script = tmp_path / "example.py"
+    script.write_text(readme_example(), encoding="utf-8")
+    env = os.environ | {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = json.loads((tmp_path / "runs/analyses/attn-diff/A-vs-B.json").read_text())
+    assert saved["kind"] == "attn-diff" and saved["result"]["runs_a"] == ["A"] and saved["result"]["examples"] == 4
+    assert [r["class"] for r in saved["inputs"]["runs"]] == ["PeftModel", "PeftModel"]
+    assert saved["inputs"]["runs"][0]["peft_config"]["r"] == 8
+    assert saved["inputs"]["runs"][0]["trainable_sha256"] != saved["inputs"]["runs"][1]["trainable_sha256"]  # two seeds
+    assert "runs/analyses/attn-diff/A-vs-B.json" in done.stdout
+
+
+# -- the same numbers as the command line -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def world(cli_world):
+    """cli_world's runs 'lora' and 'adapter', loaded into memory, and the 12 examples the commands' --limit 12 takes."""
+    refs = resolve_runs(cli_world.runs, ["lora", "adapter"])
+    data = resolve_data(refs, limit=EXAMPLES)
+    models = {ref.name: load_model(ref) for ref in refs}  # name -> (encoder, model with its delta)
+    return cli_world, models, data.examples
+
+
+def without_timings(value):
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k not in TIMINGS}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def cli_result(world, kind: str, args: list[str]) -> dict:
+    cli_world = world[0]
+    before = {p: p.stat().st_mtime_ns for p in (cli_world.runs / "analyses").rglob("*.json")} if (cli_world.runs / "analyses").is_dir() else {}
+    done = invoke([kind, *args, "--runs-dir", cli_world.runs, "--limit", str(EXAMPLES)])
+    assert done.exit_code == 0, done.stderr
+    written = [p for p in (cli_world.runs / "analyses" / kind).glob("*.json") if before.get(p) != p.stat().st_mtime_ns]
+    assert len(written) == 1, written
+    saved = json.loads(written[0].read_text())
+    written[0].unlink()  # the world is shared: leave it as it was
+    return saved
+
+
+API_CASES = [  # (kind, CLI arguments, the API call on the loaded models m, the examples d and the runs directory)
+    ("attn-diff", ["lora", "adapter"],
+     lambda m, d, runs: interp.attn_diff(m["lora"][1], m["adapter"][1], d, max_len=MAX_LEN, labels=("lora", "adapter"))),
+    ("attn-diff", ["lora", "adapter", "--side", "code", "--layer", "2"],
+     lambda m, d, runs: interp.attn_diff("lora", "adapter", d, runs_dir=runs, side="code", layer=2)),
+    ("cka", ["lora", "adapter"],
+     lambda m, d, runs: interp.cka(m["lora"][1], m["adapter"][1], d, max_len=MAX_LEN, labels=("lora", "adapter"))),
+    ("cka", ["adapter", "lora", "--tokens", "all", "--estimator", "unbiased"],
+     lambda m, d, runs: interp.cka("adapter", "lora", d, runs_dir=runs, tokens="all", estimator="unbiased")),
+    ("ablate", ["lora", "--layers", "3-4"],
+     lambda m, d, runs: interp.ablate(m["lora"][1], d, layers="3-4", max_len=MAX_LEN, label="lora")),
+    ("ablate", ["adapter", "--sweep"],
+     lambda m, d, runs: interp.ablate("adapter", d, sweep=True, runs_dir=runs)),
+]
+
+
+@pytest.mark.parametrize("kind,args,call", API_CASES, ids=[f"{k}:{' '.join(a)}" for k, a, _ in API_CASES])
+def test_the_api_gives_the_commands_numbers(world, kind, args, call):
+    cli_world, models, examples = world
+    saved = cli_result(world, kind, args)
+    got = call(models, examples, cli_world.runs)
+    assert got.kind == kind
+    mine = without_timings(got.to_dict()["result"])
+    assert json_close(mine, without_timings(saved["result"]), 1e-6, 1e-9), f"{kind} {args}: the API's result differs"
+
+
+def test_qualitative_ranks_as_the_runs_did(world):
+    cli_world, models, examples = world
+    saved = cli_result(world, "qualitative", ["--baseline", "lora", "--candidate", "adapter"])
+    got = interp.qualitative(models["lora"][1], models["adapter"][1], examples, max_len=MAX_LEN, labels=("lora", "adapter"))
+    assert json_close(got.to_dict()["result"], saved["result"] | {"base": None}, 1e-6, 1e-9)
+
+
+# -- saving, the report, figures ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tiny_roberta_dir):
+    """Two peft LoRA deltas (untrained, random B; two seeds) over their own copies of the tiny RoBERTa, and 6 pairs."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    def lora(seed: int):
+        torch.manual_seed(seed)
+        config = LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], init_lora_weights=False)
+        return get_peft_model(AutoModel.from_pretrained(tiny_roberta_dir), config)
+
+    pairs = [(f"return item {i} of the list", f"def get(xs):\n    return xs[{i}]") for i in range(6)]
+    return lora(1), lora(2), pairs
+
+
+def test_save_writes_what_the_report_renders(tiny_pair, tmp_path):
+    from reports import build_report
+
+    a, b, pairs = tiny_pair
+    diff = interp.attn_diff(a, b, pairs)
+    similarity = interp.cka(a, b, [{"query": q, "code": c} for q, c in pairs], tokens="all")
+    runs = tmp_path / "runs"
+    paths = [diff.save(runs), similarity.save(runs), similarity.save(tmp_path / "elsewhere.json")]
+    assert paths == [runs / "analyses/attn-diff/A-vs-B.json", runs / "analyses/cka/A-vs-B.all.json", tmp_path / "elsewhere.json"]
+    for path, result in zip(paths, (diff, similarity, similarity)):
+        saved = json.loads(path.read_text())
+        assert {k: saved[k] for k in ("kind", "name", "inputs", "result")} == {
+            k: v for k, v in json.loads(json.dumps(result.to_dict())).items() if k in ("kind", "name", "inputs", "result")}
+    record = json.loads(paths[0].read_text())["inputs"]["runs"][0]
+    assert (record["from"], record["class"], record["encoder_class"], record["peft_config"]["peft_type"]) == (
+        "memory", "PeftModel", "RobertaModel", "LORA")
+    report = build_report(runs_dir=runs, out=tmp_path / "report")
+    assert report.problems == []
+    assert (tmp_path / "report/attn-diff/A-vs-B.html").is_file() and (tmp_path / "report/cka/A-vs-B.all.html").is_file()
+
+
+FIGURES = [  # (the analysis, the figure's div id, the trace types it holds): the tiny RoBERTa has 4 layers, 4 heads
+    ("attn-diff", "query-grids", ["Heatmap"] * 3),  # total variation, Jensen-Shannon, signed content difference
+    ("attn-diff", "code-entropy", ["Heatmap"] * 3),  # entropy of A, of B, the change
+    ("cka", "code-matrix", ["Heatmap"]),
+    ("cka", "query-diagonal", ["Scatter"]),  # one run a side: the diagonal, no seed band
+    ("ablate", "ablation", ["Scatter"] * 2),  # keep only / drop only this layer
+]
+
+
+@pytest.mark.parametrize("kind,div,traces", FIGURES, ids=[f"{k}:{d}" for k, d, _ in FIGURES])
+def test_figures_are_the_reports(tiny_pair, kind, div, traces):
+    import plotly.graph_objects as go
+
+    a, b, pairs = tiny_pair
+    result = {"attn-diff": lambda: interp.attn_diff(a, b, pairs), "cka": lambda: interp.cka(a, b, pairs),
+              "ablate": lambda: interp.ablate(a, pairs, sweep=True)}[kind]()
+    figures = result.figures()
+    figure = figures[div]
+    assert isinstance(figure, go.Figure) and [t.type for t in figure.data] == [t.lower() for t in traces]
+    assert result.figure() is not figures[next(iter(figures))]  # a fresh copy each time, the first figure
+    assert [t.type for t in result.figure().data] == [t.type for t in next(iter(figures.values())).data]
+    if kind == "attn-diff":
+        assert len(figure.data[0].z) == 4 and len(figure.data[0].z[0]) == 4  # [layer][head]
+    if kind == "ablate":
+        assert [len(t.y) for t in figure.data] == [4, 4]  # one point per layer
+
+
+def test_a_seed_group_gets_the_null(tiny_pair, tiny_roberta_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    a, b, pairs = tiny_pair
+    torch.manual_seed(3)
+    c = get_peft_model(AutoModel.from_pretrained(tiny_roberta_dir), LoraConfig(r=2, target_modules=["query"], init_lora_weights=False))
+    torch.manual_seed(4)
+    d = get_peft_model(AutoModel.from_pretrained(tiny_roberta_dir), LoraConfig(r=2, target_modules=["query"], init_lora_weights=False))
+    got = interp.attn_diff([a, b], [c, d], pairs, side="code")
+    assert got.name == "A-vs-B.seeds.code" and got.runs_a == ["A.1", "A.2"] and got.runs_b == ["B.1", "B.2"]
+    null = got.seed_null
+    assert (null.runs_a, null.runs_b, null.labellings, list(null.sides)) == (2, 2, 6, ["code"])  # C(4, 2) relabellings
+
+
+def test_the_models_keep_their_training_mode(tiny_pair):
+    a, b, pairs = tiny_pair
+    a.train()
+    interp.cka(a, b, pairs)
+    assert a.training and all(m.training for m in a.modules())
+    a.eval()
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+
+
+def _head_model(path):
+    from transformers import AutoModelForMaskedLM
+
+    return AutoModelForMaskedLM.from_pretrained(path)
+
+
+def _gpt2():
+    from transformers import GPT2Config, GPT2Model
+
+    return GPT2Model(GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=50))
+
+
+BAD = [  # (what is wrong, the call on (a, b, pairs, the tiny base's directory, minilm), words the message must hold)
+    ("empty data", lambda a, b, p, d, m: interp.attn_diff(a, b, []), ("data", "no examples")),
+    ("data a dict", lambda a, b, p, d, m: interp.cka(a, b, {"q": "c"}), ("data", "dict")),
+    ("a pair of three", lambda a, b, p, d, m: interp.cka(a, b, [("q", "c", "x")]), ("data[0]",)),
+    ("an empty query", lambda a, b, p, d, m: interp.attn_diff(a, b, [*p, ("  ", "def f(): pass")]), ("data[6]", "non-empty")),
+    ("a dict without code", lambda a, b, p, d, m: interp.attn_diff(a, b, [{"query": "x"}]), ("data[0]", "'code'")),
+    ("no such data file", lambda a, b, p, d, m: interp.cka(a, b, "nosuch.jsonl"), ("nosuch.jsonl", "no such file")),
+    ("not a model", lambda a, b, p, d, m: interp.attn_diff(3, b, p), ("model_a", "int")),
+    ("not an encoder family", lambda a, b, p, d, m: interp.cka(a, _gpt2(), p), ("model_b", "GPT2Model", "gpt2")),
+    ("a task head", lambda a, b, p, d, m: interp.attn_diff(a, _head_model(d), p), ("model_b", "RobertaForMaskedLM", ".roberta")),
+    ("different tokenizers", lambda a, b, p, d, m: interp.attn_diff(a, m.model, p), ("different tokenizers",)),
+    ("the wrong tokenizer", lambda a, b, p, d, m: interp.attn_diff(a, b, p, tokenizer=m.tokenizer), ("model_a", "not this model's tokenizer")),
+    ("the same model twice", lambda a, b, p, d, m: interp.cka(a, a, p), ("'A' and 'B'", "one model")),
+    ("no delta to ablate", lambda a, b, p, d, m: interp.ablate(m.model, p, layers="1"), ("plain encoder", "no delta")),
+    ("a layer outside", lambda a, b, p, d, m: interp.ablate(a, p, layers="9"), ("--layers 9", "4 layers")),
+    ("max_len 0", lambda a, b, p, d, m: interp.cka(a, b, p, max_len=0), ("max_len", "0")),
+    ("a bad pooling", lambda a, b, p, d, m: interp.attn_diff(a, b, p, pooling="max"), ("pooling", "'max'")),
+    ("one example for CKA", lambda a, b, p, d, m: interp.cka(a, b, p[:1]), ("at least 2 examples",)),
+    ("an unknown run", lambda a, b, p, d, m: interp.cka("nosuch", b, p, runs_dir=d.parent), ("nosuch",)),
+    ("an empty attribution query", lambda a, b, p, d, m: interp.attribute(a, " ", "x = 1"), ("query", "non-empty")),
+]
+
+
+@pytest.mark.parametrize("what,call,words", BAD, ids=[w for w, _, _ in BAD])
+def test_bad_input_is_refused_by_name(tiny_pair, tiny_roberta_dir, minilm, tmp_path, monkeypatch, what, call, words):
+    a, b, pairs = tiny_pair
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(InterpError) as caught:
+        call(a, b, pairs, tiny_roberta_dir, minilm)
+    message = str(caught.value)
+    assert all(w in message for w in words), f"{what}: {message!r} lacks {words}"
+    assert "\n" not in message and snapshot(tmp_path) == before
+
+
+def test_attribute_on_a_model_in_memory(tiny_pair):
+    a, b, pairs = tiny_pair
+    got = interp.attribute(a, "return item 2 of the list", "def get(xs):\n    return xs[2]", data=pairs, steps=8, others=2,
+                           baseline=b)
+    assert got.kind == "attribute" and got.run == "model" and got.baseline == "baseline" and got.reference == "others"
+    path = got.paths[0]
+    assert abs(path.attribution_sum - (path.score - path.reference_score) - path.convergence_delta) < 1e-4  # completeness
+
+
+def test_import_interp_stays_cheap():
+    done = subprocess.run([sys.executable, "-c", "import sys, interp; print('torch' in sys.modules, callable(interp.cka))"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["False", "True"], done.stderr
