@@ -308,9 +308,9 @@ class AttnDiff:
                 marked=sorted(marked, key=lambda h: (h.q, -(h.between - h.within))),
                 pair_total_variation={f"{names[i]} | {names[j]}": d.tolist() for (i, j), d in zip(acc.pairs, acc.distances())},
             )
-        first = next(iter(tests.values()))
-        return SeedNull.of(m=m, n=n, labellings=first.labellings, exact=first.exact, floor=first.floor,
-                           tested=sum(len(s.p) * len(s.p[0]) for s in out.values()), seed=PERMUTATION_SEED, sides=out)
+        return SeedNull.of(next(iter(tests.values())), m=m, n=n, statistic="between - within total variation",
+                           cells="side x layer x head", tested=sum(len(s.p) * len(s.p[0]) for s in out.values()),
+                           seed=PERMUTATION_SEED, sides=out)
 
     @staticmethod
     def find(examples: Sequence, idx: int | str | None):

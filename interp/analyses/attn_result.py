@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from interp.analyses.seeds import ALPHA, EXACT_LIMIT, MONTE_CARLO
+from interp.analyses.seeds import ALPHA, EXACT_LIMIT, MONTE_CARLO, SeedNullBase
 
 Grid = list[list[float]]  # [layer][head]
 MIN_TOKEN_COUNT = 5
@@ -136,29 +136,10 @@ class SeedNullSide:
 
 
 @dataclass(frozen=True)
-class SeedNull:
-    runs_a: int
-    runs_b: int
-    statistic: str
-    labellings: int
-    exact: bool
-    floor: float  # the smallest p this design can give
-    alpha: float
-    correction: str
-    tested: int  # side x layer x head cells in the family
-    seed: int  # of the Monte Carlo draws (unused when exact)
-    note: str | None  # when the floor makes marking impossible
-    sides: dict[str, SeedNullSide]
+class SeedNull(SeedNullBase):
+    """attn-diff's seed-noise null: the common fields (seeds.SeedNullBase), then per side its layer x head grids."""
 
-    @classmethod
-    def of(cls, *, m: int, n: int, labellings: int, exact: bool, floor: float, tested: int, seed: int,
-           sides: dict[str, SeedNullSide]) -> SeedNull:
-        note = None
-        if floor > ALPHA:
-            note = (f"with {m} + {n} runs the smallest p a relabelling can give is {floor:.3g}, above {ALPHA}: no head can "
-                    f"be marked; 4 seeds a side give 0.029, 5 give 0.0079")
-        return cls(m, n, "between - within total variation", labellings, exact, floor, ALPHA,
-                   "Benjamini-Hochberg across every side x layer x head tested", tested, seed, note, sides)
+    sides: dict[str, SeedNullSide]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from interp.analyses.seeds import ALPHA, PERMUTATION_SEED, benjamini_hochberg, permutation_test, run_pairs
+from interp.analyses.seeds import ALPHA, PERMUTATION_SEED, SeedNullBase, benjamini_hochberg, permutation_test, run_pairs
 from trainers.parallel import reduce_sum
 
 ESTIMATORS = ("biased", "unbiased")  # HSIC estimators
@@ -151,18 +151,9 @@ class CKANullSide:
 
 
 @dataclass(frozen=True)
-class CKASeedNull:
-    runs_a: int
-    runs_b: int
-    statistic: str
-    labellings: int
-    exact: bool
-    floor: float  # the smallest p this design can give
-    alpha: float
-    correction: str
-    tested: int  # side x layer cells in the family
-    seed: int  # of the Monte Carlo draws (unused when exact)
-    note: str | None  # when the floor makes marking impossible
+class CKASeedNull(SeedNullBase):
+    """CKA's seed-noise null: the common fields (seeds.SeedNullBase), then per side its per-layer lists."""
+
     sides: dict[str, CKANullSide]
 
 
@@ -205,14 +196,9 @@ def seed_null(runs_a: Sequence[str], runs_b: Sequence[str], pair_cka: Mapping[st
 
         out[side] = CKANullSide(between=spread(1 - t.between), within=spread(1 - t.within), excess=spread(t.between - t.within),
                                 p=spread(t.p), q=spread(q), marked=[int(layer) for layer, v in zip(layers, q) if v <= ALPHA])
-    first = next(iter(tests.values()))
-    note = None
-    if first.floor > ALPHA:
-        note = (f"with {m} + {n} runs the smallest p a relabelling can give is {first.floor:.3g}, above {ALPHA}: no layer "
-                f"can be marked; 4 seeds a side give 0.029, 5 give 0.0079")
-    return CKASeedNull(m, n, "within - between CKA at the same layer (mean 1 - CKA across sides minus within)",
-                       first.labellings, first.exact, first.floor, ALPHA, "Benjamini-Hochberg across every side x layer tested",
-                       int(len(q_all)), seed, note, out)
+    return CKASeedNull.of(next(iter(tests.values())), m=m, n=n,
+                          statistic="within - between CKA at the same layer (mean 1 - CKA across sides minus within)",
+                          cells="side x layer", tested=int(len(q_all)), seed=seed, sides=out)
 
 
 # -- the analysis ------------------------------------------------------------------------------

@@ -200,6 +200,41 @@ def permutation_test(distances: np.ndarray, m: int, n: int, *, seed: int = PERMU
                        p=p.reshape(shape), labellings=len(labels), exact=exact, floor=floor)
 
 
+@dataclass(frozen=True)
+class SeedNullBase:
+    """What every seed-noise null records of its permutation test; each analysis adds its `sides` (per side, its cells).
+
+    attn-diff's (`attn_result.SeedNull`, per head) and CKA's (`cka_stats.CKASeedNull`, per layer) derive from it,
+    so both serialise these fields under the same names, in this order, with `sides` last.
+    """
+
+    runs_a: int
+    runs_b: int
+    statistic: str  # what T is, in words
+    labellings: int
+    exact: bool
+    floor: float  # the smallest p this design can give
+    alpha: float
+    correction: str
+    tested: int  # cells in the Benjamini-Hochberg family
+    seed: int  # of the Monte Carlo draws (unused when exact)
+    note: str | None  # when the floor makes marking impossible
+
+    @classmethod
+    def of(cls, test: Permutation, *, m: int, n: int, statistic: str, cells: str, tested: int, seed: int = PERMUTATION_SEED,
+           **fields):
+        """From a `permutation_test`'s design: alpha ALPHA, Benjamini-Hochberg across every `cells` ('side x layer x
+        head') tested, and the note when its floor is above ALPHA. `fields`: the subclass's own (its sides)."""
+        unit = cells.rsplit(" ", 1)[-1]
+        note = None
+        if test.floor > ALPHA:
+            note = (f"with {m} + {n} runs the smallest p a relabelling can give is {test.floor:.3g}, above {ALPHA}: no {unit} "
+                    f"can be marked; 4 seeds a side give 0.029, 5 give 0.0079")
+        return cls(runs_a=m, runs_b=n, statistic=statistic, labellings=test.labellings, exact=test.exact, floor=test.floor,
+                   alpha=ALPHA, correction=f"Benjamini-Hochberg across every {cells} tested", tested=tested, seed=seed,
+                   note=note, **fields)
+
+
 def benjamini_hochberg(pvalues: np.ndarray) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (q-values), same shape; valid under independence or positive dependence."""
     p = np.asarray(pvalues, dtype=np.float64)
