@@ -18,7 +18,7 @@ _API = {"attn_diff": "interp.api", "cka": "interp.api", "ablate": "interp.api", 
         "qualitative": "interp.api", "Analysed": "interp.api", "load_split": "trainers.data", "read_split": "trainers.data",
         "Example": "trainers.data"}
 
-__all__ = sorted(_API)
+__all__ = ["Analysed", "Example", "ablate", "attn_diff", "attribute", "cka", "load_split", "qualitative", "read_split"]
 
 
 def __getattr__(name: str) -> Any:

@@ -45,7 +45,14 @@ from interp.analyses.base import result_payload, save_result, write_result
 from interp.analyses.cka import CKA
 from interp.analyses.cka import result_name as cka_result_name
 from interp.analyses.qualitative import Qualitative
-from interp.memory import Model, bind_pair, bind_side, examples_of, max_len_for, training_kept
+from interp.memory import (
+    Model,
+    bind_pair,
+    bind_side,
+    examples_of,
+    max_len_for,
+    training_kept,
+)
 from records.errors import InterpError
 from trainers.devices import DEFAULT_PRECISION
 from trainers.methods.apply import applied_method
