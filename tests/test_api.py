@@ -115,6 +115,20 @@ def test_qualitative_ranks_as_the_runs_did(world):
     assert json_close(got.to_dict()["result"], saved["result"] | {"base": None}, 1e-6, 1e-9)
 
 
+def test_data_as_a_file_or_a_split_is_described_as_the_commands_describe_it(cli_world):
+    from interp.memory import examples_of
+
+    file = cli_world.data / "test.jsonl"
+    refs = resolve_runs(cli_world.runs, ["lora"])
+    examples, described = examples_of(file)
+    assert described == resolve_data(refs, data_file=file).describe()  # file, fingerprint, count: as --data FILE records
+    split = interp.load_split(cli_world.data, "test")
+    assert [e.idx for e in examples_of(split)[0]] == [e.idx for e in examples] and examples_of(split)[1]["file"] == "in memory"
+    pairs = [(e.query, e.code_text) for e in examples[:3]]
+    assert [(e.query, e.code_text) for e in examples_of(pairs)[0]] == pairs  # the text the model reads, unchanged
+    assert examples_of([{"query": "a  b\n", "code": "x =\n 1", "idx": 7}])[0][0].code_text == "x = 1"  # whitespace: one space
+
+
 # -- saving, the report, figures ----------------------------------------------------------------------
 
 
