@@ -57,7 +57,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from interp.analyses.base import resolve_runs
-from interp.analyses.checks import at_least, distinct
+from interp.analyses.checks import at_least, check_split, distinct
 from interp.analyses.inputs import BaseScoring, RankTable, data_label, load_rank_table
 from interp.analyses.ranks import max_len_of
 from interp.analyses.running import Prepared, run_analysis
@@ -217,6 +217,8 @@ class Qualitative:
             raise InterpError(f"--baseline and --candidate: run {baseline!r} is named twice; fixed and regressed need two different runs")
         distinct("--runs", list(runs or []))
         at_least("--samples", samples, 0)
+        check_split(split, data_file)
+        at_least("--limit", limit, 1)
         check_precision(precision)
         set_runs = list(runs) if runs else [n for n in (baseline, candidate) if n is not None]
         if not set_runs:
