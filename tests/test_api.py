@@ -147,6 +147,26 @@ def tiny_pair(tiny_roberta_dir):
     return lora(1), lora(2), pairs
 
 
+def test_an_adapter_in_memory_and_saved_gives_the_same_numbers(tiny_pair, tmp_path):
+    """The PeftModels in memory through the API, and the same adapters saved with save_pretrained through
+    `interp attn-diff PATH PATH --data FILE` (trainers.foreign): one result."""
+    from helpers import write_split
+
+    a, b, pairs = tiny_pair
+    paths = [tmp_path / "adapter-a", tmp_path / "adapter-b"]
+    for model, path in zip((a, b), paths):
+        model.save_pretrained(path)
+    file = write_split(tmp_path / "pairs.jsonl", [(q, c) for q, c in pairs])
+    (tmp_path / "runs").mkdir()
+    done = invoke(["attn-diff", *map(str, paths), "--data", file, "--runs-dir", tmp_path / "runs", "--no-progress"])
+    assert done.exit_code == 0, done.stderr
+    (saved,) = (tmp_path / "runs/analyses/attn-diff").glob("*.json")
+    cli = json.loads(saved.read_text())
+    got = interp.attn_diff(a, b, file, labels=tuple(map(str, paths)))  # the runs' names: their paths
+    assert cli["inputs"]["max_len"] == got.inputs["max_len"] == 128  # the tiny base's longest input, both
+    assert json_close(without_timings(got.to_dict()["result"]), without_timings(cli["result"]), 1e-6, 1e-9)
+
+
 def test_save_writes_what_the_report_renders(tiny_pair, tmp_path):
     from reports import build_report
 
