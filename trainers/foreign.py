@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from records.errors import InterpError
@@ -247,17 +247,28 @@ def _mismatch(directory: Path, encoder, why: str) -> InterpError:
 
 
 def _load_peft(encoder, directory: Path, config: PeftAdapterConfig):
-    """Plain `peft.PeftModel.from_pretrained` on the base; every tensor in the file must have found its place."""
-    from peft import PeftModel, get_peft_model_state_dict
+    """Plain `peft.PeftModel.from_pretrained` on the base; every tensor in the file must have found its place. An adapter
+    saved on a task model (keys under the base's `base_model_prefix`, a head in modules_to_save) is loaded into the bare
+    encoder the same way (peft's own `set_peft_model_state_dict`), its head left out (`trainers.foreign_heads`)."""
+    from peft import PeftConfig, PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
 
+    from trainers.foreign_heads import PEFT_WRAPPER, encoder_keys
     from trainers.methods.apply import APPLIED, transformers_model
     from trainers.methods.state import read_safetensors
 
     state = read_safetensors(directory / PEFT_WEIGHTS)
+    renamed, head = encoder_keys(state, getattr(encoder.model, "base_model_prefix", ""), wrapper=PEFT_WRAPPER)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = PeftModel.from_pretrained(encoder.model, str(directory), is_trainable=False)
+            if head:
+                state = {renamed[k]: v for k, v in state.items() if k in renamed}
+                peft_config = PeftConfig.from_pretrained(str(directory))
+                peft_config.modules_to_save, peft_config.task_type, peft_config.inference_mode = None, None, True
+                model = PeftModel(encoder.model, peft_config)
+                set_peft_model_state_dict(model, state)
+            else:
+                model = PeftModel.from_pretrained(encoder.model, str(directory), is_trainable=False)
             expected = set(get_peft_model_state_dict(model))  # warns when the recorded base is a hub id not at hand
     except (ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -290,10 +301,16 @@ def _load_full(encoder, directory: Path, config):
               if getattr(tuned_config, k, None) != getattr(encoder.config, k, None)]
     if differ:
         raise _mismatch(directory, encoder, "; ".join(differ))
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report lists a task head's keys: the manifest records them (source.ignored)
     try:
         tuned, info = AutoModel.from_pretrained(str(directory), local_files_only=True, output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as exc:
         raise _mismatch(directory, encoder, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+    finally:
+        hf_logging.set_verbosity(level)
     model = apply_method(encoder, config)  # keeps the base weights beside the model (FullTuner)
     loaded = tuned.state_dict()
     kept = set(info.get("missing_keys", ()))  # weights the directory lacks (a pooler): the base's stay
@@ -325,15 +342,28 @@ def _base_record(base: str) -> dict:
     return _BASES[key]
 
 
-def _count(directory: Path, kind: str) -> int:
-    """Tensors' elements in the delta's safetensors files (an adapter's, or the whole fine-tuned model's)."""
+def _tensor_keys(directory: Path, kind: str) -> list[str]:
+    """The tensors' names in the delta's safetensors files (an adapter's, or the whole fine-tuned model's)."""
+    from safetensors import safe_open
+
+    keys = []
+    for file in [directory / PEFT_WEIGHTS] if kind == "peft" else sorted(directory.glob("*.safetensors")):
+        with safe_open(str(file), "pt") as f:
+            keys += list(f.keys())
+    return keys
+
+
+def _count(directory: Path, kind: str, leave_out=()) -> int:
+    """Tensors' elements in the delta's safetensors files (an adapter's, or the whole fine-tuned model's), but `leave_out`'s."""
     from safetensors import safe_open
 
     files = [directory / PEFT_WEIGHTS] if kind == "peft" else sorted(directory.glob("*.safetensors"))
-    total = 0
+    total, leave_out = 0, set(leave_out)
     for file in files:
         with safe_open(str(file), "pt") as f:
             for key in f.keys():
+                if key in leave_out:
+                    continue
                 shape = f.get_slice(key).get_shape()
                 n = 1
                 for s in shape:
@@ -361,6 +391,7 @@ def _split_record(file: Path, *, read: bool) -> dict:
 def foreign_manifest(directory: Path, *, name: str, runs_dir: Path, options: ForeignOptions | None = None, copied: bool = False):
     """The `Manifest` of the delta at `directory` (kind "interp", "peft" or "full"), its missing choices from `options`."""
     from trainers.encoders import read_shape
+    from trainers.foreign_heads import PEFT_WRAPPER, base_prefix, encoder_keys, st_pooling
     from records.manifest import Manifest
     from trainers.training.evaluate import DEFAULT_TIE_RULE
 
@@ -382,10 +413,16 @@ def foreign_manifest(directory: Path, *, name: str, runs_dir: Path, options: For
         why = str(exc).split(": ", 1)[-1].removesuffix("; give a local model directory")
         raise InterpError(f"{directory}: its base {base!r} ({base_from}) cannot be loaded: {why}; name a local copy "
                           "with --base DIR") from None
+    pooled = st_pooling(directory) if kind == "full" and options.pooling is None else None  # a sentence-transformers model's own
+    if pooled is not None:
+        options = replace(options, pooling=pooled[0])
     settings = options.resolved(runs_dir, read_shape(recorded["source"]).positions)
-    trainable = _count(directory, kind)
+    head = [] if kind == "interp" else encoder_keys(_tensor_keys(directory, kind), base_prefix(recorded["source"]),
+                                                    wrapper=PEFT_WRAPPER if kind == "peft" else "")[1]
+    trainable = _count(directory, kind, leave_out=head)
     data = {split: _split_record(Path(settings["data_dir"]) / f"{split}.jsonl", read=split != "train") for split in ("train", "valid", "test")}
     source = {"path": str(directory), "kind": kind, "copied": copied, "base": base, "base_from": base_from} | settings
+    source |= ({"pooling_from": pooled[1]} if pooled else {}) | ({"ignored": head} if head else {})  # a task head's keys: left out
     return Manifest(
         name=name, status="finished", preset=None, method=config.to_dict(),
         parameters={"method": config.describe(), "trainable": trainable, "share_of_base": trainable / recorded["parameters"]},

@@ -43,3 +43,8 @@ def import_(
     typer.echo(f"  base {m.base['source']} ({m.weights_sha256[:12]}; from {source['base_from']}); pooling {source['pooling']}, "
                f"max_len {source['max_len']}, data {source['data_dir']}")
     typer.echo(f"  weights {'copied into ' + str(run.path) if copy else 'referenced at ' + source['path']}; manifest {run.path / 'manifest.json'}")
+    if source.get("pooling_from"):
+        typer.echo(f"  pooling {source['pooling']} as its sentence-transformers {source['pooling_from']} says")
+    if source.get("ignored"):
+        shown = ", ".join(source["ignored"][:4]) + (f" and {len(source['ignored']) - 4} more" if len(source["ignored"]) > 4 else "")
+        typer.echo(f"  a task head's keys left out (the encoder under it is the delta): {shown}")
