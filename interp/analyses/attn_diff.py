@@ -62,14 +62,13 @@ from tqdm.auto import tqdm
 
 from interp.analyses.attention import capture_attention, entropy, jensen_shannon, total_variation
 from interp.analyses.attn_result import (DEFINITIONS, FULL_CAP, FULL_DECIMALS, MIN_TOKEN_COUNT, AttnDiffResult,
-                                         ExampleAttention, ExampleSide, HeadNull, SeedNull, SeedNullSide, SideStats,
-                                         TokenChange)
+                                         ExampleAttention, ExampleSide, SeedNull, SideStats, TokenChange, seed_null)
 from interp.analyses.base import depth_of
 from interp.analyses.checks import at_least, check_layer
 from interp.analyses.inputs import data_label, find_example, parse_idx
 from interp.analyses.ranks import load_model, max_len_of, pooling_of, resolve_data
 from interp.analyses.running import Prepared, run_analysis
-from interp.analyses.seeds import ALPHA, PERMUTATION_SEED, benjamini_hochberg, null_note, permutation_test, resolve_sides, run_pairs
+from interp.analyses.seeds import null_note, resolve_sides, run_pairs
 from trainers.devices import DEFAULT_PRECISION, autocast, check_device, check_precision, torch_device
 from trainers.encoders import DEFAULT_POOLING, Encoder
 from trainers.parallel import is_main, reduce_max, reduce_sum, share
@@ -294,23 +293,7 @@ class AttnDiff:
         m, n = len(self.a), len(self.b)
         if m < 2 or n < 2:
             return None
-        tests = {side: permutation_test(acc.distances(), m, n) for side, acc in sums.items()}
-        q_all = benjamini_hochberg(np.stack([t.p for t in tests.values()]))  # (sides, layers, heads): one family
-        names = [r.name for r in [*self.a, *self.b]]
-        out = {}
-        for (side, t), q, acc in zip(tests.items(), q_all, sums.values()):
-            ratio = np.where(t.within > 0, t.between / np.where(t.within > 0, t.within, 1), np.nan)
-            marked = [HeadNull(li + 1, hi + 1, float(t.between[li, hi]), float(t.within[li, hi]), float(t.p[li, hi]), float(q[li, hi]))
-                      for li, hi in zip(*np.nonzero(q <= ALPHA))]
-            out[side] = SeedNullSide(
-                between=t.between.tolist(), within=t.within.tolist(), excess=(t.between - t.within).tolist(),
-                ratio=[[None if math.isnan(v) else float(v) for v in row] for row in ratio], p=t.p.tolist(), q=q.tolist(),
-                marked=sorted(marked, key=lambda h: (h.q, -(h.between - h.within))),
-                pair_total_variation={f"{names[i]} | {names[j]}": d.tolist() for (i, j), d in zip(acc.pairs, acc.distances())},
-            )
-        return SeedNull.of(next(iter(tests.values())), m=m, n=n, statistic="between - within total variation",
-                           cells="side x layer x head", tested=sum(len(s.p) * len(s.p[0]) for s in out.values()),
-                           seed=PERMUTATION_SEED, sides=out)
+        return seed_null({side: acc.distances() for side, acc in sums.items()}, [r.name for r in [*self.a, *self.b]], m)
 
     @staticmethod
     def find(examples: Sequence, idx: int | str | None):

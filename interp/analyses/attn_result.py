@@ -1,10 +1,15 @@
-"""The typed result of `interp attn-diff` (interp/analyses/attn_diff.py), and the definitions it carries."""
+"""The typed result of `interp attn-diff` (interp/analyses/attn_diff.py), the definitions it carries, and its
+seed-noise null assembled from the runs' pairwise distances (`seed_null`)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from interp.analyses.seeds import ALPHA, EXACT_LIMIT, MONTE_CARLO, SeedNullBase
+import numpy as np
+
+from interp.analyses.seeds import (ALPHA, EXACT_LIMIT, MONTE_CARLO, PERMUTATION_SEED, SeedNullBase, benjamini_hochberg,
+                                   permutation_test, run_pairs)
 
 Grid = list[list[float]]  # [layer][head]
 MIN_TOKEN_COUNT = 5
@@ -140,6 +145,28 @@ class SeedNull(SeedNullBase):
     """attn-diff's seed-noise null: the common fields (seeds.SeedNullBase), then per side its layer x head grids."""
 
     sides: dict[str, SeedNullSide]
+
+
+def seed_null(distances: dict[str, np.ndarray], names: list[str], m: int) -> SeedNull:
+    """The null from every side's (pairs, layers, heads) D over `run_pairs(len(names))`, side A's m runs first:
+    per side the permutation test, Benjamini-Hochberg across every side x layer x head, the heads marked."""
+    n = len(names) - m
+    tests = {side: permutation_test(d, m, n) for side, d in distances.items()}
+    q_all = benjamini_hochberg(np.stack([t.p for t in tests.values()]))  # (sides, layers, heads): one family
+    out = {}
+    for (side, t), q in zip(tests.items(), q_all):
+        ratio = np.where(t.within > 0, t.between / np.where(t.within > 0, t.within, 1), np.nan)
+        marked = [HeadNull(li + 1, hi + 1, float(t.between[li, hi]), float(t.within[li, hi]), float(t.p[li, hi]), float(q[li, hi]))
+                  for li, hi in zip(*np.nonzero(q <= ALPHA))]
+        out[side] = SeedNullSide(
+            between=t.between.tolist(), within=t.within.tolist(), excess=(t.between - t.within).tolist(),
+            ratio=[[None if math.isnan(v) else float(v) for v in row] for row in ratio], p=t.p.tolist(), q=q.tolist(),
+            marked=sorted(marked, key=lambda h: (h.q, -(h.between - h.within))),
+            pair_total_variation={f"{names[i]} | {names[j]}": d.tolist() for (i, j), d in zip(run_pairs(m + n), distances[side])},
+        )
+    return SeedNull.of(next(iter(tests.values())), m=m, n=n, statistic="between - within total variation",
+                       cells="side x layer x head", tested=sum(len(s.p) * len(s.p[0]) for s in out.values()),
+                       seed=PERMUTATION_SEED, sides=out)
 
 
 @dataclass(frozen=True)
