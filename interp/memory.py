@@ -51,6 +51,13 @@ def examples_of(data: Any) -> tuple[list[Example], dict]:
     examples = [_example(item, i) for i, item in enumerate(data)]
     if not examples:
         raise InterpError("data: no examples (an empty list)")
+    seen: dict[int, int] = {}
+    for i, e in enumerate(examples):
+        if isinstance(e.idx, bool) or not isinstance(e.idx, int):
+            raise InterpError(f"data[{i}]: idx should be a whole number, got {e.idx!r}")
+        if e.idx in seen:
+            raise InterpError(f"data[{i}]: idx {e.idx} is already that of data[{seen[e.idx]}]; an example's idx names it")
+        seen[e.idx] = i
     digest = hashlib.sha256(json.dumps([[e.idx, e.query, e.code_text] for e in examples]).encode()).hexdigest()
     return examples, {"file": "in memory", "fingerprint": digest, "examples": len(examples)}
 
