@@ -315,3 +315,13 @@ def test_runs_listing_skips_the_data_directory(tmp_path, data_dir, tiny_roberta_
     shutil.copytree(data_dir, tmp_path / "data")
     run(tmp_path, data_dir, tiny_roberta_dir)
     assert [r.name for r in list_runs(tmp_path)] == ["r"]
+
+
+def test_resume_of_a_run_that_does_not_exist_is_refused(cli_world):
+    """`--resume` names a run to continue: one that is not there is one error line naming it (not a fresh start), nothing written."""
+    from helpers import check_refused
+
+    args = ["train", "--name", "lroa", "--resume", "--data", cli_world.data, "--base", cli_world.base, "--runs-dir", cli_world.runs,
+            "--method", "lora", "--r", "4", "--batch-size", "4", "--max-len", "32", "--train-limit", "16", "--eval-limit", "8",
+            "--device", "cpu", "--no-progress"]
+    check_refused(args, ["--resume", "'lroa'", "did you mean 'lora'?", str(cli_world.runs)], watched=cli_world.root)

@@ -26,7 +26,7 @@ from trainers import methods
 from trainers.data import load_split
 from trainers.devices import DEFAULT_PRECISION, check_device, mixed_precision
 from trainers.encoders import Encoder, load_encoder
-from records.errors import InterpError
+from records.errors import InterpError, did_you_mean
 from records.io import DiskFullError, atomic_dir, disk_full, write_json
 from trainers.locks import held_by_parent, hold, lend_to_children, run_lock_path
 from records.manifest import Manifest, described, differences
@@ -185,6 +185,11 @@ def train_run(spec: RunSpec, cfg: TrainConfig, *, runs_dir: Path, device: str = 
         raise InterpError(f"--num-processes {num_processes}, but this process was launched as one of {launched}")
     processes = launched if num_processes is None else num_processes
     check_batch_split(cfg.batch_size, processes)
+    if resume and launched == 1 and not (runs_dir / spec.name).exists():  # nothing to continue: not a fresh start in disguise
+        from trainers.training.runs import list_runs
+
+        unknown = did_you_mean("run", spec.name, [r.name for r in list_runs(runs_dir)], where=str(runs_dir))
+        raise InterpError(f"--resume: {unknown}; nothing to continue (leave out --resume to start it)")
     lock = run_lock_path(runs_dir, spec.name)
     if launched > 1 and (process_rank() != 0 or held_by_parent(lock)):  # the parent, or process 0, holds the lock
         return _train_run(spec, cfg, runs_dir=runs_dir, device=device, resume=resume, progress=progress, processes=processes, lock=lock)
