@@ -181,6 +181,23 @@ def test_bf16_against_fp32(runs_dir, batch):
     assert abs(mrr["bf16"] - mrr["fp32"]) <= 0.1
 
 
+def test_bf16_attn_diff_against_fp32(runs_dir):
+    """attn-diff of the base against the LoRA run at fp32 and at bf16, on the runs' 12 test pairs.
+
+    By the triangle inequality a head's TV(A, B) moves by at most TV(A_fp32, A_bf16) + TV(B_fp32, B_bf16), half the
+    L1 change of each run's row; with rows moved by ~5e-5 a weight (test_bf16_against_fp32) over at most 32 tokens
+    that is ~2e-3 at most. 0.01 allows five times that. (Measured: 9.3e-05, against a mean TV of 0.0148.)
+    """
+    tv = {}
+    for precision in ("fp32", "bf16"):
+        result, _ = run_attn_diff(runs_dir=runs_dir, a="base", b="lora", limit=EXAMPLES, precision=precision, progress=False)
+        tv[precision] = torch.tensor([result.stats[s].total_variation for s in ("query", "code")], dtype=torch.float64)
+    gap = float((tv["bf16"] - tv["fp32"]).abs().max())
+    print(f"attn-diff base vs lora, bf16 vs fp32: largest change of a head's mean TV {gap:.2e} "
+          f"(mean TV fp32 {float(tv['fp32'].mean()):.4f})")
+    assert 0 < gap < 0.01
+
+
 def test_older_manifests_load_as_fp32():
     old = {"epochs": 1, "batch_size": 4, "lr": 1e-3, "pooling": "cls", "ties": "optimistic"}  # written before precision was recorded
     assert TrainConfig.from_dict(old).precision == "fp32"
