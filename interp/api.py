@@ -122,7 +122,7 @@ class Analysed(Generic[R]):
 def attn_diff(model_a: Model | Sequence[Model], model_b: Model | Sequence[Model], data: Any, *, tokenizer=None,
               pooling: str | None = None, max_len: int | None = None, labels: tuple[str, str] | None = None,
               side: str = "both", example: int | None = None, layer: int | None = None, batch_size: int = 32,
-              device: str = "auto", name: str | None = None, runs_dir: str | os.PathLike = "runs",
+              device: str = "auto", precision: str = DEFAULT_PRECISION, name: str | None = None, runs_dir: str | os.PathLike = "runs",
               progress: bool = False) -> Analysed:
     """Where B moves the [CLS] attention relative to A, head by head (interp/analyses/attn_diff.py says every number).
 
@@ -137,10 +137,10 @@ def attn_diff(model_a: Model | Sequence[Model], model_b: Model | Sequence[Model]
     with training_kept([*a, *b]):
         analysis = AttnDiff(a=[x.run for x in a], b=[x.run for x in b], labels=labels, max_len=length, device=device)
         result = analysis.compute(examples, sides=sides_of(side), example=example, layer=layer, batch_size=batch_size,
-                                  progress=progress)
+                                  progress=progress, precision=precision)
     inputs = {"runs": [x.record for x in [*a, *b]], "runs_a": result.runs_a, "runs_b": result.runs_b,
               "pooling": {x.run.name: x.run.pooling for x in [*a, *b]}, "data": described, "side": side, "max_len": length,
-              "example": result.example.idx, "layer": result.example.layer}
+              "example": result.example.idx, "layer": result.example.layer, "precision": precision}
     seeds = len(a) > 1 or len(b) > 1
     return Analysed("attn-diff", name or result_name(labels[0], labels[1], side=side, seeds=seeds), result, inputs)
 
