@@ -12,8 +12,6 @@ Imported on first use, so `import interp` loads neither torch nor transformers.
 
 from __future__ import annotations
 
-from typing import Any
-
 _API = {"attn_diff": "interp.api", "cka": "interp.api", "ablate": "interp.api", "attribute": "interp.api",
         "qualitative": "interp.api", "Analysed": "interp.api", "load_split": "trainers.data", "read_split": "trainers.data",
         "Example": "trainers.data"}
@@ -21,7 +19,7 @@ _API = {"attn_diff": "interp.api", "cka": "interp.api", "ablate": "interp.api", 
 __all__ = ["Analysed", "Example", "ablate", "attn_diff", "attribute", "cka", "load_split", "qualitative", "read_split"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:  # no typing import: `import interp` stays at the cost of this file
     if name not in _API:
         raise AttributeError(f"module 'interp' has no attribute {name!r}")
     import importlib
