@@ -205,7 +205,8 @@ def attribute(model: Model, query: str, code: str, *, data: Any = None, baseline
     """Integrated gradients of the pair's score (the inner product of the pooled embeddings; with `baseline`, the
     difference of the two models' scores) over its query and code tokens (interp/analyses/attribute.py).
 
-    `reference`: 'others' (pairs of `data`, the default when data is given) or 'pad' (the default without).
+    `reference`: 'others' (pairs of `data`, the default when data is given; the pair itself, if among them, left out)
+    or 'pad' (the default without).
     Returns an `Analysed` AttributeResult: `query_tokens` / `code_tokens`, each token's attribution in units of
     the score; they sum to score - reference score up to `paths[i].convergence_delta`."""
     for what, text in (("query", query), ("code", code)):
@@ -222,12 +223,13 @@ def attribute(model: Model, query: str, code: str, *, data: Any = None, baseline
     length = max_len_for(both, max_len)
     first = run[0].run
     query, code = " ".join(query.split()), " ".join(code.split())
+    example = next((e.idx for e in pool or [] if (e.query, e.code_text) == (query, code)), None)  # not its own reference
     with training_kept(both):
         analysis = Attribution(first.encoder, first.model, baseline=(against[0].run.encoder, against[0].run.model) if against
                                else None, max_len=length, pooling=first.pooling,
                                baseline_pooling=against[0].run.pooling if against else None, precision=precision)
-        result = analysis.compute(pool, query=query, code=code, steps=steps, mode=mode, reference=reference, count=others,
-                                  names=(first.name, against[0].run.name if against else None))
+        result = analysis.compute(pool, query=query, code=code, steps=steps, mode=mode, example=example, reference=reference,
+                                  count=others, names=(first.name, against[0].run.name if against else None))
     digest = hashlib.sha256(f"{query}\n{code}".encode()).hexdigest()[:10]
     inputs = {"runs": [x.record for x in both], "data": {"query": query, "code": code} | ({"others": described} if described else {}),
               "steps": steps, "mode": mode, "max_len": length, "reference": reference,

@@ -73,7 +73,8 @@ def without_timings(value):
 def cli_result(world, kind: str, args: list[str]) -> dict:
     cli_world = world[0]
     before = {p: p.stat().st_mtime_ns for p in (cli_world.runs / "analyses").rglob("*.json")} if (cli_world.runs / "analyses").is_dir() else {}
-    done = invoke([kind, *args, "--runs-dir", cli_world.runs, "--limit", str(EXAMPLES)])
+    limit = [] if kind == "attribute" else ["--limit", str(EXAMPLES)]  # attribute draws its references from the whole split
+    done = invoke([kind, *args, "--runs-dir", cli_world.runs, *limit])
     assert done.exit_code == 0, done.stderr
     written = [p for p in (cli_world.runs / "analyses" / kind).glob("*.json") if before.get(p) != p.stat().st_mtime_ns]
     assert len(written) == 1, written
@@ -101,10 +102,25 @@ API_CASES = [  # (kind, CLI arguments, the API call on the loaded models m, the 
 ]
 
 
+def _attribute(model, examples, runs, **options):
+    """interp.attribute on the pair of the first example, its references drawn from the whole test split."""
+    first = examples[0]
+    return interp.attribute(model, first.query, first.code_text, data=runs.parent / "data/test.jsonl", steps=8, others=2,
+                            max_len=MAX_LEN, **options)
+
+
+API_CASES += [
+    ("attribute", ["lora", "--example", "{idx}", "--steps", "8", "--others", "2"],
+     lambda m, d, runs: _attribute(m["lora"][1], d, runs, labels=("lora",))),
+    ("attribute", ["lora", "--example", "{idx}", "--baseline", "adapter", "--mode", "sides", "--steps", "8", "--others", "2"],
+     lambda m, d, runs: _attribute("lora", d, runs, baseline="adapter", mode="sides", runs_dir=runs)),
+]
+
+
 @pytest.mark.parametrize("kind,args,call", API_CASES, ids=[f"{k}:{' '.join(a)}" for k, a, _ in API_CASES])
 def test_the_api_gives_the_commands_numbers(world, kind, args, call):
     cli_world, models, examples = world
-    saved = cli_result(world, kind, args)
+    saved = cli_result(world, kind, [a.format(idx=examples[0].idx) for a in args])
     got = call(models, examples, cli_world.runs)
     assert got.kind == kind
     mine = without_timings(got.to_dict()["result"])
