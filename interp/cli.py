@@ -82,14 +82,15 @@ app = typer.Typer(
 
 
 def _mount() -> None:
-    from interp.commands import attn_diff, cka, data, delta_analyses, demo, encoder, importing, params, report, stats, study, train
+    from interp.commands import (attn_diff, cka, data, delta_analyses, demo, encoder, evaluation, importing, listing, params, report,
+                                 stats, study, train)
 
     app.add_typer(data.app, name="data", help="Build and check AdvTest-format code-search data.")
     app.command("encoder", help="Show the resolved base encoder: family, layers, heads, hidden size, source.")(encoder.encoder)
     app.command("params", help="Exact trainable parameters per preset, checked against the study's formulas.")(params.params)
     app.command("train", help="Train a delta (a preset or a method) and keep the best by valid MRR.")(train.train)
-    app.command("eval", help="Re-evaluate a run on any split or AdvTest-format file; write predictions.")(train.eval_)
-    app.command("runs", help="List runs with method, trainable parameters, valid and test MRR.")(train.runs)
+    app.command("eval", help="Re-evaluate a run on any split or AdvTest-format file; write predictions.")(evaluation.eval_)
+    app.command("runs", help="List runs with method, trainable parameters, valid and test MRR.")(listing.runs)
     app.command("import", help="Register a peft adapter or a fine-tuned model directory from anywhere as a run.")(importing.import_)
     app.command("qualitative", help="Easy / hard / fixed / regressed examples of runs, their statistics and tests.")(stats.qualitative)
     app.command("compare", help="Paired significance tests of runs' MRR; seeds of a preset pooled.")(stats.compare)

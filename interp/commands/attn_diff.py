@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from interp.commands import options
-from interp.commands.train import Device
+from interp.commands.options import Device
 
 
 class Side(str, Enum):

@@ -42,8 +42,8 @@ def demo(runs_dir: options.RunsDir = Path("runs"), progress: options.Progress = 
     from trainers.training.train import RunSpec, train_config, train_run
 
     from interp.commands.report import report as build_report_command
-    from interp.commands.train import eval_ as eval_command
-    from interp.commands.train import runs as list_runs_command
+    from interp.commands.evaluation import eval_ as eval_command
+    from interp.commands.listing import runs as list_runs_command
 
     _check_runs_dir(runs_dir)
     start = time.perf_counter()

@@ -89,7 +89,7 @@ def join_processes(device: str) -> None:
 
     state = PartialState(cpu=not check_device(device))
     if not state.is_main_process:
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+        sys.stdout = open(os.devnull, "w")  # for the life of the process
 
 
 def without_processes(argv: list[str]) -> list[str]:

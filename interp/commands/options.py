@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+
+class Device(str, Enum):
+    """--device of train, eval, attn-diff and cka."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
 
 Base = Annotated[
     str | None,
