@@ -324,6 +324,26 @@ def test_the_projects_own_delta_by_path(foreign, tiny_roberta_dir, tmp_path):
     assert float(re.search(r"MRR (\d\.\d{4})", result.stdout).group(1)) == pytest.approx(expected, abs=5e-5)
 
 
+@pytest.mark.parametrize("kind", ["lora", "ia3"])
+def test_analyses_by_path(foreign, kind, tmp_path):
+    """An adapter directory, not imported, goes through attn-diff and cka against the base, ablate and anatomy as a run does,
+    beside no run at all; each result records where the delta is."""
+    root, made = foreign
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    test = root / "data" / "test.jsonl"
+    for args, kind_dir in ((["attn-diff", made[kind], "base", "--data", test, "--limit", 6, "--no-progress"], "attn-diff"),
+                           (["cka", made[kind], "base", "--data", test, "--limit", 6, "--no-progress"], "cka"),
+                           (["ablate", made[kind], "--layers", "1", "--data", test, "--limit", 6, "--no-progress"], "ablate"),
+                           (["anatomy", made[kind]], "anatomy")):
+        before = set((runs / "analyses" / kind_dir).glob("*.json"))
+        result = invoke([*args, "--runs-dir", runs])
+        assert result.exit_code == 0, f"{args}: {result.stderr}{result.exception!r}"
+        written = sorted(set((runs / "analyses" / kind_dir).glob("*.json")) - before)
+        assert len(written) == 1 and f"adapters_{kind}" in written[0].name, (args, written)
+        assert str(made[kind].resolve()) in json.dumps(json.loads(written[0].read_text())["inputs"])
+
+
 def test_an_analysis_by_path_saves_under_a_name_without_separators(foreign, imported):
     root, made = foreign
     runs, _ = imported
