@@ -472,3 +472,8 @@ def test_a_task_head_is_left_out_and_listed(headed, foreign, case):
     assert manifest["parameters"]["trainable"] == sum(torch.Size(s).numel() for k, s in sizes.items() if k not in head)
     if head:
         assert "a task head's keys left out" in imported.stdout
+    for args in (["ablate", case, "--layers", "1", "--limit", 6, "--no-progress"], ["anatomy", case]):
+        result = invoke([*args, "--runs-dir", runs])
+        assert result.exit_code == 0, f"{args}: {result.stderr}{result.exception!r}"
+    anatomy = json.loads(next((runs / "analyses" / "anatomy").glob(f"{case}*.json")).read_text())["result"]
+    assert anatomy["runs"][0]["matrices"] and not any("classifier" in json.dumps(m) for m in anatomy["runs"][0]["matrices"])
