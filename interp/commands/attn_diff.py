@@ -12,20 +12,13 @@ A side is one run, or a seed group, which gives the seed-noise null:
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from interp.commands import options
-from interp.commands.options import Device
-
-
-class Side(str, Enum):
-    query = "query"
-    code = "code"
-    both = "both"
+from interp.commands.options import Device, Side
 
 
 def attn_diff(
@@ -35,14 +28,14 @@ def attn_diff(
     seeds: Annotated[bool, typer.Option("--seeds", help="A and B name presets: each side is every run of that preset in "
                                                         "--runs-dir (`interp study` names them <preset>-s<seed>). Two or more "
                                                         "seeds a side test each head's change against seed-to-seed change.")] = False,
-    split: Annotated[str, typer.Option("--split", help="train, valid or test of the runs' data.")] = "test",
-    data: Annotated[Path | None, typer.Option("--data", exists=True, dir_okay=False, help="Any AdvTest-format jsonl instead of --split.")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Only this many examples: the same fixed sample as a run's --eval-limit.")] = None,
+    split: options.Split = "test",
+    data: options.DataFile = None,
+    limit: options.Limit = None,
     example: Annotated[str | None, typer.Option("--example", help="The idx of the example whose tokens x heads matrix and full attention are kept (default: the first).")] = None,
     layer: Annotated[int | None, typer.Option("--layer", help="Layer of the example matrix and of the token ranking, 1-based (default: the last).")] = None,
     side: Annotated[Side, typer.Option("--side", help="Compare the query sequence, the code sequence, or both.")] = Side.both,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass.")] = 32,
-    device: Annotated[Device, typer.Option("--device", help="auto picks CUDA when there is one.")] = Device.auto,
+    batch_size: options.BatchSize = 32,
+    device: options.DeviceOption = Device.auto,
     precision: options.Precision = "fp32",
     runs_dir: options.RunsDir = Path("runs"),
     progress: options.Progress = True,

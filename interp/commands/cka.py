@@ -16,13 +16,7 @@ from typing import Annotated
 import typer
 
 from interp.commands import options
-from interp.commands.options import Device
-
-
-class Side(str, Enum):
-    query = "query"
-    code = "code"
-    both = "both"
+from interp.commands.options import Device, Side
 
 
 class Tokens(str, Enum):
@@ -40,15 +34,15 @@ def cka(
     b: Annotated[str, typer.Argument(help="Side B, as side A, on the same base model.")],
     seeds: Annotated[bool, typer.Option("--seeds", help="A and B name presets: each side is every run of that preset in "
                                                         "--runs-dir; two or more seeds a side give the seed-noise null.")] = False,
-    split: Annotated[str, typer.Option("--split", help="train, valid or test of the runs' data.")] = "test",
-    data: Annotated[Path | None, typer.Option("--data", exists=True, dir_okay=False, help="Any AdvTest-format jsonl instead of --split.")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Only this many examples: the same fixed sample as a run's --eval-limit.")] = None,
+    split: options.Split = "test",
+    data: options.DataFile = None,
+    limit: options.Limit = None,
     side: Annotated[Side, typer.Option("--side", help="Compare the query sequences, the code sequences, or both.")] = Side.both,
     tokens: Annotated[Tokens, typer.Option("--tokens", help="cls: the first token's state per example; all: every real token's.")] = Tokens.cls,
     estimator: Annotated[Estimator, typer.Option("--estimator", help="biased (Kornblith's; in [0, 1]) or unbiased (debiased CKA; "
                                                                      "for few examples against the width).")] = Estimator.biased,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass.")] = 32,
-    device: Annotated[Device, typer.Option("--device", help="auto picks CUDA when there is one.")] = Device.auto,
+    batch_size: options.BatchSize = 32,
+    device: options.DeviceOption = Device.auto,
     precision: options.Precision = "fp32",
     runs_dir: options.RunsDir = Path("runs"),
     progress: options.Progress = True,

@@ -14,12 +14,7 @@ import typer
 
 from interp.commands import options
 
-Split = Annotated[str, typer.Option("--split", help="train, valid or test of the run's data.")]
-DataFile = Annotated[
-    Path | None,
-    typer.Option("--data", exists=True, dir_okay=False, help="Any AdvTest-format jsonl instead of --split."),
-]
-Device = Annotated[str, typer.Option("--device", help="auto (CUDA when there is one), cpu or cuda.")]
+Split, DataFile, Device = options.RunSplit, options.DataFile, options.DeviceName
 
 
 class Mode(str, Enum):
@@ -48,7 +43,7 @@ def ablate(
     sweep: Annotated[bool, typer.Option("--sweep", help="Also every single layer dropped and kept, and every top-k and bottom-k block kept: a layer-importance curve.")] = False,
     split: Split = "test",
     data: DataFile = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Only this many examples: the same fixed sample as a run's --eval-limit.")] = None,
+    limit: options.Limit = None,
     device: Device = "auto",
     precision: options.Precision = "fp32",
     runs_dir: options.RunsDir = Path("runs"),

@@ -35,6 +35,27 @@ DataDir = Annotated[Path, typer.Option("--data", parser=_path,
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 
 
+# -- the options the analysis commands share (attn-diff, cka, ablate, anatomy, attribute, qualitative, compare) --
+
+Split = Annotated[str, typer.Option("--split", help="train, valid or test of the runs' data.")]
+RunSplit = Annotated[str, typer.Option("--split", help="train, valid or test of the run's data.")]  # a one-run command's
+DataFile = Annotated[Path | None, typer.Option("--data", exists=True, dir_okay=False, help="Any AdvTest-format jsonl instead of --split.")]
+ScoredDataFile = Annotated[Path | None, typer.Option(  # the commands that score every run on it (qualitative, compare)
+    "--data", exists=True, dir_okay=False, help="Any AdvTest-format jsonl instead of --split (every run is evaluated on it).")]
+Limit = Annotated[int | None, typer.Option("--limit", help="Only this many examples: the same fixed sample as a run's --eval-limit.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass.")]
+DeviceOption = Annotated[Device, typer.Option("--device", help="auto picks CUDA when there is one.")]
+DeviceName = Annotated[str, typer.Option("--device", help="auto (CUDA when there is one), cpu or cuda.")]  # checked by the analysis
+
+
+class Side(str, Enum):
+    """--side of attn-diff and cka: which sequences of each pair are compared."""
+
+    query = "query"
+    code = "code"
+    both = "both"
+
+
 def precision(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
     """Callback of --precision: fp32 or bf16 (`trainers.devices.PRECISIONS`), else InterpError naming the option."""
     from trainers.devices import PRECISIONS

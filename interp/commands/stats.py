@@ -10,12 +10,7 @@ import typer
 
 from interp.commands import options
 
-Split = Annotated[str, typer.Option("--split", help="train, valid or test of the runs' data.")]
-DataFile = Annotated[
-    Path | None,
-    typer.Option("--data", exists=True, dir_okay=False, help="Any AdvTest-format jsonl instead of --split (every run is evaluated on it)."),
-]
-Limit = Annotated[int | None, typer.Option("--limit", help="Only this many examples: the same fixed sample as a run's --eval-limit.")]
+Split, DataFile, Limit = options.Split, options.ScoredDataFile, options.Limit
 
 
 def _names(value: str | None) -> list[str]:
