@@ -1,8 +1,9 @@
 """Analyses on several processes: each embeds its share of the examples, then the shares are combined.
 
 Training shards its batches through accelerate (trainers/training/distributed.py); the analyses
-shard their examples the same way, over the process group that accelerate's launcher and
-`PartialState` set up (gloo between CPU processes, NCCL between GPUs). Every function here is the identity on one process, so an
+shard theirs over the process group that accelerate's launcher and `PartialState` set up (gloo
+between CPU processes, NCCL between GPUs; `interp ... --num-processes N` starts them, see
+interp/commands/launching.py). Every function here is the identity on one process, so an
 analysis written with them runs unchanged without a launcher.
 
     world()                      how many processes, this one's rank        (1, 0) without a launcher
@@ -14,11 +15,12 @@ analysis written with them runs unchanged without a launcher.
     gather_rows(t)               (n_r, ...) per process -> (sum n_r, ...), rank order: with
                                  `share`, the rows of the whole range in their original order
 
-Sums of float64 statistics over shares equal one process's sums up to the order of addition
-(about 1e-15 relative); the embeddings gathered are each process's own, so what is computed
-from them (ranks, MRR) equals one process's result wherever batching does not change an
-embedding (padding is masked; batches cut at other places pad to other lengths, which moves
-float32 embeddings by about 1e-7).
+Share whole batches, not examples: `share(number of batches)` over the batches one process
+would make. Then every example is computed in the batch, with the padding, it has on one
+process, and the rows gathered are one process's, bit for bit (`trainers.training.evaluate.embed_all`:
+embeddings, ranks and MRR equal exactly). A batch cut at another place pads to another length,
+which moves float32 embeddings by about 1e-7. Sums of float64 statistics over shares equal one
+process's sums up to the order of addition (about 1e-15 relative).
 """
 
 from __future__ import annotations
