@@ -220,6 +220,20 @@ def test_eval_records_an_imported_runs_metrics(foreign, imported, kind, tiny_rob
     assert f"{metrics['valid_mrr']:.4f} {expected:.4f} {metrics['test']['mrr@10']:.4f}" in " ".join(row.split()), row
 
 
+def test_import_eval_scores_and_records(foreign, tmp_path, tiny_roberta_dir):
+    """`interp import --eval`: the valid and test metrics recorded at once, the test MRR plain transformers'."""
+    root, made = foreign
+    runs = tmp_path / "runs"
+    result = invoke(["import", made["lora"], "--name", "scored", "--data", root / "data", "--max-len", MAX_LEN, "--eval", "--no-progress",
+                     "--runs-dir", runs])
+    assert result.exit_code == 0, result.stderr
+    expected, _ = _reference_mrr("lora", made["lora"], tiny_roberta_dir, root / "data" / "test.jsonl")
+    assert re.search(rf"  test: MRR {expected:.4f} over \d+ queries .*test metrics recorded in", result.stdout), result.stdout
+    assert "  valid: MRR " in result.stdout
+    metrics = json.loads((runs / "scored" / "manifest.json").read_text())["metrics"]
+    assert metrics["test_mrr"] == pytest.approx(expected, rel=1e-9) and set(metrics) == {"valid_mrr", "valid", "test_mrr", "test"}
+
+
 def test_eval_does_not_record_on_changed_data(foreign, tmp_path):
     """The data an imported run was fingerprinted on has changed since: its metrics are not recorded, and it says why."""
     root, made = foreign

@@ -27,11 +27,14 @@ def import_(
     data: Annotated[Path | None, typer.Option("--data", parser=options._path,
                                               help="The AdvTest directory analyses read by default (default RUNS_DIR/data).")] = None,
     copy: Annotated[bool, typer.Option("--copy/--no-copy", help="Copy the weights into the run (default: referenced where they are).")] = False,
+    score: Annotated[bool, typer.Option("--eval/--no-eval", help="Then score it on its valid and test splits and record the "
+                                        "metrics (as `interp eval NAME --split valid|test` does).")] = False,
+    progress: options.Progress = True,
     runs_dir: options.RunsDir = Path("runs"),
 ) -> None:
-    """Register a peft adapter or a fine-tuned model directory as a run, its weights referenced (or --copy)."""
+    """Register a peft adapter or a fine-tuned model directory as a run, its weights referenced (or --copy); --eval scores it."""
     from trainers.foreign import ForeignOptions
-    from trainers.training.runs import import_run
+    from trainers.training.runs import import_run, score_imported
 
     options.creatable_dir("--runs-dir", runs_dir)
     options.at_least("--max-len", max_len)
@@ -48,3 +51,10 @@ def import_(
     if source.get("ignored"):
         shown = ", ".join(source["ignored"][:4]) + (f" and {len(source['ignored']) - 4} more" if len(source["ignored"]) > 4 else "")
         typer.echo(f"  a task head's keys left out (the encoder under it is the delta): {shown}")
+    if score:
+        scored = score_imported(run, progress=progress)
+        for split, result, note in scored:
+            typer.echo(f"  {split}: MRR {result.evaluation.mrr:.4f} over {len(result.urls)} queries (ties {result.ties}; pooling "
+                       f"{result.pooling}); {note}")
+        if not scored:
+            typer.echo(f"  not scored: no valid or test split in {source['data_dir']}")

@@ -240,6 +240,21 @@ def record_evaluation(run: RunInfo, result, *, split: str, precision: str, data_
     return f"{split} metrics recorded in {run.path / MANIFEST}"
 
 
+def score_imported(run: RunInfo, *, device: str = "auto", progress: bool = True) -> list[tuple[str, object, str]]:
+    """Score an imported run on its own valid and test splits (those fingerprinted at import) and record the metrics
+    (`record_evaluation`): (split, `RunEvaluation`, what was recorded) each, valid first. `interp import --eval`."""
+    from trainers.training.scoring import evaluate_run
+
+    out = []
+    for split in ("valid", "test"):
+        if (run.manifest.data.get(split) or {}).get("fingerprint") is None:
+            continue  # no such split in its data directory (or not readable) when it was imported
+        precision = run.manifest.train.get("precision", "fp32")
+        result = evaluate_run(run, split=split, device=device, progress=progress, precision=precision)
+        out.append((split, result, record_evaluation(run, result, split=split, precision=precision)))
+    return out
+
+
 @contextlib.contextmanager
 def writing_into(run: RunInfo, target: Path | None) -> Iterator[None]:
     """Hold the run's lock for the block if `target` (a file a command will write) lies inside the run's
