@@ -150,3 +150,23 @@ def test_num_processes_launches_and_reports_one_error(cli_world, tmp_path):
 def test_bad_input_is_refused_before_any_process_starts(cli_world, args, names):
     check_refused([*args, "--runs-dir", str(cli_world.runs), "--device", "cpu"] if args[0] not in ("compare", "qualitative")
                   else [*args, "--runs-dir", str(cli_world.runs)], names, watched=cli_world.root)
+
+
+@pytest.mark.parametrize(
+    "env, args, message",
+    [  # what a launcher left in the environment: refused before any process group or model
+        ({"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1"}, ["ablate", "lora", "--sweep"],
+         "accelerate launch started a single process"),
+        ({"WORLD_SIZE": "2", "RANK": "0"}, ["ablate", "lora", "--sweep", "--num-processes", "3"],
+         "--num-processes 3, but this process was launched as one of 2"),
+        ({"WORLD_SIZE": "2", "RANK": "0"}, ["compare", "lora", "adapter", "--num-processes", "1"],
+         "--num-processes 1, but this process was launched as one of 2"),
+    ],
+)
+def test_launch_settings_that_disagree_are_refused(cli_world, monkeypatch, env, args, message):
+    for name in ("WORLD_SIZE", "RANK", "ACCELERATE_USE_CPU", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    line = check_refused([*args, "--runs-dir", str(cli_world.runs)], [], watched=cli_world.root)
+    assert message in line
