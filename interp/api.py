@@ -122,8 +122,8 @@ class Analysed(Generic[R]):
 def attn_diff(model_a: Model | Sequence[Model], model_b: Model | Sequence[Model], data: Any, *, tokenizer=None,
               pooling: str | None = None, max_len: int | None = None, labels: tuple[str, str] | None = None,
               side: str = "both", example: int | None = None, layer: int | None = None, batch_size: int = 32,
-              device: str = "auto", precision: str = DEFAULT_PRECISION, name: str | None = None, runs_dir: str | os.PathLike = "runs",
-              progress: bool = False) -> Analysed:
+              device: str = "auto", precision: str = DEFAULT_PRECISION, name: str | None = None,
+              runs_dir: str | os.PathLike = "runs", progress: bool = False) -> Analysed:
     """Where B moves the [CLS] attention relative to A, head by head (interp/analyses/attn_diff.py says every number).
 
     Returns an `Analysed` AttnDiffResult: `stats[side]` per side ('query', 'code') holds [layer][head] grids (layers and
@@ -188,7 +188,8 @@ def ablate(model: Model, data: Any, *, layers: str | Sequence[int] | None = None
     spec = layers if layers is None or isinstance(layers, str) else ",".join(str(int(i)) for i in layers)
     chosen = _parse(spec, depth)
     analysis = Ablation(bound.run.encoder, bound.run.model, name=bound.run.name, config=config,
-                        max_len=max_len_for([bound], max_len), pooling=bound.run.pooling, ties=ties or bound.ties or DEFAULT_TIE_RULE,
+                        max_len=max_len_for([bound], max_len), pooling=bound.run.pooling,
+                        ties=ties or bound.ties or DEFAULT_TIE_RULE,
                         batch_size=batch_size, device=device, progress=progress, precision=precision)
     with training_kept([bound]):
         result = analysis.compute(examples, layers=chosen, mode=mode, sweep=sweep)
@@ -231,9 +232,10 @@ def attribute(model: Model, query: str, code: str, *, data: Any = None, baseline
         result = analysis.compute(pool, query=query, code=code, steps=steps, mode=mode, example=example, reference=reference,
                                   count=others, names=(first.name, against[0].run.name if against else None))
     digest = hashlib.sha256(f"{query}\n{code}".encode()).hexdigest()[:10]
-    inputs = {"runs": [x.record for x in both], "data": {"query": query, "code": code} | ({"others": described} if described else {}),
-              "steps": steps, "mode": mode, "max_len": length, "reference": reference,
-              "others": others if reference == "others" else None, "pooling": [x.run.pooling for x in both], "precision": precision}
+    pair = {"query": query, "code": code} | ({"others": described} if described else {})
+    inputs = {"runs": [x.record for x in both], "data": pair, "steps": steps, "mode": mode, "max_len": length,
+              "reference": reference, "others": others if reference == "others" else None,
+              "pooling": [x.run.pooling for x in both], "precision": precision}
     stem = first.name + (f"-vs-{against[0].run.name}" if against else "") + f".pair-{digest}"
     return Analysed("attribute", name or stem, result, inputs)
 

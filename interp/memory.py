@@ -134,7 +134,8 @@ def bind(model: Model, *, name: str, tokenizer=None, pooling: str | None = None,
     source = str(getattr(inner, "name_or_path", "") or "")
     encoder = Encoder(model=inner, tokenizer=tokenizer, spec=spec, source=source or "in memory", name=name)
     record = {"name": name, "from": "memory", "class": type(model).__name__, "encoder_class": type(inner).__name__,
-              "name_or_path": source, "peft_config": peft_config, "trainable": what, "trainable_sha256": weights_sha256(trainable),
+              "name_or_path": source, "peft_config": peft_config, "trainable": what,
+              "trainable_sha256": weights_sha256(trainable),
               "parameters": sum(p.numel() for p in model.parameters())}
     return Bound(BoundRun(name, encoder, model, pooling or DEFAULT_POOLING), record, None, None)
 

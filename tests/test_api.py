@@ -83,7 +83,7 @@ def without_timings(value):
 
 def cli_result(world, kind: str, args: list[str]) -> dict:
     cli_world = world[0]
-    before = {p: p.stat().st_mtime_ns for p in (cli_world.runs / "analyses").rglob("*.json")} if (cli_world.runs / "analyses").is_dir() else {}
+    before = {p: p.stat().st_mtime_ns for p in (cli_world.runs / "analyses").rglob("*.json")}
     limit = [] if kind == "attribute" else ["--limit", str(EXAMPLES)]  # attribute draws its references from the whole split
     done = invoke([kind, *args, "--runs-dir", cli_world.runs, *limit])
     assert done.exit_code == 0, done.stderr
@@ -234,7 +234,8 @@ def test_figures_are_the_reports(tiny_pair, kind, div, traces):
 
     a, b, pairs = tiny_pair
     result = {"attn-diff": lambda: interp.attn_diff(a, b, pairs), "cka": lambda: interp.cka(a, b, pairs),
-              "ablate": lambda: interp.ablate(a, pairs, sweep=True), "qualitative": lambda: interp.qualitative(a, b, pairs)}[kind]()
+              "ablate": lambda: interp.ablate(a, pairs, sweep=True),
+              "qualitative": lambda: interp.qualitative(a, b, pairs)}[kind]()
     figures = result.figures()
     figure = figures[div]
     assert isinstance(figure, go.Figure) and [t.type for t in figure.data] == [t.lower() for t in traces]
@@ -250,10 +251,11 @@ def test_a_seed_group_gets_the_null(tiny_pair, tiny_roberta_dir):
     from transformers import AutoModel
 
     a, b, pairs = tiny_pair
+    config = LoraConfig(r=2, target_modules=["query"], init_lora_weights=False)
     torch.manual_seed(3)
-    c = get_peft_model(AutoModel.from_pretrained(tiny_roberta_dir), LoraConfig(r=2, target_modules=["query"], init_lora_weights=False))
+    c = get_peft_model(AutoModel.from_pretrained(tiny_roberta_dir), config)
     torch.manual_seed(4)
-    d = get_peft_model(AutoModel.from_pretrained(tiny_roberta_dir), LoraConfig(r=2, target_modules=["query"], init_lora_weights=False))
+    d = get_peft_model(AutoModel.from_pretrained(tiny_roberta_dir), config)
     got = interp.attn_diff([a, b], [c, d], pairs, side="code")
     assert got.name == "A-vs-B.seeds.code" and got.runs_a == ["A.1", "A.2"] and got.runs_b == ["B.1", "B.2"]
     null = got.seed_null
@@ -290,13 +292,15 @@ BAD = [  # (what is wrong, the call on (a, b, pairs, the tiny base's directory, 
     ("an empty query", lambda a, b, p, d, m: interp.attn_diff(a, b, [*p, ("  ", "def f(): pass")]), ("data[6]", "non-empty")),
     ("a dict without code", lambda a, b, p, d, m: interp.attn_diff(a, b, [{"query": "x"}]), ("data[0]", "'code'")),
     ("an idx twice", lambda a, b, p, d, m: interp.cka(a, b, [{"query": "q", "code": "c", "idx": 3}] * 2), ("data[1]", "idx 3")),
-    ("an idx not a number", lambda a, b, p, d, m: interp.cka(a, b, [{"query": "q", "code": "c", "idx": "x"}]), ("data[0]", "'x'")),
+    ("an idx not a number", lambda a, b, p, d, m: interp.cka(a, b, [{"query": "q", "code": "c", "idx": "x"}]),
+     ("data[0]", "'x'")),
     ("no such data file", lambda a, b, p, d, m: interp.cka(a, b, "nosuch.jsonl"), ("nosuch.jsonl", "no such file")),
     ("not a model", lambda a, b, p, d, m: interp.attn_diff(3, b, p), ("model_a", "int")),
     ("not an encoder family", lambda a, b, p, d, m: interp.cka(a, _gpt2(), p), ("model_b", "GPT2Model", "gpt2")),
     ("a task head", lambda a, b, p, d, m: interp.attn_diff(a, _head_model(d), p), ("model_b", "RobertaForMaskedLM", ".roberta")),
     ("different tokenizers", lambda a, b, p, d, m: interp.attn_diff(a, m.model, p), ("different tokenizers",)),
-    ("the wrong tokenizer", lambda a, b, p, d, m: interp.attn_diff(a, b, p, tokenizer=m.tokenizer), ("model_a", "not this model's tokenizer")),
+    ("the wrong tokenizer", lambda a, b, p, d, m: interp.attn_diff(a, b, p, tokenizer=m.tokenizer),
+     ("model_a", "not this model's tokenizer")),
     ("the same model twice", lambda a, b, p, d, m: interp.cka(a, a, p), ("'A' and 'B'", "one model")),
     ("no delta to ablate", lambda a, b, p, d, m: interp.ablate(m.model, p, layers="1"), ("plain encoder", "no delta")),
     ("a layer outside", lambda a, b, p, d, m: interp.ablate(a, p, layers="9"), ("--layers 9", "4 layers")),
