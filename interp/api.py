@@ -129,7 +129,8 @@ def attn_diff(model_a: Model | Sequence[Model], model_b: Model | Sequence[Model]
     Returns an `Analysed` AttnDiffResult: `stats[side]` per side ('query', 'code') holds [layer][head] grids (layers and
     heads from 0 in the arrays) of total variation and Jensen-Shannon divergence (in [0, 1], shares of the attention
     mass), signed content difference (attention mass), entropies (bits); `example` one example's heads x tokens
-    difference at `layer` (1-based; default the last) for bertviz. With a list of models on both sides (seeds), a
+    difference at `layer` (1-based; default the last) for bertviz: the example of idx `example` (for pairs and dicts
+    without an idx, its position in `data`; default the first). With a list of models on both sides (seeds), a
     seed-noise null per head (`seed_null`)."""
     examples, described = examples_of(data)
     a, b, labels = bind_pair(model_a, model_b, labels=labels, tokenizer=tokenizer, pooling=pooling, runs_dir=runs_dir)
