@@ -24,6 +24,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from helpers import check_refused, invoke, json_close, single_thread  # noqa: F401 (an autouse fixture)
 
@@ -145,11 +146,13 @@ def test_num_processes_launches_and_reports_one_error(cli_world, tmp_path):
         (["qualitative", "--baseline", "lora", "--candidate", "adapter", "--limit", "0", "--num-processes", "2"], ["--limit"]),
         (["cka", "lora", "adapter", "--split", "dev", "--num-processes", "2"], ["--split", "dev"]),
         (["attn-diff", "lora", "adapter", "--layer", "9", "--num-processes", "2"], ["--layer", "9"]),
+        pytest.param(["ablate", "lora", "--sweep", "--num-processes", "2", "--device", "cuda"], ["--device cuda"],
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here")),
     ],
 )
 def test_bad_input_is_refused_before_any_process_starts(cli_world, args, names):
-    check_refused([*args, "--runs-dir", str(cli_world.runs), "--device", "cpu"] if args[0] not in ("compare", "qualitative")
-                  else [*args, "--runs-dir", str(cli_world.runs)], names, watched=cli_world.root)
+    device = [] if args[0] in ("compare", "qualitative") or "--device" in args else ["--device", "cpu"]
+    check_refused([*args, "--runs-dir", str(cli_world.runs), *device], names, watched=cli_world.root)
 
 
 @pytest.mark.parametrize(
