@@ -53,16 +53,24 @@ def share(n: int) -> range:
 
 
 def reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    dist = _dist()
-    if dist is not None and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
+    return _all_reduce(t, "SUM")
 
 
 def reduce_max(t: torch.Tensor) -> torch.Tensor:
+    return _all_reduce(t, "MAX")
+
+
+def _all_reduce(t: torch.Tensor, op: str) -> torch.Tensor:
+    """`t` reduced over the processes, in place. NCCL (the GPUs' backend) reduces CUDA tensors only: a CPU
+    tensor (float64 sums kept on the CPU) goes through this process's GPU and back."""
     dist = _dist()
-    if dist is not None and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    if dist is None or dist.get_world_size() == 1:
+        return t
+    if t.device.type == "cpu" and dist.get_backend() == "nccl":
+        moved = t.to(torch.device("cuda", torch.cuda.current_device()))
+        dist.all_reduce(moved, op=getattr(dist.ReduceOp, op))
+        return t.copy_(moved)
+    dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
     return t
 
 
