@@ -42,7 +42,7 @@ def on_processes(num_processes: int | None, *, device: str, command: str, check:
     processes than GPUs on CUDA, or whatever `check` or the launched processes raise.
     """
     from records.errors import InterpError
-    from trainers.training.distributed import check_processes, check_single_launch, launched_processes
+    from trainers.training.distributed import check_processes, check_single_launch, launched_processes, run_launcher
 
     if num_processes is not None and num_processes < 1:
         raise InterpError(f"{NUM_PROCESSES_OPTION} {num_processes}: should be at least 1")
@@ -60,8 +60,6 @@ def on_processes(num_processes: int | None, *, device: str, command: str, check:
     if check is not None:
         check()
     argv = _command_line()
-    from trainers.training.distributed import run_launcher
-
     with tempfile.TemporaryDirectory(prefix="interp-launch-") as tmp:
         run_launcher(["-m", "interp", *without_processes(argv)], num_processes=num_processes, what=f"`interp {command}` processes",
                      error=Path(tmp) / "error.txt")
