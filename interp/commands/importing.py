@@ -34,7 +34,7 @@ def import_(
 ) -> None:
     """Register a peft adapter or a fine-tuned model directory as a run, its weights referenced (or --copy); --eval scores it."""
     from trainers.foreign import ForeignOptions
-    from trainers.training.runs import import_run, score_imported
+    from trainers.training.runs import import_run
 
     options.creatable_dir("--runs-dir", runs_dir)
     options.at_least("--max-len", max_len)
@@ -52,9 +52,25 @@ def import_(
         shown = ", ".join(source["ignored"][:4]) + (f" and {len(source['ignored']) - 4} more" if len(source["ignored"]) > 4 else "")
         typer.echo(f"  a task head's keys left out (the encoder under it is the delta): {shown}")
     if score:
-        scored = score_imported(run, progress=progress)
+        scored = _score(run, progress=progress)
         for split, result, note in scored:
             typer.echo(f"  {split}: MRR {result.evaluation.mrr:.4f} over {len(result.urls)} queries (ties {result.ties}; pooling "
                        f"{result.pooling}); {note}")
         if not scored:
             typer.echo(f"  not scored: no valid or test split in {source['data_dir']}")
+
+
+def _score(run, *, progress: bool) -> list[tuple[str, object, str]]:
+    """--eval: the imported run scored on its own valid and test splits (those fingerprinted at import), each recorded as
+    `interp eval NAME --split S` records it (`record_evaluation`): (split, `RunEvaluation`, what was recorded), valid first."""
+    from trainers.training.runs import record_evaluation
+    from trainers.training.scoring import evaluate_run
+
+    out = []
+    for split in ("valid", "test"):
+        if (run.manifest.data.get(split) or {}).get("fingerprint") is None:
+            continue  # no such split in its data directory (or not readable) when it was imported
+        precision = run.manifest.train.get("precision", "fp32")
+        result = evaluate_run(run, split=split, progress=progress, precision=precision)
+        out.append((split, result, record_evaluation(run, result, split=split, precision=precision)))
+    return out

@@ -157,8 +157,8 @@ def find_run(runs_dir: Path, name: str, *, foreign=None) -> RunInfo:
 
 
 def _foreign_manifest(directory: Path, **settings) -> Manifest:
-    """`trainers.foreign.foreign_manifest`, with this checkout's versions recorded as a trained run's are."""
-    from trainers.foreign import foreign_manifest
+    """`trainers.foreign_record.foreign_manifest`, with this checkout's versions recorded as a trained run's are."""
+    from trainers.foreign_record import foreign_manifest
 
     return foreign_manifest(directory, **settings).replace(versions=package_versions(), code_version=code_version())
 
@@ -238,21 +238,6 @@ def record_evaluation(run: RunInfo, result, *, split: str, precision: str, data_
         metrics = dict(current.metrics) | {f"{split}_mrr": result.evaluation.mrr, split: dict(result.evaluation.metrics)}
         current.replace(metrics=metrics).write(run.path)
     return f"{split} metrics recorded in {run.path / MANIFEST}"
-
-
-def score_imported(run: RunInfo, *, device: str = "auto", progress: bool = True) -> list[tuple[str, object, str]]:
-    """Score an imported run on its own valid and test splits (those fingerprinted at import) and record the metrics
-    (`record_evaluation`): (split, `RunEvaluation`, what was recorded) each, valid first. `interp import --eval`."""
-    from trainers.training.scoring import evaluate_run
-
-    out = []
-    for split in ("valid", "test"):
-        if (run.manifest.data.get(split) or {}).get("fingerprint") is None:
-            continue  # no such split in its data directory (or not readable) when it was imported
-        precision = run.manifest.train.get("precision", "fp32")
-        result = evaluate_run(run, split=split, device=device, progress=progress, precision=precision)
-        out.append((split, result, record_evaluation(run, result, split=split, precision=precision)))
-    return out
 
 
 @contextlib.contextmanager
