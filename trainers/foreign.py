@@ -24,6 +24,10 @@ manifest ("source", "train") and so into every result's inputs (`RunRef.fingerpr
     data      --data DIR, default RUNS_DIR/data (`interp data build`'s); valid and test fingerprinted whole
     ties      codexglue (CodeXGLUE's evaluator), precision fp32
 
+A delta saved on a model with a task head (keys under the base's `base_model_prefix`) loads as the
+encoder under it, the head left out and listed; a sentence-transformers directory pools as its
+Pooling module says (`trainers.foreign_heads`). The manifest: `trainers.foreign_record`.
+
 Weights are read from safetensors only (a pickled adapter_model.bin is refused, not loaded).
 `trainers.training.runs.import_run` registers a foreign delta as runs/NAME: a manifest whose "source" names the
 directory, the weights referenced where they are (or copied, `copy=True`).
