@@ -144,7 +144,7 @@ def _read_run(path: Path, problems: list[str]) -> Run | None:
     if curves is not None and not isinstance(curves, dict):
         problems.append(f"{printable(str(path / 'curves.json'))}: not training curves (not an object)")
         curves = None
-    return Run(name=path.name, manifest=manifest, curves=curves, modules=_modules(path, problems),
+    return Run(name=path.name, manifest=manifest, curves=curves, modules=_modules(*_delta_weights(path, manifest), problems=problems),
                test_metrics=manifest.split_metrics("test", path))
 
 
@@ -178,8 +178,23 @@ def _valid_result(saved: Any, kind: str, path: Path, problems: list[str]) -> boo
 _INIT_VALUES = re.compile(r"(^|\.)(union_)?kv_prefix_init_(key|value)(\.|$)")
 
 
-def _modules(path: Path, problems: list[str]) -> list[dict]:
-    """Trainable parameters per (module, layer) from the safetensors header, without loading tensors."""
+def _delta_weights(path: Path, manifest: Manifest) -> tuple[Path, frozenset]:
+    """Where a run's adapter_model.safetensors is, and the keys in it that are no part of the delta: the run's own directory;
+    for a peft adapter imported by reference, the directory its manifest names (`source.path`), less a task head's keys
+    (`source.ignored`)."""
+    source = manifest.extra.get("source")
+    if not isinstance(source, dict):
+        return path, frozenset()
+    ignored = frozenset(k for k in source.get("ignored") or () if isinstance(k, str)) if isinstance(source.get("ignored"), list) else frozenset()
+    where = source.get("path")
+    if source.get("kind") == "peft" and not source.get("copied") and isinstance(where, str) and Path(where).is_dir():
+        return Path(where), ignored
+    return path, ignored
+
+
+def _modules(path: Path, ignored: frozenset = frozenset(), *, problems: list[str]) -> list[dict]:
+    """Trainable parameters per (module, layer) from the safetensors header in `path`, without loading tensors; `ignored`
+    keys left out."""
     weights = path / "adapter_model.safetensors"
     if not weights.is_file():
         return []
@@ -192,7 +207,7 @@ def _modules(path: Path, problems: list[str]) -> list[dict]:
         return []
     counts: dict[tuple[str, int | None], int] = {}
     for name, info in (header.items() if isinstance(header, dict) else [("", None)]):
-        if name == "__metadata__" or _INIT_VALUES.search(name):  # a prefix's initial values, kept beside it, not trained
+        if name == "__metadata__" or name in ignored or _INIT_VALUES.search(name):  # a prefix's initial values: not trained
             continue
         shape = info.get("shape", []) if isinstance(info, dict) else None
         if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):

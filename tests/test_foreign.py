@@ -265,6 +265,8 @@ def test_report_lists_imported_runs(imported):
     assert "<td>imported</td>" in row and f'<td class="num">{100 * mrr:.2f}</td>' in row, row
     page = " ".join((runs / "report" / "runs" / "my-ia3.html").read_text().split())
     assert "a peft delta at <code>" in page and "(copied into the run)" in page
+    page = " ".join((runs / "report" / "runs" / "my-lora.html").read_text().split())  # referenced: its parameters read where it is
+    assert "(referenced)" in page and "<code>attention.self.query.lora_A</code></td><td class=\"num\">512</td>" in page, page
 
 
 # -- refusals: one error line naming what is at fault, nothing written --------------------------------

@@ -248,6 +248,6 @@ def test_a_runs_modules_count_its_trainable_parameters(tmp_path, tiny_roberta_di
     encoder = load_encoder(tiny_roberta_dir)
     save_delta(apply_method(encoder, config), config, tmp_path)
     problems: list[str] = []
-    rows = _modules(tmp_path, problems)
+    rows = _modules(tmp_path, problems=problems)
     assert problems == [] and not any("init" in row["module"] for row in rows)
     assert sum(row["parameters"] for row in rows) == count_parameters(encoder, config).trainable
