@@ -493,3 +493,25 @@ def test_a_task_head_is_left_out_and_listed(headed, foreign, case):
         assert result.exit_code == 0, f"{args}: {result.stderr}{result.exception!r}"
     anatomy = json.loads(next((runs / "analyses" / "anatomy").glob(f"{case}*.json")).read_text())["result"]
     assert anatomy["runs"][0]["matrices"] and not any("classifier" in json.dumps(m) for m in anatomy["runs"][0]["matrices"])
+
+
+def test_an_older_sentence_transformers_layout(headed, foreign, tmp_path):
+    """The transformer in 0_Transformer/ (older sentence-transformers): the top directory is refused, naming the subdirectory;
+    the subdirectory is the model, pooled as its parent's Pooling module says."""
+    root, made = headed
+    base, reference, _ = made["sentence-transformers"]
+    new, old = root / "sentence-transformers", tmp_path / "old-st"
+    (old / "0_Transformer").mkdir(parents=True)
+    for p in new.iterdir():
+        if p.is_file() and p.name not in ("modules.json", "README.md"):
+            shutil.copy(p, old / "0_Transformer" / p.name)
+    shutil.copytree(new / "1_Pooling", old / "1_Pooling")
+    modules = json.loads((new / "modules.json").read_text())
+    modules[0]["path"] = "0_Transformer"
+    (old / "modules.json").write_text(json.dumps(modules))
+    test = foreign[0] / "data" / "test.jsonl"
+    check_refused(["eval", old, "--base", base, "--data", test], [str(old), "0_Transformer/", str(old / "0_Transformer")], watched=tmp_path)
+    result = invoke(["eval", old / "0_Transformer", "--base", base, "--data", test, "--max-len", MAX_LEN, "--no-progress"])
+    assert result.exit_code == 0, result.stderr
+    assert "pooling mean" in result.stdout
+    assert float(re.search(r"MRR (\d\.\d{4})", result.stdout).group(1)) == pytest.approx(_encoder_mrr(reference, base, test), abs=5e-5)

@@ -166,6 +166,10 @@ def delta_kind(directory: Path) -> str:
         return "peft"
     if (d / "config.json").is_file() and any(d.glob("*.safetensors")):
         return "full"
+    from trainers.foreign_heads import st_transformer_dir
+
+    if (inner := st_transformer_dir(d)) is not None:
+        raise InterpError(f"{d}: a sentence-transformers model whose transformer is in {inner}/; give {d / inner}")
     raise InterpError(f"{d}: neither a peft adapter (adapter_config.json + {PEFT_WEIGHTS}) nor a Hugging Face model "
                       "directory (config.json + *.safetensors)")
 

@@ -14,12 +14,15 @@ which are left out of the delta, its parameter count and its analyses, and liste
 
 A sentence-transformers directory (modules.json, the transformer at the top and its pooling in
 1_Pooling/config.json) is a full model directory; its pooling, where it is one the project
-computes (cls, mean), is the default for --pooling (`st_pooling`).
+computes (cls, mean), is the default for --pooling (`st_pooling`). An older one keeps the
+transformer in a subdirectory (0_Transformer): that subdirectory is the model directory, pooled
+as its parent's Pooling module says.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from records.errors import InterpError
@@ -55,18 +58,35 @@ def base_prefix(config_dir: str) -> str:
         return ""
 
 
-def st_pooling(directory: Path) -> tuple[str, str] | None:
-    """(pooling, the file it was read from) of a sentence-transformers directory whose Pooling module pools as the project
-    can (cls, mean); None for any other directory; InterpError naming the file for a pooling the project does not compute."""
-    directory = Path(directory)
+def _st_modules(directory: Path, kind: str) -> list[dict]:
+    """The modules of `kind` ("Transformer", "Pooling") that directory/modules.json lists with a path ([] where none)."""
     try:
-        modules = json.loads((directory / ST_MODULES).read_text(encoding="utf-8"))
+        modules = json.loads((Path(directory) / ST_MODULES).read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
+        return []
+    return [m for m in modules if isinstance(m, dict) and str(m.get("type", "")).endswith(kind) and isinstance(m.get("path"), str)
+            ] if isinstance(modules, list) else []
+
+
+def st_transformer_dir(directory: Path) -> str | None:
+    """The subdirectory an older sentence-transformers directory keeps its transformer in ("0_Transformer"); None otherwise."""
+    found = _st_modules(directory, "Transformer")
+    return found[0]["path"] if found and found[0]["path"] not in ("", ".") else None
+
+
+def st_pooling(directory: Path) -> tuple[str, str] | None:
+    """(pooling, the file it was read from, relative to `directory`) of a sentence-transformers model whose Pooling module
+    pools as the project can (cls, mean): `directory`'s own, or, for the transformer subdirectory of an older layout
+    (`st_transformer_dir`), its parent's. None for any other directory; InterpError naming the file for a pooling the
+    project does not compute."""
+    directory = Path(directory).resolve()
+    home = directory
+    if not (directory / ST_MODULES).is_file() and st_transformer_dir(directory.parent) == directory.name:
+        home = directory.parent
+    found = _st_modules(home, "Pooling")
+    if not found:
         return None
-    found = [m for m in modules if isinstance(m, dict) and str(m.get("type", "")).endswith("Pooling")] if isinstance(modules, list) else []
-    if not found or not isinstance(found[0].get("path"), str):
-        return None
-    file = directory / found[0]["path"] / "config.json"
+    file = home / found[0]["path"] / "config.json"
     try:
         config = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
@@ -79,7 +99,7 @@ def st_pooling(directory: Path) -> tuple[str, str] | None:
     if len(modes) != 1 or None in chosen:
         raise InterpError(f"{file}: pools by {', '.join(modes) or 'nothing'}, which the project does not compute (cls, mean); "
                           "choose one with --pooling")
-    return chosen.pop(), str(file.relative_to(directory))
+    return chosen.pop(), os.path.relpath(file, directory)
 
 
-__all__ = ["PEFT_WRAPPER", "base_prefix", "encoder_keys", "st_pooling"]
+__all__ = ["PEFT_WRAPPER", "base_prefix", "encoder_keys", "st_pooling", "st_transformer_dir"]
