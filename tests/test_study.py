@@ -211,6 +211,29 @@ def test_beside_the_grid_the_zero_shot_base_and_imported_runs(finished, tmp_path
     assert '<td class="num">25.00</td>' in page and "other (9 pairs)" in page and "<td>the grid's</td>" in page
 
 
+@pytest.mark.parametrize("saved, shown", [
+    ({"metrics": {"mrr": 0.5, "mrr@10": "high"}, "base": "x", "queries": None}, {"test_mrr": 0.5, "mrr@10": None, "same_base": False}),
+    ({"metrics": {"mrr": "0.5"}}, None), ([1, 2], None), ({"metrics": [0.5]}, None),
+])
+def test_a_hand_edited_zero_shot_result_is_shown_as_far_as_it_reads(tmp_path, saved, shown):
+    """beside_grid reads runs_dir/analyses/eval/base-test.json as far as it holds numbers: anything else is missing, not a failure."""
+    from interp.study.runner import Expected
+    from interp.study.tables import beside_grid, render_markdown
+
+    (tmp_path / "analyses" / "eval").mkdir(parents=True)
+    (tmp_path / "analyses" / "eval" / "base-test.json").write_text(json.dumps(saved))
+    rows = beside_grid(tmp_path, Expected(base={"weights_sha256": "a" * 64}, data={"test": {"fingerprint": "b" * 64}}, parameters={}))["beside"]
+    if shown is None:
+        assert rows == []
+        return
+    [row] = rows
+    assert (row["test_mrr"], row["test"]["mrr@10"], row["same_base"], row["same_test"]) == (
+        shown["test_mrr"], shown["mrr@10"], shown["same_base"], False)
+    doc = {"grid": "g", "scale": "s", "seeds": [1], "base": {"name": "b", "weights_sha256": "a" * 64}, "data": {"dir": "d", "fingerprint": "f" * 64},
+           "train": {}, "tables": [], "beside": rows, "unscored": []}
+    assert "| base | zero-shot | untrained base | 0 (0.00%) | - | 50.00 | - | - | - | other (? pairs); another base |" in render_markdown(doc)
+
+
 def test_an_interrupted_run_is_resumed_and_only_it(finished, tmp_path, mined_data, tiny_roberta_dir):
     runs = tmp_path / "runs"
     shutil.copytree(finished["runs"], runs)

@@ -106,6 +106,11 @@ def build_tables(*, grid: Grid, seeds: tuple[int, ...], scale: Scale, runs_dir: 
 ZERO_SHOT = Path("analyses") / "eval" / "base-test.json"  # `interp eval base` on the test split, under a runs directory
 
 
+def _number(value):
+    """`value` where it is a number (JSON's), else None: what a hand-edited result holds is shown as missing, not failed on."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def beside_grid(runs_dir: Path, expected) -> dict:
     """{"beside": rows of the zero-shot base and the scored imported runs, "unscored": imported runs without test metrics}
     (module docstring); `expected` (runner.Expected) gives the grid's base weights and test examples."""
@@ -115,11 +120,11 @@ def beside_grid(runs_dir: Path, expected) -> dict:
     test_fp, base_sha = (expected.data.get("test") or {}).get("fingerprint"), expected.base.get("weights_sha256")
     rows, unscored = [], []
     saved = read_json(Path(runs_dir) / ZERO_SHOT)
-    if isinstance(saved, dict) and isinstance(saved.get("metrics"), dict) and isinstance(saved["metrics"].get("mrr"), (int, float)):
+    if isinstance(saved, dict) and isinstance(saved.get("metrics"), dict) and _number(saved["metrics"].get("mrr")) is not None:
         rows.append({"name": "base", "kind": "zero-shot", "method": "untrained base", "trainable": 0, "share_of_base": 0.0,
-                     "valid_mrr": None, "test_mrr": saved["metrics"]["mrr"], "test": {k: saved["metrics"].get(k) for k in TEST_METRICS},
-                     "test_pairs": saved.get("queries"), "same_test": saved.get("fingerprint") == test_fp is not None,
-                     "same_base": (saved.get("base") or {}).get("weights_sha256") == base_sha})
+                     "valid_mrr": None, "test_mrr": saved["metrics"]["mrr"], "test": {k: _number(saved["metrics"].get(k)) for k in TEST_METRICS},
+                     "test_pairs": _number(saved.get("queries")), "same_test": saved.get("fingerprint") == test_fp is not None,
+                     "same_base": isinstance(saved.get("base"), dict) and saved["base"].get("weights_sha256") == base_sha})
     for run in list_runs(Path(runs_dir)):
         if run.source is None:
             continue
