@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import single_thread  # noqa: F401 (an autouse fixture)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "parallel_analyses.py"
