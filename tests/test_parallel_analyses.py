@@ -173,3 +173,17 @@ def test_launch_settings_that_disagree_are_refused(cli_world, monkeypatch, env, 
         monkeypatch.setenv(name, value)
     line = check_refused([*args, "--runs-dir", str(cli_world.runs)], [], watched=cli_world.root)
     assert message in line
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [  # what the launched processes are given: the same command line less --num-processes
+        (["eval", "lora", "--num-processes", "2", "--device", "cpu"], ["eval", "lora", "--device", "cpu"]),
+        (["ablate", "lora", "--sweep", "--num-processes=4"], ["ablate", "lora", "--sweep"]),
+        (["compare", "lora", "adapter"], ["compare", "lora", "adapter"]),
+    ],
+)
+def test_launched_processes_get_the_command_line_less_num_processes(argv, expected):
+    from interp.commands.launching import without_processes
+
+    assert without_processes(argv) == expected
