@@ -143,7 +143,12 @@ def anatomy_run_plot(entry: dict, div_id: str) -> str:
 
 
 def study_page(study: dict) -> Page:
+    beside, unscored = study.get("beside"), study.get("unscored")  # rows beside the grid (interp.study.tables.beside_grid)
+    beside = [r | {"test": r["test"] if isinstance(r.get("test"), dict) else {}} for r in beside
+              if isinstance(r, dict) and isinstance(r.get("name"), str)] if isinstance(beside, list) else []
+    unscored = [name for name in unscored if isinstance(name, str)] if isinstance(unscored, list) else []
     return f"study/{file_name(study['grid'])}.html", "study.html", {
-        "title": f"Study grid {study['grid']}", "root": "../", "crumbs": ["study", study["grid"]], "plots": False, "s": study,
+        "title": f"Study grid {study['grid']}", "root": "../", "crumbs": ["study", study["grid"]], "plots": False,
+        "s": study | {"beside": beside, "unscored": unscored},
     }
 

@@ -217,3 +217,19 @@ def test_an_interrupted_writes_temporary_directory_is_no_run(cli_world, tmp_path
     site, pages = rendered(runs)
     assert [r.name for r in site.runs] == ["adapter", "lora"], site.problems
     assert not any(".lora" in page for page in pages) and not site.problems
+
+
+def test_damaged_rows_beside_a_study_grid_are_left_out(tmp_path):
+    """A study's rows beside the grid (zero-shot base, imported runs) that are not rows are left out; the rest render."""
+    runs = tmp_path / "runs"
+    (runs / "study" / "g").mkdir(parents=True)
+    study = {"kind": "study", "grid": "g", "scale": "demo", "seeds": [1], "base": {"name": "b"}, "data": {"fingerprint": "f" * 64},
+             "train": {}, "tables": [],
+             "beside": [{"name": ["x"]}, "row", {"name": "ok-run", "kind": "imported", "test": 3, "test_mrr": "high", "same_test": True,
+                                                 "same_base": True}],
+             "unscored": [1, "later-run"]}
+    (runs / "study" / "g" / "tables.json").write_text(json.dumps(study))
+    site, pages = rendered(runs)
+    assert site.problems == []
+    page = " ".join(pages["study/g.html"].split())
+    assert "<td>ok-run</td><td>imported</td>" in page and "later-run" in page and "['x']" not in page
