@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
+from records.layers import layer_span
 from reports import figures
 
 # Runs and sites are reports.collect's `Run` and `Site`, and kinds reports.kinds' `Kind`; not imported here, not even
@@ -88,7 +89,7 @@ def run_page(run: Run, site: Site) -> Page:
     kinds = sorted({row["module"] for row in run.modules})
     per_kind = {k: [sum(r["parameters"] for r in run.modules if r["module"] == k and r["layer"] == layer) for layer in layers] for k in kinds}
     module_rows = [{"module": k, "parameters": sum(r["parameters"] for r in run.modules if r["module"] == k),
-                    "layers": _ranges([r["layer"] for r in run.modules if r["module"] == k and r["layer"] is not None])} for k in kinds]
+                    "layers": layer_span([r["layer"] for r in run.modules if r["module"] == k and r["layer"] is not None], sep=", ")} for k in kinds]
     curves = ""
     if run.curves and (run.curves.get("loss") or run.curves.get("valid")):
         curves = figures.curves(run.curves.get("loss", []), run.curves.get("valid", []), div_id="curves",
@@ -105,17 +106,6 @@ def run_page(run: Run, site: Site) -> Page:
                                             yaxis="parameters", div_id="modules") if layers else "",
         "ablations": ablations, "anatomies": anatomies,
     }
-
-
-def _ranges(values: list[int]) -> str:
-    values = sorted(set(values))
-    out, start = [], None
-    for i, v in enumerate(values):
-        start = v if start is None else start
-        if i + 1 == len(values) or values[i + 1] != v + 1:
-            out.append(str(start) if start == v else f"{start}-{v}")
-            start = None
-    return ", ".join(out)
 
 
 def ablation_plot(r: dict, div_id: str) -> str:

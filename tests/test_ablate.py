@@ -17,7 +17,7 @@ import typer
 from typer.testing import CliRunner
 
 from helpers import EXAMPLES, GOLDEN, MAX_LEN, check_golden, command_app, single_thread, train_tiny  # noqa: F401 (single_thread: autouse)
-from interp.analyses.ablate import Ablation, layers_text, run_ablate
+from interp.analyses.ablate import Ablation, run_ablate
 from trainers import methods
 from trainers.encoders import load_encoder
 from records.errors import InterpError
@@ -138,11 +138,6 @@ def test_a_layer_without_delta_changes_nothing(bound, data):
 
 
 # -- helpers and refusals ------------------------------------------------------------------------
-
-@pytest.mark.parametrize("layers, text", [((8, 9, 10, 11), "9-12"), ((0, 2, 4, 5), "1,3,5-6"), ((3,), "4"), ((), "none")])
-def test_layers_text(layers, text):
-    assert layers_text(layers) == text
-
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"name": "lora", "layers": "9-12"}, r"layers 9-12: the encoder has 4 layers \(1-4\)"),

@@ -43,23 +43,10 @@ from trainers import methods
 from trainers.devices import DEFAULT_PRECISION, check_device, check_precision, torch_device
 from trainers.encoders import DEFAULT_POOLING, check_pooling
 from records.errors import InterpError
+from records.layers import indices_span
 from trainers.training.evaluate import DEFAULT_TIE_RULE, check_tie_rule
 
 MODES = ("drop", "keep")
-
-
-def layers_text(layers: tuple[int, ...] | list[int]) -> str:
-    """0-based indices as a compact 1-based spec: (8, 9, 10, 11) -> '9-12', (0, 2, 4, 5) -> '1,3,5-6'."""
-    parts, ordered = [], sorted(set(layers))
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        first, last = ordered[i] + 1, ordered[j] + 1
-        parts.append(str(first) if first == last else f"{first}-{last}")
-        i = j + 1
-    return ",".join(parts) or "none"
 
 
 @dataclass(frozen=True)
@@ -177,13 +164,13 @@ class Ablation:
 
         settings = []
         if layers:
-            settings.append(setting(f"{mode} {layers_text(layers)}", "given", mode, layers))
+            settings.append(setting(f"{mode} {indices_span(layers)}", "given", mode, layers))
         curve = []
         if sweep:
             d = self.depth
             singles = [(setting(f"drop {i + 1}", "drop one", "drop", (i,)), setting(f"keep {i + 1}", "keep one", "keep", (i,))) for i in range(d)]
-            top = [setting(f"keep top {k} ({layers_text(range(d - k, d))})", "keep top", "keep", range(d - k, d)) for k in range(1, d + 1)]
-            bottom = [setting(f"keep bottom {k} ({layers_text(range(k))})", "keep bottom", "keep", range(k)) for k in range(1, d + 1)]
+            top = [setting(f"keep top {k} ({indices_span(range(d - k, d))})", "keep top", "keep", range(d - k, d)) for k in range(1, d + 1)]
+            bottom = [setting(f"keep bottom {k} ({indices_span(range(k))})", "keep bottom", "keep", range(k)) for k in range(1, d + 1)]
             settings += [s for pair in singles for s in pair] + top + bottom
             has = set(self.config.layer_indices(d))
             curve = [LayerPoint(i + 1, i in has, drop.mrr, intact - drop.mrr, keep.mrr, keep.mrr - base) for i, (drop, keep) in enumerate(singles)]
@@ -222,7 +209,7 @@ class Ablation:
 
         def result_name(result: AblateResult | None = None) -> str:
             chosen = options["layers"]
-            what = ".".join(([f"{mode}{layers_text(chosen)}"] if chosen else []) + (["sweep"] if sweep else []))
+            what = ".".join(([f"{mode}{indices_span(chosen)}"] if chosen else []) + (["sweep"] if sweep else []))
             return f"{name}.{what}{data_label(split, data_file, limit)}"
 
         inputs = {"run": ref.fingerprint(), "data": data.describe(), "layers": layers, "mode": mode, "sweep": sweep,

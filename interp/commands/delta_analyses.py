@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from interp.commands import options
+from records.layers import layer_span
 
 Split, DataFile, Device = options.RunSplit, options.DataFile, options.DeviceName
 
@@ -61,7 +62,7 @@ def ablate(
     if ran is None:  # launched processes ran it
         return
     result, path = ran
-    typer.echo(f"{result.run} ({result.method}; delta in layers {_span(result.delta_layers)} of {result.depth}), {result.examples} queries")
+    typer.echo(f"{result.run} ({result.method}; delta in layers {layer_span(result.delta_layers, empty='none')} of {result.depth}), {result.examples} queries")
     typer.echo(f"  intact MRR {_mrr(result.intact_mrr)}   base MRR {_mrr(result.base_mrr)}")
     for s in result.settings:
         if s.group in ("given", "keep top", "keep bottom"):
@@ -73,12 +74,6 @@ def ablate(
             mark = "" if p.has_delta else "   (no delta here)"
             typer.echo(f"  {p.layer:>5}  {p.drop_loss:>+19.4f}   {p.keep_gain:>+31.4f}{mark}")
     typer.echo(f"-> {path}")
-
-
-def _span(layers: list[int]) -> str:
-    from interp.analyses.ablate import layers_text
-
-    return layers_text([i - 1 for i in layers])
 
 
 def anatomy(
