@@ -395,7 +395,7 @@ def headed(tmp_path_factory, mined_data, tiny_roberta_dir):
     model (what plain transformers, or sentence-transformers, embeds with) and the keys its head saved."""
     import peft
     from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, BertForMaskedLM, RobertaForSequenceClassification
+    from transformers import AutoTokenizer, BertForMaskedLM, RobertaForMaskedLM, RobertaForSequenceClassification
 
     root = tmp_path_factory.mktemp("headed")
     bert = _tiny_bert(root / "tiny-bert")
@@ -423,6 +423,12 @@ def headed(tmp_path_factory, mined_data, tiny_roberta_dir):
     _train_steps(inner, AutoTokenizer.from_pretrained(tiny_roberta_dir), pairs, [p for p in inner.parameters() if p.requires_grad])
     model.save_pretrained(root / "lora-seq-cls")
     made["lora-seq-cls"] = (tiny_roberta_dir, inner, [f"base_model.model.{k}" for k in made["seq-cls"][2]])
+    torch.manual_seed(0)
+    model = peft.get_peft_model(RobertaForMaskedLM.from_pretrained(tiny_roberta_dir), peft.LoraConfig(r=4, target_modules=["query"]))
+    inner = model.base_model.model.roberta  # keys under roberta., and no head saved (no modules_to_save)
+    _train_steps(inner, AutoTokenizer.from_pretrained(tiny_roberta_dir), pairs, [p for p in inner.parameters() if p.requires_grad])
+    model.save_pretrained(root / "lora-masked-lm")
+    made["lora-masked-lm"] = (tiny_roberta_dir, inner, [])
     transformer = models.Transformer(str(tiny_roberta_dir), max_seq_length=MAX_LEN)
     st = SentenceTransformer(modules=[transformer, models.Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")])
     _train_steps(transformer.auto_model, transformer.tokenizer, pairs, list(st.parameters()))
@@ -452,7 +458,7 @@ def _encoder_mrr(model, tokenizer_dir: Path, test: Path) -> float:
     return float((1.0 / ranks.double()).mean())
 
 
-@pytest.mark.parametrize("case", ["seq-cls", "masked-lm", "lora-seq-cls", "sentence-transformers"])
+@pytest.mark.parametrize("case", ["seq-cls", "masked-lm", "lora-seq-cls", "lora-masked-lm", "sentence-transformers"])
 def test_a_task_head_is_left_out_and_listed(headed, foreign, case):
     """The encoder inside a task model (keys under `base_model_prefix`) is what is evaluated, imported and counted; the head's
     keys are listed in the record; a sentence-transformers directory pools as its Pooling module says."""

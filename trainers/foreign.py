@@ -269,7 +269,7 @@ def _load_peft(encoder, directory: Path, config: PeftAdapterConfig):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if head:
+            if head or any(k != v for k, v in renamed.items()):  # saved on a task model (a head kept, or not)
                 state = {renamed[k]: v for k, v in state.items() if k in renamed}
                 peft_config = PeftConfig.from_pretrained(str(directory))
                 peft_config.modules_to_save, peft_config.task_type, peft_config.inference_mode = None, None, True
