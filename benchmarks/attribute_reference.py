@@ -63,7 +63,7 @@ def main() -> None:
         for mode in MODES:
             for reference in REFERENCES:
                 result = attribution.compute(query=example.query, code=example.code_text, steps=2, mode=mode,
-                                             reference=reference, others=pool, example=example.idx)
+                                             reference=reference, data=pool, example=example.idx)
                 for p in result.paths:
                     rows.setdefault(f"{mode:<5} {reference:<6} reference, varying {p.varies}", []).append(p.reference_score)
                     if p.uncut_score is not None:
@@ -85,7 +85,7 @@ def main() -> None:
     example = pool[0]
     for reference in REFERENCES:  # the cost of a reference: CPU time of one attribution at the demo's 32 steps
         cpu = time.process_time()
-        result = attribution.compute(query=example.query, code=example.code_text, steps=32, reference=reference, others=pool,
+        result = attribution.compute(query=example.query, code=example.code_text, steps=32, reference=reference, data=pool,
                                      example=example.idx)
         print(f"joint, {reference:<6} 32 steps, idx {example.idx} ({len(result.query_tokens)} + {len(result.code_tokens)} tokens): "
               f"{time.process_time() - cpu:.1f} s CPU, one thread, convergence delta {result.paths[0].convergence_delta:.1e}")

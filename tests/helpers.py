@@ -244,10 +244,11 @@ def check_golden_exact(path: Path, golden: Path) -> None:
 
 
 def attn_diff(runs: Path, a: str, b: str, **kw):
-    """`run_attn_diff` of a against b over 12 examples, without progress bars (`kw` overrides)."""
-    from interp.analyses.attn_diff import run_attn_diff
+    """`run_analysis(AttnDiff, ...)` of a against b over 12 examples, without progress bars (`kw` overrides)."""
+    from interp.analyses.attn_diff import AttnDiff
+    from interp.analyses.running import run_analysis
 
-    return run_attn_diff(runs_dir=runs, a=a, b=b, **({"limit": 12, "progress": False} | kw))
+    return run_analysis(AttnDiff, runs_dir=runs, a=a, b=b, **({"limit": 12, "progress": False} | kw))
 
 
 def flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:

@@ -8,24 +8,20 @@ exact: every layer dropped is the base model, every layer kept is the run itself
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-import torch
-import typer
 from typer.testing import CliRunner
 
 from helpers import EXAMPLES, GOLDEN, MAX_LEN, check_golden, command_app, single_thread, train_tiny  # noqa: F401 (single_thread: autouse)
-from interp.analyses.ablate import Ablation, run_ablate
+from interp.analyses.ablate import Ablation
+from interp.analyses.running import run_analysis
 from trainers import methods
 from trainers.encoders import load_encoder
 from records.errors import InterpError
 from trainers.methods import AdapterConfig, FullConfig, LoraConfig, PrefixConfig, UnionConfig
-from trainers.training.loop import TrainConfig
 from trainers.training.runs import find_run
 from trainers.training.scoring import evaluate_examples, load_run_model
-from trainers.training.train import RunSpec, train_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
@@ -103,7 +99,7 @@ def test_drop_and_keep_are_complements(bound, data, layers, mode, active):
 
 
 def test_sweep_curve_has_one_point_per_layer_and_consistent_blocks(runs_dir):
-    result, path = run_ablate(runs_dir=runs_dir, name="lora", sweep=True, limit=EXAMPLES, progress=False)
+    result, path = run_analysis(Ablation, runs_dir=runs_dir, name="lora", sweep=True, limit=EXAMPLES, progress=False)
     assert [p.layer for p in result.curve] == [1, 2, 3, 4] and all(p.has_delta for p in result.curve)
     groups = [s.group for s in result.settings]
     assert groups.count("drop one") == groups.count("keep one") == groups.count("keep top") == groups.count("keep bottom") == 4
@@ -124,7 +120,7 @@ def test_sweep_curve_has_one_point_per_layer_and_consistent_blocks(runs_dir):
 def test_ablation_scores_with_the_runs_pooling_and_tie_rule(tmp_path, mined_data, tiny_roberta_dir, pooling, ties):
     train_tiny(tmp_path, mined_data, tiny_roberta_dir, "r", LoraConfig(r=4), pooling=pooling, ties=ties)
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
-    result, path = run_ablate(runs_dir=tmp_path, name="r", layers="4", limit=EXAMPLES, progress=False)
+    result, path = run_analysis(Ablation, runs_dir=tmp_path, name="r", layers="4", limit=EXAMPLES, progress=False)
     assert (result.pooling, result.ties) == (pooling, ties)
     assert json.loads(path.read_text())["result"]["pooling"] == pooling
     assert result.intact_mrr == pytest.approx(manifest["metrics"]["test_mrr"], abs=1e-9)  # the run's own MRR, as trained
@@ -150,7 +146,7 @@ def test_a_layer_without_delta_changes_nothing(bound, data):
 ])
 def test_refusals(runs_dir, kwargs, message):
     with pytest.raises(InterpError, match=message):
-        run_ablate(runs_dir=runs_dir, progress=False, **kwargs)
+        run_analysis(Ablation, runs_dir=runs_dir, progress=False, **kwargs)
 
 
 def test_command_prints_summary_and_path_and_refuses_with_status_2(runs_dir):

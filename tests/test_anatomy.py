@@ -22,7 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from interp.analyses.anatomy import Anatomy, DeltaModel, effective_rank, run_anatomy, subspace_overlap
+from interp.analyses.anatomy import Anatomy, DeltaModel, effective_rank, subspace_overlap
+from interp.analyses.running import run_analysis
 from helpers import GOLDEN, check_golden, command_app, single_thread, train_tiny  # noqa: F401 (single_thread: autouse)
 from trainers.encoders import load_encoder
 from records.errors import InterpError
@@ -150,7 +151,7 @@ def _by_place(result, run: int = 0) -> dict:
 
 
 def test_union_matrices_equal_the_saved_factors(runs_dir):
-    result, _ = run_anatomy(runs_dir=runs_dir, names=["union"])
+    result, _ = run_analysis(Anatomy, runs_dir=runs_dir, names=["union"])
     found = _by_place(result)
     assert len(found) == 4 * 3  # per layer: LoRA on query and value, an adapter after the FFN
     saved = load_file(runs_dir / "union" / "adapter_model.safetensors")
@@ -174,7 +175,7 @@ def test_union_matrices_equal_the_saved_factors(runs_dir):
 
 
 def test_a_run_overlaps_itself_fully(runs_dir):
-    result, path = run_anatomy(runs_dir=runs_dir, names=["union", "union"])
+    result, path = run_analysis(Anatomy, runs_dir=runs_dir, names=["union", "union"])
     assert path.name == "union-vs-union.json" and len(result.overlaps) == 12
     assert result.seed_null is None and "no seed null: union is compared with itself" in result.notes
     for o in result.overlaps:
@@ -240,7 +241,7 @@ def test_hand_set_runs_golden(runs_dir):
         assert o["seed_null"] is None
     check_golden(runs_dir / "analyses" / "anatomy" / "hand-a-vs-hand-b.json", GOLDEN / "anatomy.json")
     # the top singular vectors: the LoRA reads e_0 and writes e_0 (its larger value); hand-b's adapter reads e_2, writes e_5
-    for m in run_anatomy(runs_dir=runs_dir, names=["hand-b"], top=2, vectors=1)[0].runs[0].matrices:
+    for m in run_analysis(Anatomy, runs_dir=runs_dir, names=["hand-b"], top=2, vectors=1)[0].runs[0].matrices:
         reads, writes = (E[0], E[0]) if m.kind == "lora" else (E[2], E[5])
         assert m.vectors == {"input": [pytest.approx(reads.tolist())], "output": [pytest.approx(writes.tolist())]}
 
@@ -249,7 +250,7 @@ def test_hand_set_runs_golden(runs_dir):
 
 def test_a_trained_prefix_is_read_as_its_change_from_initialisation(runs_dir):
     saved = load_file(runs_dir / "prefix" / "adapter_model.safetensors")
-    result, _ = run_anatomy(runs_dir=runs_dir, names=["prefix"])
+    result, _ = run_analysis(Anatomy, runs_dir=runs_dir, names=["prefix"])
     found = _by_place(result)
     assert len(found) == 4 * 2 and not result.notes
     for layer in range(4):
@@ -268,7 +269,7 @@ def test_a_prefix_saved_without_initial_values_is_read_raw_and_says_so(runs_dir)
     path = runs_dir / "prefix-old" / "adapter_model.safetensors"
     saved = load_file(path)
     save_file({k: v for k, v in saved.items() if "kv_prefix_init_" not in k}, path, metadata={"format": "pt"})
-    result, _ = run_anatomy(runs_dir=runs_dir, names=["prefix-old"])
+    result, _ = run_analysis(Anatomy, runs_dir=runs_dir, names=["prefix-old"])
     (note,) = result.notes
     assert "holds no initial prefix values" in note and "analysed raw" in note
     m = _by_place(result)[(1, "attention.self", "prefix_key")]
@@ -304,4 +305,4 @@ def test_full_reports_exactly_the_weights_that_changed(tiny_roberta_dir):
 ])
 def test_refusals(runs_dir, names, message):
     with pytest.raises(InterpError, match=message):
-        run_anatomy(runs_dir=runs_dir, names=names)
+        run_analysis(Anatomy, runs_dir=runs_dir, names=names)

@@ -17,8 +17,9 @@ import pytest
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from interp.analyses.anatomy import run_anatomy, subspace_overlap
+from interp.analyses.anatomy import Anatomy, subspace_overlap
 from interp.analyses.anatomy_null import p_floor, side_null
+from interp.analyses.running import run_analysis
 from helpers import command_app, single_thread  # noqa: F401 (single_thread: autouse)
 from trainers.methods import LoraConfig
 from trainers.training.loop import TrainConfig
@@ -127,7 +128,7 @@ def test_the_seed_null_sets_the_overlap_against_seed_to_seed_overlap(seed_runs):
 def test_the_report_shows_the_seed_null_and_its_floor(seed_runs, tmp_path):
     from reports.site import build_report
 
-    run_anatomy(runs_dir=seed_runs, names=["lo2-s1", "lo4-s1"])
+    run_analysis(Anatomy, runs_dir=seed_runs, names=["lo2-s1", "lo4-s1"])
     build_report(runs_dir=seed_runs, out=tmp_path / "site")
     page = (tmp_path / "site" / "anatomy" / "lo2-s1-vs-lo4-s1.html").read_text()
     assert "Seed-noise null" in page and "the smallest possible p is 0.333: no module can be marked" in page

@@ -17,8 +17,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from interp.analyses.attribute import DEFAULT_OTHERS, Attribution, read_code, run_attribute
+from interp.analyses.attribute import DEFAULT_OTHERS, Attribution, read_code
 from interp.analyses.attribute_references import read_side, references
+from interp.analyses.running import run_analysis
 from helpers import GOLDEN, check_golden, command_app, single_thread, train_tiny  # noqa: F401 (single_thread: autouse)
 from trainers.data import load_split
 from records.errors import InterpError
@@ -208,7 +209,7 @@ def test_which_others_become_references(minilm, mode):
 
 
 def test_example_golden(runs_dir, example):
-    result, path = run_attribute(runs_dir=runs_dir, name="lora", example=example.idx, steps=STEPS)
+    result, path = run_analysis(Attribution, runs_dir=runs_dir, name="lora", example=example.idx, steps=STEPS)
     assert result.query == example.query and result.code == example.code_text and result.example == example.idx
     assert path.name == f"lora.example{example.idx}.json" and result.reference == "others"
     check_golden(path, GOLDEN / "attribute.json")
@@ -229,7 +230,7 @@ def test_the_runs_pooling_is_used(runs_dir, example):
     from interp.analyses.base import resolve_runs
     from interp.analyses.ranks import load_model
 
-    result, _ = run_attribute(runs_dir=runs_dir, name="lora-mean", example=example.idx, steps=4, baseline="base", reference="pad")
+    result, _ = run_analysis(Attribution, runs_dir=runs_dir, name="lora-mean", example=example.idx, steps=4, baseline="base", reference="pad")
     assert (result.pooling, result.baseline_pooling) == ("mean", "mean")
     check_completeness(result)
     (run,) = resolve_runs(runs_dir, ["lora-mean"])
@@ -238,7 +239,7 @@ def test_the_runs_pooling_is_used(runs_dir, example):
         q = encoder.embed(**encoder.tokenize([example.query], max_len=32), model=model, pooling="mean")[0]
         c = encoder.embed(**encoder.tokenize([example.code_text], max_len=32), model=model, pooling="mean")[0]
     assert result.run_score == pytest.approx(float(q @ c), rel=1e-5)
-    assert result.run_score != pytest.approx(run_attribute(runs_dir=runs_dir, name="lora", example=example.idx, steps=2,
+    assert result.run_score != pytest.approx(run_analysis(Attribution, runs_dir=runs_dir, name="lora", example=example.idx, steps=2,
                                                            reference="pad")[0].run_score, rel=1e-3)
 
 
@@ -246,7 +247,7 @@ def test_query_and_code_file(runs_dir, tmp_path):
     code = tmp_path / "double.py"
     code.write_text('def double(x):\n    """Twice x."""\n    return x * 2  # doubled\n')
     assert read_code(code) == 'def double ( x ) : """Twice x.""" return x * 2'
-    result, path = run_attribute(runs_dir=runs_dir, name="lora", query="Return x, doubled.", code_file=code, steps=4, baseline="base")
+    result, path = run_analysis(Attribution, runs_dir=runs_dir, name="lora", query="Return x, doubled.", code_file=code, steps=4, baseline="base")
     assert result.query == "Return x , doubled ." and result.example is None and result.reference == "others"
     assert path.name.startswith("lora-vs-base.pair-") and result.function == "score_lora - score_base"
     check_completeness(result)
@@ -268,7 +269,7 @@ def test_query_and_code_file(runs_dir, tmp_path):
 ])
 def test_refusals(runs_dir, kwargs, message):
     with pytest.raises(InterpError, match=message):
-        run_attribute(runs_dir=runs_dir, **({"name": "lora"} | kwargs))
+        run_analysis(Attribution, runs_dir=runs_dir, **({"name": "lora"} | kwargs))
 
 
 def test_code_file_that_is_not_python(tmp_path):

@@ -19,8 +19,9 @@ import typer
 from typer.testing import CliRunner
 
 from helpers import GOLDEN, check_golden_exact, make_run, write_split
-from interp.analyses.compare import BaseScoring, Compare, GroupSpec, group_runs, load_rank_table, run_compare
+from interp.analyses.compare import BaseScoring, Compare, GroupSpec, group_runs, load_rank_table
 from interp.analyses.base import resolve_runs
+from interp.analyses.running import run_analysis
 from trainers.data import read_split
 from records.errors import InterpError
 
@@ -89,7 +90,7 @@ def test_pooled_seeds_widen_the_interval_and_test_the_runs(tmp_path):
 def test_same_ranks_give_zero_difference(tmp_path, data_file):
     for name in ("x", "y"):
         make_run(tmp_path / "runs", name, [1, 3, 1, 2, 7, 1], data_file)
-    result, _ = run_compare(runs_dir=tmp_path / "runs", names=["x", "y"], bootstrap=200, progress=False)
+    result, _ = run_analysis(Compare, runs_dir=tmp_path / "runs", names=["x", "y"], bootstrap=200, progress=False)
     (pair,) = result.pairs
     assert (pair.difference, pair.ci.low, pair.ci.high, pair.ci.method) == (0.0, 0.0, 0.0, "constant")
     assert (pair.test.p, pair.wilcoxon.p, pair.wilcoxon.identical, pair.same) == (1.0, 1.0, True, 6)
@@ -122,7 +123,7 @@ def test_seeds_alone_are_compared_with_each_other(tmp_path, data_file):
     runs = tmp_path / "runs"
     make_run(runs, "s1", [1, 1, 1, 1, 1, 1], data_file, preset="lora64", seed=1)
     make_run(runs, "s2", [1, 1, 1, 1, 1, 2], data_file, preset="lora64", seed=2)
-    result, path = run_compare(runs_dir=runs, names=["s1", "s2"], bootstrap=100, progress=False)
+    result, path = run_analysis(Compare, runs_dir=runs, names=["s1", "s2"], bootstrap=100, progress=False)
     assert [(g.name, g.seeds) for g in result.groups] == [("s1", [1]), ("s2", [2])] and "seed by seed" in result.notes[0]
     assert result.pairs[0].difference == pytest.approx(-1 / 12) and path.name == "s1-vs-s2.json"
 
@@ -141,14 +142,14 @@ def test_refuses_different_test_data(tmp_path, data_file):
     make_run(runs, "a", [1] * 6, data_file)
     make_run(runs, "b", [1] * 6, data_file, test_fingerprint="f" * 64)
     with pytest.raises(InterpError, match=r"'a' and 'b'.*different test data.*fffffffffff"):
-        run_compare(runs_dir=runs, names=["a", "b"], progress=False)
+        run_analysis(Compare, runs_dir=runs, names=["a", "b"], progress=False)
 
 
 @pytest.mark.parametrize("names, message", [(["a"], "at least two"), (["a", "a"], "named twice"), (["a", "c"], "unknown run 'c'")])
 def test_refuses_bad_names(tmp_path, data_file, names, message):
     make_run(tmp_path / "runs", "a", [1] * 6, data_file)
     with pytest.raises(InterpError, match=message):
-        run_compare(runs_dir=tmp_path / "runs", names=names, progress=False)
+        run_analysis(Compare, runs_dir=tmp_path / "runs", names=names, progress=False)
 
 
 # -- base: scored as the runs were trained ----------------------------------------------------
@@ -170,7 +171,7 @@ def test_base_is_scored_at_the_runs_length_and_pooling(tmp_path, tiny_base, pool
 
     data = write_split(tmp_path / "data" / "test.jsonl", [(f["docstring"], f["code"]) for f in STDLIB])
     make_run(tmp_path / "runs", "a", [1, 2, 1, 3, 1, 1, 2, 1, 4, 1], data, max_len=max_len, pooling=pooling, base=tiny_base)
-    result, path = run_compare(runs_dir=tmp_path / "runs", names=["base", "a"], bootstrap=100, progress=False)
+    result, path = run_analysis(Compare, runs_dir=tmp_path / "runs", names=["base", "a"], bootstrap=100, progress=False)
     assert result.base == BaseScoring(max_len, pooling, ["a"])
     assert json.loads(path.read_text())["result"]["base"] == {"max_len": max_len, "pooling": pooling, "taken_from": ["a"]}
     encoder = load_encoder(tiny_base["source"])
@@ -190,8 +191,8 @@ def test_base_refuses_runs_trained_differently(tmp_path, data_file, tiny_base, s
     make_run(tmp_path / "runs", "a", [1] * 6, data_file, max_len=16, base=tiny_base)
     make_run(tmp_path / "runs", "b", [1] * 6, data_file, base=tiny_base, **({"max_len": 16} | second))
     with pytest.raises(InterpError, match=message):
-        run_compare(runs_dir=tmp_path / "runs", names=["base", "a", "b"], progress=False)
-    assert len(run_compare(runs_dir=tmp_path / "runs", names=["a", "b"], bootstrap=50, progress=False)[0].pairs) == 1  # without base: fine
+        run_analysis(Compare, runs_dir=tmp_path / "runs", names=["base", "a", "b"], progress=False)
+    assert len(run_analysis(Compare, runs_dir=tmp_path / "runs", names=["a", "b"], bootstrap=50, progress=False)[0].pairs) == 1  # without base: fine
 
 
 # -- end to end ----------------------------------------------------------------------------------
@@ -202,7 +203,7 @@ def test_golden(tmp_path, data_file):
     make_run(runs, "lora256-s2", [1, 3, 1, 2, 6, 3], data_file, preset="lora256", seed=654321)
     make_run(runs, "loFF", [1, 1, 2, 1, 2, 1], data_file, preset="loFF", seed=123456)
     make_run(runs, "full", [1, 2, 1, 1, 3, 2], data_file, preset="full", seed=123456)
-    result, path = run_compare(runs_dir=runs, names=["lora256", "lora256-s2", "loFF", "full"], bootstrap=1000, seed=0, progress=False)
+    result, path = run_analysis(Compare, runs_dir=runs, names=["lora256", "lora256-s2", "loFF", "full"], bootstrap=1000, seed=0, progress=False)
     assert path == runs / "analyses" / "compare" / "lora256-vs-loFF-vs-full.json"
     saved = json.loads(path.read_text())
     assert [r["name"] for r in saved["inputs"]["runs"]] == ["lora256", "lora256-s2", "loFF", "full"]

@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from helpers import EXAMPLES, MAX_LEN, check_refused, single_thread, train_tiny  # noqa: F401 (single_thread: autouse)
-from interp.analyses.ablate import run_ablate
+from interp.analyses.ablate import Ablation
 from interp.analyses.attention import capture_attention
-from interp.analyses.attn_diff import run_attn_diff
-from interp.analyses.attribute import run_attribute
+from interp.analyses.attn_diff import AttnDiff
+from interp.analyses.attribute import Attribution
 from interp.analyses.base import resolve_runs
 from interp.analyses.cka import CKA
 from interp.analyses.running import run_analysis
@@ -114,11 +114,11 @@ def test_bf16_attention_capture_is_an_fp32_distribution(runs_dir, batch, name):
 
 @pytest.mark.parametrize("name", CASES)
 def test_bf16_ablation_and_attribution_are_finite_and_recorded(runs_dir, name):
-    result, path = run_ablate(runs_dir=runs_dir, name=name, layers="1", limit=EXAMPLES, device="cpu", progress=False, precision="bf16")
+    result, path = run_analysis(Ablation, runs_dir=runs_dir, name=name, layers="1", limit=EXAMPLES, device="cpu", progress=False, precision="bf16")
     assert all(math.isfinite(v) and 0 < v <= 1 for v in (result.intact_mrr, result.base_mrr, result.settings[0].mrr))
     assert json.loads(path.read_text())["inputs"]["precision"] == "bf16"
     example = resolve_data(resolve_runs(runs_dir, [name]), limit=EXAMPLES).examples[0]
-    result, path = run_attribute(runs_dir=runs_dir, name=name, example=example.idx, steps=4, reference="pad", precision="bf16")
+    result, path = run_analysis(Attribution, runs_dir=runs_dir, name=name, example=example.idx, steps=4, reference="pad", precision="bf16")
     values = [t.attribution for t in result.query_tokens + result.code_tokens]
     assert values and all(isinstance(v, float) and math.isfinite(v) for v in values)
     (p,) = result.paths
@@ -144,7 +144,7 @@ def test_bf16_full_attention_matrices_are_fp32(runs_dir, batch, name):
 def test_bf16_attn_diff_and_cka_record_their_precision(runs_dir, name):
     """attn-diff and CKA of the base against each run at bf16: finite float statistics, the example's full matrices
     included, and the precision in the result's inputs."""
-    result, path = run_attn_diff(runs_dir=runs_dir, a="base", b=name, limit=EXAMPLES, side="query", precision="bf16", progress=False)
+    result, path = run_analysis(AttnDiff, runs_dir=runs_dir, a="base", b=name, limit=EXAMPLES, side="query", precision="bf16", progress=False)
     stats = result.stats["query"]
     assert math.isfinite(stats.mean_total_variation) and 0 <= stats.mean_total_variation <= 1
     example = result.example.sides["query"]
@@ -190,7 +190,7 @@ def test_bf16_attn_diff_against_fp32(runs_dir):
     """
     tv = {}
     for precision in ("fp32", "bf16"):
-        result, _ = run_attn_diff(runs_dir=runs_dir, a="base", b="lora", limit=EXAMPLES, precision=precision, progress=False)
+        result, _ = run_analysis(AttnDiff, runs_dir=runs_dir, a="base", b="lora", limit=EXAMPLES, precision=precision, progress=False)
         tv[precision] = torch.tensor([result.stats[s].total_variation for s in ("query", "code")], dtype=torch.float64)
     gap = float((tv["bf16"] - tv["fp32"]).abs().max())
     print(f"attn-diff base vs lora, bf16 vs fp32: largest change of a head's mean TV {gap:.2e} "

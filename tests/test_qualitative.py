@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from helpers import GOLDEN, check_golden_exact, make_run, write_split
 from interp.analyses.compare import BaseScoring
-from interp.analyses.qualitative import PAIRS, Qualitative, run_qualitative, token_attributes
+from interp.analyses.qualitative import PAIRS, Qualitative, token_attributes
+from interp.analyses.running import run_analysis
 from trainers.data import Example, read_split
 from trainers.encoders import default_base_dir
 
@@ -111,7 +112,7 @@ def runs(tmp_path) -> Path:
 
 
 def _qualitative(runs: Path, samples: int = 2):
-    return run_qualitative(runs_dir=runs, runs=list(RANKS), baseline="lora256", candidate="loFF", samples=samples, progress=False)
+    return run_analysis(Qualitative, runs_dir=runs, runs=list(RANKS), baseline="lora256", candidate="loFF", samples=samples, progress=False)
 
 
 def test_sets_partition_the_split(runs):
@@ -168,7 +169,7 @@ def test_base_is_scored_and_counted_at_the_runs_length(tmp_path, tiny_roberta_di
     base = {"source": str(tiny_roberta_dir), "weights_sha256": load_encoder(str(tiny_roberta_dir)).weights_hash}
     data = write_split(tmp_path / "data" / "test.jsonl", [(f["docstring"], f["code"]) for f in STDLIB], first_idx=261420)
     make_run(tmp_path / "runs", "a", RANKS["loFF"], data, max_len=16, base=base)
-    result, path = run_qualitative(runs_dir=tmp_path / "runs", runs=["base", "a"], samples=10, progress=False)
+    result, path = run_analysis(Qualitative, runs_dir=tmp_path / "runs", runs=["base", "a"], samples=10, progress=False)
     assert (result.max_len, result.base) == (16, BaseScoring(16, "cls", ["a"]))
     assert json.loads(path.read_text())["result"]["base"] == {"max_len": 16, "pooling": "cls", "taken_from": ["a"]}
     shown = [x.attributes for s in result.sets for x in s.samples]
@@ -186,7 +187,7 @@ def test_refusals(runs, kwargs, message):
     from records.errors import InterpError
 
     with pytest.raises(InterpError, match=message):
-        run_qualitative(runs_dir=runs, progress=False, **kwargs)
+        run_analysis(Qualitative, runs_dir=runs, progress=False, **kwargs)
 
 
 def test_command(runs):

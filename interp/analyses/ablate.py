@@ -38,7 +38,7 @@ from interp.analyses.base import resolve_runs
 from interp.analyses.checks import at_least
 from interp.analyses.inputs import data_label
 from interp.analyses.ranks import load_model, max_len_of, resolve_data
-from interp.analyses.running import Prepared, run_analysis
+from interp.analyses.running import Prepared
 from trainers import methods
 from trainers.devices import DEFAULT_PRECISION, check_device, check_precision, torch_device
 from trainers.encoders import DEFAULT_POOLING, check_pooling
@@ -217,10 +217,6 @@ class Ablation:
         return Prepared(name=result_name() if chosen is not None else result_name, bind=bind, data=data.examples,
                         options=options, inputs=inputs)
 
-
-def run_ablate(**arguments: Any) -> tuple[AblateResult, Path]:
-    """`run_analysis(Ablation, ...)`: ablate run `name` and save runs/analyses/ablate/<name>.<setting>.json."""
-    return run_analysis(Ablation, **arguments)
 
 
 def _parse(spec: str | None, depth: int) -> tuple[int, ...]:

@@ -58,7 +58,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from math import comb
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -67,7 +67,7 @@ from interp.analyses.anatomy_null import OverlapNull, SeedNull, p_floor, pairs, 
 from interp.analyses.base import resolve_runs
 from interp.analyses.checks import at_least
 from interp.analyses.ranks import load_model
-from interp.analyses.running import Prepared, run_analysis
+from interp.analyses.running import Prepared
 from records.errors import InterpError
 from trainers.methods.protocol import frobenius
 
@@ -371,8 +371,3 @@ def _overlap(x: _Matrix, y: _Matrix, k: int) -> Overlap:
     output, output_angles = subspace_overlap(ux[:, :k], uy[:, :k])
     input_, input_angles = subspace_overlap(vhx[:k].T, vhy[:k].T)
     return Overlap(x.layer, x.module, [x.kind, y.kind], k, output, input_, k / d_out, k / d_in, output_angles, input_angles)
-
-
-def run_anatomy(**arguments: Any) -> tuple[AnatomyResult, Path]:
-    """`run_analysis(Anatomy, ...)`: saves runs/analyses/anatomy/<A>[-vs-<B>].json."""
-    return run_analysis(Anatomy, **arguments)

@@ -67,7 +67,7 @@ from interp.analyses.base import depth_of
 from interp.analyses.checks import at_least, check_layer
 from interp.analyses.inputs import data_label, find_example, parse_idx
 from interp.analyses.ranks import load_model, max_len_of, pooling_of, resolve_data
-from interp.analyses.running import Prepared, run_analysis
+from interp.analyses.running import Prepared
 from interp.analyses.seeds import null_note, resolve_sides, run_pairs
 from trainers.devices import DEFAULT_PRECISION, autocast, check_device, check_precision, torch_device
 from trainers.encoders import DEFAULT_POOLING, Encoder
@@ -391,8 +391,3 @@ def result_name(a: str, b: str, *, split: str = "test", data_file: Path | None =
                 side: str = "both", seeds: bool = False) -> str:
     """'A-vs-B', '.seeds' when a side is a seed group, then suffixes for a non-default split or file, a limit, one side."""
     return f"{a}-vs-{b}" + (".seeds" if seeds else "") + data_label(split, data_file, limit) + ("" if side == "both" else f".{side}")
-
-
-def run_attn_diff(**arguments: Any) -> tuple[AttnDiffResult, Path]:
-    """`run_analysis(AttnDiff, ...)`: compare the [CLS] attention of sides `a` and `b`; saves runs/analyses/attn-diff/<name>.json."""
-    return run_analysis(AttnDiff, **arguments)

@@ -54,7 +54,7 @@ import warnings
 from dataclasses import dataclass, field
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -65,7 +65,7 @@ from interp.analyses.base import resolve_runs
 from interp.analyses.checks import at_least, at_most
 from interp.analyses.inputs import find_example
 from interp.analyses.ranks import base_pooling, load_model, max_len_of, pooling_of, resolve_data
-from interp.analyses.running import Prepared, run_analysis
+from interp.analyses.running import Prepared
 from trainers.devices import DEFAULT_PRECISION, autocast, check_precision
 from trainers.encoders import DEFAULT_POOLING, check_pooling
 from records.errors import InterpError
@@ -190,12 +190,9 @@ class Attribution:
 
     def compute(self, data: Sequence | None = None, *, query: str, code: str, steps: int = 50, mode: str = "joint",
                 example: int | None = None, reference: str = DEFAULT_REFERENCE, count: int = DEFAULT_OTHERS,
-                names: tuple[str, str | None] = ("run", None), others: Sequence | None = None) -> AttributeResult:
+                names: tuple[str, str | None] = ("run", None)) -> AttributeResult:
         """`data`: the examples the 'others' reference draws from, e.g. the split (`example` is left out of them);
-        None with the 'pad' reference. `others`: the older name of `data` (benchmarks/attribute_reference.py)."""
-        if data is not None and others is not None:
-            raise InterpError("give the examples to draw references from once: as data, or as others")
-        data = data if data is not None else others
+        None with the 'pad' reference."""
         others = list(data) if data is not None else None
         from captum.attr import LayerIntegratedGradients
 
@@ -356,8 +353,3 @@ def read_code(path: Path) -> str:
     if not tokens:
         raise InterpError(f"{path}: the code file is empty")
     return " ".join(tokens)
-
-
-def run_attribute(**arguments: Any) -> tuple[AttributeResult, Path]:
-    """`run_analysis(Attribution, ...)`: saves runs/analyses/attribute/<name>.json."""
-    return run_analysis(Attribution, **arguments)

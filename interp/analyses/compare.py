@@ -43,14 +43,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from interp.analyses.base import RunRef, resolve_runs
 from interp.analyses.checks import at_least, at_most, check_split, distinct
 from interp.analyses.inputs import BaseScoring, RankTable, base_scoring, check_same_split, data_label, load_rank_table  # noqa: F401
-from interp.analyses.running import Prepared, run_analysis
+from interp.analyses.running import Prepared
 from interp.analyses.stats import (Interval, RandomisationTest, Wilcoxon, hierarchical_interval, holm, paired_bca_interval,
                                    relabel_test, sign_flip_test, wilcoxon_paired)
 from trainers.devices import DEFAULT_PRECISION, check_precision
@@ -262,8 +262,3 @@ class Compare:
 
 MIN_BOOTSTRAP = 40  # resamples: with fewer, 2.5% of them is less than one draw, so a 95% interval has no ends
 MAX_RESAMPLES = 1_000_000  # of the bootstrap and of a Monte Carlo randomisation test
-
-
-def run_compare(**arguments: Any) -> tuple[CompareResult, Path]:
-    """`run_analysis(Compare, ...)`: compare runs and save runs/analyses/compare/<name>.json."""
-    return run_analysis(Compare, **arguments)

@@ -52,7 +52,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -60,7 +60,7 @@ from interp.analyses.base import resolve_runs
 from interp.analyses.checks import at_least, check_split, distinct
 from interp.analyses.inputs import BaseScoring, RankTable, data_label, load_rank_table
 from interp.analyses.ranks import max_len_of
-from interp.analyses.running import Prepared, run_analysis
+from interp.analyses.running import Prepared
 from interp.analyses.stats import MannWhitney, Summary, holm, mann_whitney, summary
 from trainers.devices import DEFAULT_PRECISION, check_precision
 from records.errors import InterpError
@@ -268,8 +268,3 @@ def result_name(runs: Sequence[str], baseline: str | None, candidate: str | None
         return "+".join(runs)
     pair = f"{baseline}-vs-{candidate}"
     return pair if list(runs) == [baseline, candidate] else f"{'+'.join(runs)}.{pair}"
-
-
-def run_qualitative(**arguments: Any) -> tuple[QualitativeResult, Path]:
-    """`run_analysis(Qualitative, ...)`: saves runs/analyses/qualitative/<name>.json."""
-    return run_analysis(Qualitative, **arguments)
