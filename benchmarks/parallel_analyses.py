@@ -21,9 +21,14 @@ that comes and goes on the machine hits both alike), and the medians are printed
 
 The table: command, processes, seconds, pairs/s (the --limit pairs over the wall seconds; cka
 and attn-diff read both sides of each pair), compute seconds, speed-up (1-process seconds over
-these), and whether the result equals the 1-process one: eval's metrics (MRR included) and
-predictions exactly; attn-diff's and cka's saved results (less timings) within rel 1e-9 (their
-float64 sums are added over the processes in another order). The table is also written to --out.
+these), its bound, and whether the result equals the 1-process one: eval's metrics (MRR
+included) and predictions exactly; attn-diff's and cka's saved results (less timings) within
+rel 1e-9 (their float64 sums are added over the processes in another order). The table is also
+written to --out. The bound is 1 / the largest fraction of the padded tokens (rows x longest row
+of each batch) that one process runs, batches cut and shared as the command does it
+(`busiest_share`): no launch, no load, work in proportion to padded tokens. Processes share
+contiguous runs of length-sorted batches, so the process with the longest sequences bounds the
+time (eval sorts each side over the whole file: its last process gets the longest half).
 
     OMP_NUM_THREADS=1 python benchmarks/parallel_analyses.py --limit 1024           # runs/data, MiniLM, 1 vs 2 processes
     OMP_NUM_THREADS=1 python benchmarks/parallel_analyses.py --limit 1024 --processes 4 --repeats 3
@@ -49,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 COMMANDS = ("eval", "attn-diff", "cka")
+BATCH_SIZES = {"eval": 64, "attn-diff": 32, "cka": 32}  # each command's default sequences per forward pass
 VOLATILE = {"seconds", "examples_per_second"}  # timings, not results
 REL, ABS = 1e-9, 1e-12  # attn-diff and cka: float64 sums added in another order
 
@@ -154,6 +160,61 @@ def same_result(command: str, one: dict, other: dict) -> bool:
     return one == other if command == "eval" else close(one, other)
 
 
+def process_share(n: int, processes: int, rank: int) -> range:
+    """`trainers.parallel.share(n)` as process `rank` of `processes` gets it: contiguous, the first n % processes one longer."""
+    base, extra = divmod(n, processes)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (rank < extra))
+
+
+def busiest_share(command: str, examples: list, tokenizer, *, processes: int, max_len: int) -> float:
+    """The largest fraction of the padded tokens (a batch's rows x its longest row, both sides) that one of `processes`
+    processes runs, batched and shared as the command shares them; 1 / it bounds the speed-up of the compute.
+
+    eval (`embed_all`): each side sorted by length over the whole file, cut into batches of 64, contiguous shares of
+    them. attn-diff: both sides' batches of 32 from length-sorted windows (`text_batches`), one list, contiguous
+    shares. cka: each side's such batches shared on their own; a process whose share does not start at the first
+    batch also runs the first (the shift)."""
+    from interp.analyses.attn_diff import SIDES, text_batches
+    from trainers.training.batching import length_order
+
+    def padded(texts: list[str]) -> int:
+        lengths = [len(i) for i in tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]]
+        return len(lengths) * max(lengths)
+
+    size = BATCH_SIZES[command]
+    if command == "eval":  # a list of batch costs per shared list, and whether a later share also runs the first batch
+        lists = []
+        for side in SIDES:
+            texts = [e.query if side == "query" else e.code_text for e in examples]
+            order = length_order(tokenizer(texts, truncation=True, max_length=max_len)["input_ids"])
+            lists.append([padded([texts[i] for i in order[b : b + size]]) for b in range(0, len(order), size)])
+    elif command == "attn-diff":
+        lists = [[padded(texts) for _, texts in text_batches(examples, SIDES, size)]]
+    else:
+        lists = [[padded(texts) for _, texts in text_batches(examples, (side,), size)] for side in SIDES]
+    per_rank = [0] * processes
+    for costs in lists:
+        for rank in range(processes):
+            part = process_share(len(costs), processes, rank)
+            if command == "eval" and len(costs) < processes:  # fewer batches than processes: each embeds everything
+                part = range(len(costs))
+            shift = costs[0] if command == "cka" and part.start > 0 else 0
+            per_rank[rank] += sum(costs[part.start : part.stop]) + shift
+    total = sum(sum(costs) for costs in lists)
+    return max(per_rank) / total
+
+
+def padded_token_bounds(commands: list[str], data_file: Path, *, base: str | None, processes: int,
+                        max_len: int) -> dict[str, float]:
+    """Per command, `busiest_share` of the pairs in `data_file` on `processes` processes, with the base's tokenizer."""
+    from trainers.data.schema import read_split
+    from trainers.encoders import load_encoder
+
+    tokenizer, examples = load_encoder(base).tokenizer, read_split(data_file)
+    return {c: busiest_share(c, examples, tokenizer, processes=processes, max_len=max_len) for c in commands}
+
+
 def measure(commands: list[str], runs: list[str], data_file: Path, dirs: dict[int, Path], *, repeats: int) -> list[Timing]:
     """Every command on every process count of `dirs` (a runs directory each), `repeats` times in alternating order."""
     timings = []
@@ -171,22 +232,23 @@ def measure(commands: list[str], runs: list[str], data_file: Path, dirs: dict[in
     return timings
 
 
-def table(timings: list[Timing], pairs: int) -> str:
-    """A markdown table: command, processes, seconds, pairs/s, compute seconds, speed-up, equal to 1 process."""
+def table(timings: list[Timing], pairs: int, bounds: dict[str, float]) -> str:
+    """A markdown table: command, processes, seconds, pairs/s, compute seconds, speed-up, its bound, equal to 1 process.
+
+    `bounds`: per command, the busiest process's fraction of the padded tokens on N processes (`busiest_share`)."""
     one = {t.command: t for t in timings if t.processes == 1}
-    lines = ["| command | processes | seconds | pairs/s | compute s | speed-up | equal to 1 process |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| command | processes | seconds | pairs/s | compute s | speed-up | bound | equal to 1 process |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for t in timings:
         base = one[t.command]
         compute = "-" if t.compute_seconds is None else f"{t.compute_seconds:.1f}"
-        speedup = base.seconds / t.seconds
+        speedup = f"{base.seconds / t.seconds:.2f}x"
         if t.compute_seconds and base.compute_seconds:
-            speedup_text = f"{speedup:.2f}x (compute {base.compute_seconds / t.compute_seconds:.2f}x)"
-        else:
-            speedup_text = f"{speedup:.2f}x"
+            speedup += f" (compute {base.compute_seconds / t.compute_seconds:.2f}x)"
+        bound = "-" if t.processes == 1 else f"{1 / bounds[t.command]:.2f}x"
         equal = "-" if t.processes == 1 else ("yes" if same_result(t.command, base.result, t.result) else "NO")
-        lines.append(f"| {t.command} | {t.processes} | {t.seconds:.1f} | {pairs / t.seconds:.1f} | {compute} | {speedup_text} "
-                     f"| {equal} |")
+        lines.append(f"| {t.command} | {t.processes} | {t.seconds:.1f} | {pairs / t.seconds:.1f} | {compute} | {speedup} "
+                     f"| {bound} | {equal} |")
     return "\n".join(lines) + "\n"
 
 
@@ -222,6 +284,7 @@ def main(argv: list[str] | None = None) -> str:
         print(f"runs {', '.join(runs)} in {trained} ({time.perf_counter() - start:.1f} s)", flush=True)
         data_file = tmp / f"{args.split}-{args.limit}.jsonl"
         pairs = write_examples(args.data, args.split, args.limit or None, data_file)
+        bounds = padded_token_bounds(commands, data_file, base=args.base, processes=args.processes, max_len=args.max_len)
         dirs = {}
         for n in (1, args.processes):  # each process count writes into its own copy
             dirs[n] = tmp / f"p{n}" / "runs"
@@ -232,7 +295,7 @@ def main(argv: list[str] | None = None) -> str:
               f"at max_len {args.max_len}, CPU, OMP_NUM_THREADS=1 a process, {os.cpu_count()} cores seen "
               f"(load average {load:.1f} before), median of {args.repeats} run{'s' if args.repeats > 1 else ''}; "
               "seconds: the whole command, launch included\n\n")
-    text = header + table(timings, pairs)
+    text = header + table(timings, pairs, bounds)
     print(text, end="")
     from records.io import write_text
 

@@ -34,10 +34,29 @@ def test_eval_on_one_and_two_processes(bench, mined_data, tiny_roberta_dir, tmp_
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| eval")]
     assert [row[1] for row in rows] == ["1", "2"]  # processes
     assert rows[0][-1] == "- |" and rows[1][-1] == "yes |"  # 2 processes: metrics and predictions equal to 1 process
-    assert rows[0][5] == "1.00x"  # 1 process against itself
+    assert rows[0][5] == "1.00x" and rows[0][6] == "-"  # 1 process against itself, no bound
+    assert rows[1][6].endswith("x") and float(rows[1][6][:-1]) >= 1.0  # the bound of 2 processes
     assert text.startswith("16 pairs of ")
     assert out.read_text().endswith(text) and "--limit 16" in out.read_text().splitlines()[2]
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["lora32", "prefix5"]  # kept, no analyses in them
+
+
+def test_busiest_share(bench, tiny_roberta_dir):
+    """Hand-countable batches: 4 queries of 3 tokens and 4 codes of 3, 3, 3, 9 tokens ([CLS] ... [SEP] each).
+
+    eval, batches of 64: one batch a side, fewer than 2 processes, so each process embeds everything: 48 of 48.
+    attn-diff, batches of 32: one window, the query batch (4 x 3 = 12 tokens) to process 0, the code batch
+    (4 x 9 = 36) to process 1: 36 of 48. cka: each side's one batch to process 0, and to process 1 as its shift: 48 of 48."""
+    from trainers.data.schema import Example
+    from trainers.encoders import load_encoder
+
+    tokenizer = load_encoder(str(tiny_roberta_dir)).tokenizer
+    one = tokenizer("a", add_special_tokens=False)["input_ids"]
+    assert len(one) == 1
+    codes = [("a",), ("a",), ("a",), ("a",) * 7]
+    examples = [Example(idx=i, url=f"u{i}", docstring_tokens=("a",), code_tokens=c) for i, c in enumerate(codes)]
+    shares = {c: bench.busiest_share(c, examples, tokenizer, processes=2, max_len=32) for c in bench.COMMANDS}
+    assert shares == {"eval": 1.0, "attn-diff": 36 / 48, "cka": 1.0}
 
 
 @pytest.mark.parametrize("a, b, equal", [
