@@ -145,9 +145,11 @@ def read_result(command: str, runs_dir: Path) -> tuple[dict, float | None]:
 
 
 def close(a, b, *, rel: float = REL, abs_: float = ABS) -> bool:
-    """Two JSON values equal, floats within `rel` (relative) or `abs_` (absolute)."""
+    """Two JSON values equal, floats within `rel` (relative) or `abs_` (absolute); NaN equals NaN."""
     if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
+        if not (isinstance(a, (int, float)) and isinstance(b, (int, float))):
+            return False
+        return math.isclose(a, b, rel_tol=rel, abs_tol=abs_) or (math.isnan(a) and math.isnan(b))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(close(a[k], b[k], rel=rel, abs_=abs_) for k in a)
     if isinstance(a, list) and isinstance(b, list):

@@ -66,6 +66,8 @@ def test_busiest_share(bench, tiny_roberta_dir):
     ({"x": [1.0, 2]}, {"x": [1.0, 2]}, True),
     ({"x": [1.0, 2]}, {"x": [1.0]}, False),  # a shorter list
     ({"x": 1.0}, {"y": 1.0}, False),  # other keys
+    (float("nan"), float("nan"), True),  # an undefined statistic on both
+    (float("nan"), 1.0, False),
     ("head", "head", True),
     (1.0, "1.0", False),
 ])
