@@ -111,3 +111,16 @@ def cli_world(tmp_path_factory, mined_data, tiny_roberta_dir):
     train_tiny(runs, data, base, "lora", methods.method_from_dict({"method": "lora", "r": 4}))
     train_tiny(runs, data, base, "adapter", methods.method_from_dict({"method": "adapter", "r": 4, "placement": "ffn"}))
     return SimpleNamespace(root=root, data=data, base=base, runs=runs)
+
+
+@pytest.fixture(scope="session")
+def foreign_deltas(tmp_path_factory, mined_data, tiny_roberta_dir):
+    """Foreign deltas on the tiny RoBERTa (`helpers.make_foreign_deltas`: adapters/lora, adapters/ia3, adapters/full) beside
+    a copy of the mined data: (root, {kind: directory}). Tests must leave them as they are (copy one to change it)."""
+    import shutil
+
+    from helpers import make_foreign_deltas
+
+    root = tmp_path_factory.mktemp("foreign-deltas")
+    shutil.copytree(mined_data, root / "data")
+    return root, make_foreign_deltas(root, root / "data", tiny_roberta_dir)

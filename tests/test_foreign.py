@@ -155,7 +155,7 @@ def test_import_records_the_source_and_references_the_weights(foreign, imported,
 
     listed = invoke(["runs", "--runs-dir", runs]).stdout
     for kind in KINDS:
-        assert re.search(rf"^my-{kind}\s+-\s+{'full' if kind == 'full' else 'peft'}\s", listed, re.M), listed
+        assert re.search(rf"^my-{kind}\s+imported\s+{'full' if kind == 'full' else 'peft'}\s", listed, re.M), listed
 
 
 def test_imported_eval_equals_eval_by_path(foreign, imported):

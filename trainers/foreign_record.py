@@ -96,8 +96,8 @@ def foreign_manifest(directory: Path, *, name: str, runs_dir: Path, options: For
         base, base_from = read_adapter_config(directory).get("base_model_name_or_path"), f"base_model_name_or_path in {PEFT_CONFIG}"
     if not isinstance(base, str) or not base:
         what = "a model directory" if kind == "full" else "its adapter_config.json names no base"
-        raise InterpError(f"{directory}: {what}; name the base encoder it was fine-tuned from with --base DIR (interp eval, interp "
-                          "import; other commands take it as a run after `interp import DIR --name NAME --base BASE`)")
+        raise InterpError(f"{directory}: {what}; name the base encoder it was fine-tuned from with --base DIR (every command "
+                          "that takes a run takes it: eval, import, attn-diff, cka, ablate, anatomy, ...)")
     try:
         recorded = _base_record(base)
     except InterpError as exc:

@@ -184,13 +184,13 @@ class Ablation:
     @classmethod
     def prepare(cls, *, runs_dir: Path, name: str, layers: str | None = None, mode: str = "drop", sweep: bool = False,
                 split: str = "test", data_file: Path | None = None, limit: int | None = None, device: str = "auto",
-                progress: bool = True, precision: str = DEFAULT_PRECISION) -> Prepared:
+                progress: bool = True, precision: str = DEFAULT_PRECISION, foreign=None) -> Prepared:
         """Run `name` on a split or file: runs/analyses/ablate/<name>.<setting>.json; nothing loaded."""
         check_mode(mode)
         check_device(device)
         check_precision(precision)
         at_least("--limit", limit, 1)
-        (ref,) = resolve_runs(Path(runs_dir), [name])
+        (ref,) = resolve_runs(Path(runs_dir), [name], foreign=foreign)
         if ref.is_base:
             raise InterpError("'base' carries no delta to switch off; name a trained run")
         check_choice(mode, layers, sweep)

@@ -311,7 +311,7 @@ class Anatomy:
 
     @classmethod
     def prepare(cls, *, runs_dir: Path, names: list[str], top: int = TOP, k: int = OVERLAP_K, vectors: int = 0,
-                seed_null: bool = True) -> Prepared:
+                seed_null: bool = True, foreign=None) -> Prepared:
         """One run, or two with the overlap of their updates: runs/analyses/anatomy/<A>[-vs-<B>].json; nothing loaded.
 
         With two runs and `seed_null`, the other seeds of each run's configuration found under
@@ -322,7 +322,7 @@ class Anatomy:
         if not 1 <= len(names) <= 2:
             raise InterpError(f"anatomy takes one or two runs, got {len(names)}")
         check_options(top=top, k=k, vectors=vectors)
-        refs = resolve_runs(Path(runs_dir), names)
+        refs = resolve_runs(Path(runs_dir), names, foreign=foreign)
         for ref in refs:
             if ref.is_base:
                 raise InterpError("'base' carries no delta to dissect; name trained runs")

@@ -304,7 +304,7 @@ class AttnDiff:
     def prepare(cls, *, runs_dir: Path, a: str, b: str, seeds: bool = False, split: str = "test", data_file: Path | None = None,
                 limit: int | None = None, example: int | str | None = None, layer: int | None = None,
                 side: str = "both", batch_size: int = 32, device: str = "auto", precision: str = DEFAULT_PRECISION,
-                progress: bool = True) -> Prepared:
+                progress: bool = True, foreign=None) -> Prepared:
         """Sides `a` and `b` (run names or comma lists of a seed group's runs; with `seeds`, preset names, each standing for
         every run of that preset in `runs_dir`) and the data; runs/analyses/attn-diff/<name>.json; nothing loaded."""
         sides = sides_of(side)
@@ -312,7 +312,7 @@ class AttnDiff:
         check_precision(precision)
         at_least("--batch-size", batch_size, 1)
         at_least("--limit", limit, 1)
-        side_a, side_b, refs = resolve_sides(Path(runs_dir), a, b, seeds=seeds)
+        side_a, side_b, refs = resolve_sides(Path(runs_dir), a, b, seeds=seeds, foreign=foreign)
         check_layer("--layer", layer, depth_of(refs))
         data = resolve_data(refs, split=split, data_file=data_file, limit=limit)
         example = cls.find(data.examples, example).idx  # a bad --example fails before any model loads

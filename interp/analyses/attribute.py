@@ -252,7 +252,7 @@ class Attribution:
                 code_file: Path | None = None, baseline: str | None = None, split: str = "test",
                 data_file: Path | None = None, steps: int = 50, mode: str = "joint",
                 reference: str = DEFAULT_REFERENCE, others: int = DEFAULT_OTHERS,
-                precision: str = DEFAULT_PRECISION) -> Prepared:
+                precision: str = DEFAULT_PRECISION, foreign=None) -> Prepared:
         """One pair's score (or score difference) to its tokens: runs/analyses/attribute/<name>.json; nothing loaded.
 
         The 'others' reference draws from the examples of --split (or --data), the ones --example picks from.
@@ -273,7 +273,7 @@ class Attribution:
         check_precision(precision)
         if baseline == name:
             raise InterpError(f"--baseline {baseline} is the run itself; the score difference would be zero")
-        refs = resolve_runs(Path(runs_dir), [name] + ([baseline] if baseline is not None else []))
+        refs = resolve_runs(Path(runs_dir), [name] + ([baseline] if baseline is not None else []), foreign=foreign)
         if reference == "others" and data_file is None and all(r.is_base for r in refs):
             raise InterpError("--reference others takes its references from a split: with only 'base', give --data FILE "
                               "(or --reference pad)")

@@ -55,10 +55,15 @@ def delta_fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def resolve_runs(runs_dir: Path, names: list[str]) -> list[RunRef]:
-    """Resolve run names; `base` takes the base of the other runs. All must share one base."""
+def resolve_runs(runs_dir: Path, names: list[str], *, foreign=None) -> list[RunRef]:
+    """Resolve run names; `base` takes the base of the other runs. All must share one base.
+
+    A name with a '/' is a directory (`trainers.foreign`); `foreign` (`ForeignOptions`: --base, --pooling, --max-len)
+    fills in what such a delta lacks, and is refused when no name is a directory (runs record their own).
+    """
     check_runs_dir(runs_dir)
-    runs = {n: _find(runs_dir, n) for n in names if n != BASE}
+    check_foreign(names, foreign)
+    runs = {n: _find(runs_dir, n, foreign) for n in names if n != BASE}
     bases = {n: r.manifest.base for n, r in runs.items()}
     if not bases:
         known = [r.name for r in list_runs(runs_dir)]
@@ -79,9 +84,23 @@ def depth_of(refs: list[RunRef]) -> int | None:
     return depth if isinstance(depth, int) and not isinstance(depth, bool) else None
 
 
-def _find(runs_dir: Path, name: str) -> RunInfo:
+def check_foreign(names: list[str], foreign) -> None:
+    """`foreign` (--base, --pooling, --max-len) given, and no name a directory: InterpError, worded as `interp eval`'s."""
+    from trainers.foreign import ForeignOptions, is_path_name
+
+    if foreign is None or foreign == ForeignOptions() or any(is_path_name(n) for n in names):
+        return
+    named = [n for n in names if n != BASE]
+    what = f"run {named[0]!r} records its base, pooling and max_len" if named else f"{BASE!r} is the base of the runs"
+    raise InterpError(f"{what}; --base, --pooling and --max-len are for a path (a peft adapter or a model directory, "
+                      "such as ./adapter)")
+
+
+def _find(runs_dir: Path, name: str, foreign=None) -> RunInfo:
+    from trainers.foreign import is_path_name
+
     try:
-        return find_run(runs_dir, name)
+        return find_run(runs_dir, name, foreign=foreign if is_path_name(name) else None)
     except OSError as exc:  # a name too long for the file system, a folder that cannot be read
         shown = name if len(name) <= 40 else name[:40] + "..."
         raise InterpError(f"run {shown!r}: cannot be looked up in {runs_dir} ({exc.strerror or exc})") from None

@@ -251,14 +251,15 @@ class CKA:
     @classmethod
     def prepare(cls, *, runs_dir: Path, a: str, b: str, seeds: bool = False, split: str = "test", data_file: Path | None = None,
                 limit: int | None = None, side: str = "both", tokens: str = "cls", estimator: str = "biased",
-                batch_size: int = 32, device: str = "auto", precision: str = DEFAULT_PRECISION, progress: bool = True) -> Prepared:
+                batch_size: int = 32, device: str = "auto", precision: str = DEFAULT_PRECISION, progress: bool = True,
+                foreign=None) -> Prepared:
         """Sides `a` and `b` (run names, comma lists of one configuration's seeds, or presets with `seeds`) and the data;
         every option checked, nothing loaded."""
         sides = sides_of(side)
         check_device(device)
         at_least("--limit", limit, 1)
         check_options(sides=sides, tokens=tokens, estimator=estimator, batch_size=batch_size, precision=precision)
-        side_a, side_b, refs = resolve_sides(Path(runs_dir), a, b, seeds=seeds)
+        side_a, side_b, refs = resolve_sides(Path(runs_dir), a, b, seeds=seeds, foreign=foreign)
         data = resolve_data(refs, split=split, data_file=data_file, limit=limit)
         check_options(estimator=estimator, examples=len(data.examples))
         trained = [r for r in refs if not r.is_base]

@@ -206,7 +206,7 @@ class Compare:
     @classmethod
     def prepare(cls, *, runs_dir: Path, names: list[str], split: str = "test", data_file: Path | None = None,
                 limit: int | None = None, bootstrap: int = 10_000, permutations: int = 10_000, seed: int = 0,
-                progress: bool = True, precision: str = DEFAULT_PRECISION) -> Prepared:
+                progress: bool = True, precision: str = DEFAULT_PRECISION, foreign=None) -> Prepared:
         """Compare runs on one split or file: runs/analyses/compare/<A>-vs-<B>...json; every option checked, nothing scored."""
         if len(names) < 2:
             raise InterpError("compare needs at least two runs")
@@ -220,7 +220,7 @@ class Compare:
         at_least("--limit", limit, 1)
         check_precision(precision)
         distinct("compare", names)
-        refs = resolve_runs(Path(runs_dir), names)
+        refs = resolve_runs(Path(runs_dir), names, foreign=foreign)
         groups, _ = group_runs(refs)
         label = data_label(split, data_file, limit)
         if len(groups) < 2:
@@ -229,7 +229,7 @@ class Compare:
 
         def bind() -> Compare:
             table = held["table"] = load_rank_table(runs_dir, names, split=split, data_file=data_file, limit=limit, progress=progress,
-                                                    precision=precision)
+                                                    precision=precision, foreign=foreign)
             groups, notes = group_runs(table.refs)
             if len(groups) < 2:  # only seeds of one configuration: compare the seeds with each other instead
                 notes = [f"all runs are seeds of one configuration ({groups[0].name!r}); compared seed by seed, not pooled"]

@@ -89,15 +89,16 @@ def data_label(split: str, data_file: Path | None, limit: int | None) -> str:
 
 def load_rank_table(runs_dir: Path, names: list[str], *, split: str = "test", data_file: Path | None = None,
                     limit: int | None = None, ties: str = DEFAULT_TIE_RULE, progress: bool = True,
-                    precision: str = DEFAULT_PRECISION) -> RankTable:
-    """Resolve the runs, check they share the data, and read (or compute) their ranks under `ties`; `base` as the runs."""
+                    precision: str = DEFAULT_PRECISION, foreign=None) -> RankTable:
+    """Resolve the runs (a directory's missing choices from `foreign`, `base.resolve_runs`), check they share the data, and
+    read (or compute) their ranks under `ties`; `base` as the runs."""
     if not names:
         raise InterpError("name at least one run")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise InterpError(f"run {repeated[0]!r} is named twice")
     check_split(split, data_file)
-    refs = resolve_runs(Path(runs_dir), names)
+    refs = resolve_runs(Path(runs_dir), names, foreign=foreign)
     if data_file is None:
         check_same_split(refs, split)
     scoring = base_scoring(refs)

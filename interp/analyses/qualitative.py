@@ -209,7 +209,7 @@ class Qualitative:
     def prepare(cls, *, runs_dir: Path, runs: Sequence[str] | None = None, baseline: str | None = None,
                 candidate: str | None = None, split: str = "test", data_file: Path | None = None,
                 limit: int | None = None, samples: int = 3, progress: bool = True,
-                precision: str = DEFAULT_PRECISION) -> Prepared:
+                precision: str = DEFAULT_PRECISION, foreign=None) -> Prepared:
         """Easy/hard (and fixed/regressed) examples of some runs: runs/analyses/qualitative/<name>.json; nothing scored."""
         if (baseline is None) != (candidate is None):
             raise InterpError("give both --baseline and --candidate, or neither")
@@ -224,12 +224,12 @@ class Qualitative:
         if not set_runs:
             raise InterpError("give --runs, or --baseline and --candidate")
         names = list(dict.fromkeys(set_runs + [n for n in (baseline, candidate) if n is not None]))
-        resolve_runs(Path(runs_dir), names)  # unknown names first
+        resolve_runs(Path(runs_dir), names, foreign=foreign)  # unknown names first
         held: dict[str, RankTable] = {}
 
         def bind() -> Qualitative:
             table = held["table"] = load_rank_table(Path(runs_dir), names, split=split, data_file=data_file, limit=limit,
-                                                    progress=progress, precision=precision)
+                                                    progress=progress, precision=precision, foreign=foreign)
             trained = [max_len_of(r) for r in table.refs if not r.is_base]  # 'base' is scored at the runs' length
             max_len = max(trained) if trained else table.base.max_len
             return cls(table.ranks, table.data.examples, load_tokenizer(table.refs[0].base["source"]), runs=set_runs,

@@ -83,8 +83,8 @@ def side_names(text: str, *, runs_dir: Path, seeds: bool, which: str) -> list[st
     return out
 
 
-def resolve_sides(runs_dir: Path, a: str, b: str, *, seeds: bool = False) -> tuple[Side, Side, list[RunRef]]:
-    """Sides A and B (each one run or one seed group) and every run's ref, A's first."""
+def resolve_sides(runs_dir: Path, a: str, b: str, *, seeds: bool = False, foreign=None) -> tuple[Side, Side, list[RunRef]]:
+    """Sides A and B (each one run or one seed group) and every run's ref, A's first; `foreign` as `resolve_runs`'s."""
     names = [side_names(a, runs_dir=runs_dir, seeds=seeds, which="A"), side_names(b, runs_dir=runs_dir, seeds=seeds, which="B")]
     for which, side in zip("AB", names):
         repeated = sorted({n for n in side if side.count(n) > 1})
@@ -94,7 +94,7 @@ def resolve_sides(runs_dir: Path, a: str, b: str, *, seeds: bool = False) -> tup
         both = sorted(set(names[0]) & set(names[1]))
         if both:
             raise InterpError(f"run {both[0]!r} is on both sides; a seed group's runs must belong to one side")
-    refs = resolve_runs(Path(runs_dir), names[0] + names[1])
+    refs = resolve_runs(Path(runs_dir), names[0] + names[1], foreign=foreign)
     split = len(names[0])
     return _side(refs[:split], "A"), _side(refs[split:], "B"), refs
 

@@ -39,6 +39,9 @@ def attn_diff(
     precision: options.Precision = "fp32",
     runs_dir: options.RunsDir = Path("runs"),
     progress: options.Progress = True,
+    base: options.ForeignBase = None,
+    pooling: options.ForeignPooling = None,
+    max_len: options.ForeignMaxLen = None,
     num_processes: options.NumProcesses = None,
 ) -> None:
     """Compare the [CLS] attention of two runs (or two seed groups) over a whole split, per layer and
@@ -53,7 +56,8 @@ def attn_diff(
     # The forward passes at --precision (recorded in the result's inputs); rows float32, sums float64 either way.
     ran = run_analysis_on(num_processes, AttnDiff, command="attn-diff", runs_dir=runs_dir, a=a, b=b, seeds=seeds, split=split,
                           data_file=data, limit=limit, example=example, layer=layer, side=side.value, batch_size=batch_size,
-                          device=device.value, precision=precision, progress=progress)
+                          device=device.value, precision=precision, progress=progress,
+                          foreign=options.foreign(base, pooling, max_len))
     if ran is None:  # launched processes ran it
         return
     result, path = ran

@@ -46,6 +46,9 @@ def cka(
     precision: options.Precision = "fp32",
     runs_dir: options.RunsDir = Path("runs"),
     progress: options.Progress = True,
+    base: options.ForeignBase = None,
+    pooling: options.ForeignPooling = None,
+    max_len: options.ForeignMaxLen = None,
     num_processes: options.NumProcesses = None,
 ) -> None:
     """Linear CKA (Kornblith et al. 2019) between the hidden states of two runs (or seed groups), every layer
@@ -56,7 +59,8 @@ def cka(
 
     ran = run_analysis_on(num_processes, CKA, command="cka", runs_dir=runs_dir, a=a, b=b, seeds=seeds, split=split, data_file=data,
                           limit=limit, side=side.value, tokens=tokens.value, estimator=estimator.value, batch_size=batch_size,
-                          device=device.value, precision=precision, progress=progress)
+                          device=device.value, precision=precision, progress=progress,
+                          foreign=options.foreign(base, pooling, max_len))
     if ran is None:  # launched processes ran it
         return
     result, path = ran

@@ -38,7 +38,8 @@ def _mrr(value: float) -> str:
 
 
 def ablate(
-    run: Annotated[str, typer.Argument(help="A trained run under RUNS_DIR.")],
+    run: Annotated[str, typer.Argument(help="A trained run under RUNS_DIR, or a directory (a name with '/'): a peft "
+                                        "adapter or a fine-tuned model directory.")],
     layers: Annotated[str | None, typer.Option("--layers", help="Layers to ablate, 1-based: '9-12', '3', '1,3,5-6' or 'last:4'.")] = None,
     mode: Annotated[Mode, typer.Option("--mode", help="drop: switch the delta off in --layers; keep: switch it off everywhere else.")] = Mode.drop,
     sweep: Annotated[bool, typer.Option("--sweep", help="Also every single layer dropped and kept, and every top-k and bottom-k block kept: a layer-importance curve.")] = False,
@@ -49,6 +50,9 @@ def ablate(
     precision: options.Precision = "fp32",
     runs_dir: options.RunsDir = Path("runs"),
     progress: options.Progress = True,
+    base: options.ForeignBase = None,
+    pooling: options.ForeignPooling = None,
+    max_len: options.ForeignMaxLen = None,
     num_processes: options.NumProcesses = None,
 ) -> None:
     """Switch a run's delta off in some layers at inference (no retraining) and report the MRR against
@@ -58,7 +62,7 @@ def ablate(
 
     ran = run_analysis_on(num_processes, Ablation, command="ablate", runs_dir=runs_dir, name=run, layers=layers,
                           mode=mode.value, sweep=sweep, split=split, data_file=data, limit=limit, device=device, progress=progress,
-                          precision=precision)
+                          precision=precision, foreign=options.foreign(base, pooling, max_len))
     if ran is None:  # launched processes ran it
         return
     result, path = ran
@@ -85,6 +89,9 @@ def anatomy(
                                             "of two seeds of one configuration, from the other seeds of each run found under RUNS_DIR "
                                             "(same preset, manifest differing only in train.seed, e.g. lora64-s1, lora64-s2).")] = True,
     runs_dir: options.RunsDir = Path("runs"),
+    base: options.ForeignBase = None,
+    pooling: options.ForeignPooling = None,
+    max_len: options.ForeignMaxLen = None,
 ) -> None:
     """Per layer and module: norm, singular-value spectrum and effective rank of the delta's update
     (LoRA scale*B@A, adapter (W_down@W_up)^T, prefix P - P_init, full W_run - W_base; every linear map
@@ -95,7 +102,8 @@ def anatomy(
     from interp.analyses.anatomy import Anatomy
     from interp.analyses.running import run_analysis
 
-    result, path = run_analysis(Anatomy, runs_dir=runs_dir, names=runs, top=top, k=k, vectors=vectors, seed_null=seed_null)
+    result, path = run_analysis(Anatomy, runs_dir=runs_dir, names=runs, top=top, k=k, vectors=vectors, seed_null=seed_null,
+                                foreign=options.foreign(base, pooling, max_len))
     for r in result.runs:
         typer.echo(f"{r.name} ({r.method}): {len(r.matrices)} matrices")
         typer.echo(f"  {'layer':>5}  {'module':<28} {'matrix':<17} {'||.||_F':>9} {'erank':>7}")
@@ -124,7 +132,7 @@ def _share(value: float | None) -> str:
 
 
 def attribute(
-    run: Annotated[str, typer.Argument(help="A trained run under RUNS_DIR (or 'base').")],
+    run: Annotated[str, typer.Argument(help="A trained run under RUNS_DIR (or 'base'), or a directory (a name with '/').")],
     example: Annotated[int | None, typer.Option("--example", help="The idx of an example of --split / --data.")] = None,
     query: Annotated[str | None, typer.Option("--query", help="A query text (with --code instead of --example).")] = None,
     code: Annotated[Path | None, typer.Option("--code", exists=True, dir_okay=False, help="A Python file holding the code (with --query).")] = None,
@@ -138,6 +146,9 @@ def attribute(
     show: Annotated[int, typer.Option("--show", help="Tokens shown per side, by |attribution| (all of them are in the JSON).")] = 8,
     precision: options.Precision = "fp32",
     runs_dir: options.RunsDir = Path("runs"),
+    base: options.ForeignBase = None,
+    pooling: options.ForeignPooling = None,
+    max_len: options.ForeignMaxLen = None,
 ) -> None:
     """Integrated gradients (Captum) on the word embeddings: how much each query and code token adds
     to the pair's score (the inner product of the pooled embeddings, pooled as the run was trained)
@@ -150,7 +161,8 @@ def attribute(
     at_least("--show", show, 0)
     result, path = run_analysis(Attribution, runs_dir=runs_dir, name=run, example=example, query=query, code_file=code,
                                 baseline=baseline, split=split, data_file=data, steps=steps, mode=mode.value,
-                                reference=reference.value, others=others, precision=precision)
+                                reference=reference.value, others=others, precision=precision,
+                                foreign=options.foreign(base, pooling, max_len))
     pooling = result.pooling + (f" / {result.baseline_pooling}" if result.baseline else "")
     typer.echo(f"{result.function} = {result.score:.4f}" + (f" ({result.run_score:.4f} - {result.baseline_score:.4f})" if result.baseline else "")
                + f"   pooling {pooling}, reference {result.reference}")

@@ -72,6 +72,22 @@ PRECISION_HELP = ("Forward passes in fp32, or bf16 (mixed precision: bfloat16 au
 Precision = Annotated[str, typer.Option("--precision", callback=precision, help=PRECISION_HELP + "Recorded with the result.")]
 
 
+# -- what a foreign delta (a directory: a peft adapter, a model directory) lacks; every command that takes a run --
+
+ForeignBase = Annotated[str | None, typer.Option("--base", help="For a directory: its base encoder (default: the adapter's "
+                                                 "base_model_name_or_path; a model directory needs it).")]
+ForeignMaxLen = Annotated[int | None, typer.Option("--max-len", help="For a directory: tokens per query or code (default 256).")]
+
+
+def foreign(base: str | None, pooling: str | None, max_len: int | None):
+    """`trainers.foreign.ForeignOptions` of --base, --pooling and --max-len (the command's --pooling declared with
+    `ForeignPooling`, whose callback is `choice`); --max-len checked. Recorded in a foreign run's manifest ("source")."""
+    from trainers.foreign import ForeignOptions
+
+    at_least("--max-len", max_len)
+    return ForeignOptions(base=base, pooling=pooling, max_len=max_len)
+
+
 NumProcesses = Annotated[int | None, typer.Option(
     "--num-processes",
     help="Share the examples over this many processes (one per GPU; CPU processes talk through gloo), started through "
@@ -94,6 +110,9 @@ def choice(ctx: typer.Context, param: typer.CallbackParam, value: str | None) ->
     if value not in allowed:
         raise InterpError(f"{param.opts[0]} {value}: should be one of {', '.join(allowed)}")
     return value
+
+
+ForeignPooling = Annotated[str | None, typer.Option("--pooling", callback=choice, help="For a directory: cls (default), pooler or mean.")]
 
 
 def finite(ctx: typer.Context, param: typer.CallbackParam, value: float | None) -> float | None:

@@ -37,6 +37,9 @@ def qualitative(
     runs_dir: options.RunsDir = Path("runs"),
     precision: options.Precision = "fp32",
     progress: options.Progress = True,
+    base: options.ForeignBase = None,
+    pooling: options.ForeignPooling = None,
+    max_len: options.ForeignMaxLen = None,
     num_processes: options.NumProcesses = None,
 ) -> None:
     """Easy / hard examples (gold ranked first by all runs / by none), and for a baseline-candidate
@@ -48,7 +51,7 @@ def qualitative(
 
     ran = run_analysis_on(num_processes, Qualitative, command="qualitative", runs_dir=runs_dir, runs=_names(runs),
                           baseline=baseline, candidate=candidate, split=split, data_file=data, limit=limit, samples=samples,
-                          progress=progress, precision=precision)
+                          progress=progress, precision=precision, foreign=options.foreign(base, pooling, max_len))
     if ran is None:  # launched processes ran it
         return
     result, path = ran
@@ -81,6 +84,9 @@ def compare(
     runs_dir: options.RunsDir = Path("runs"),
     precision: options.Precision = "fp32",
     progress: options.Progress = True,
+    base: options.ForeignBase = None,
+    pooling: options.ForeignPooling = None,
+    max_len: options.ForeignMaxLen = None,
     num_processes: options.NumProcesses = None,
 ) -> None:
     """MRR of each run (mean and std over seeds of one preset), and for each pair the MRR difference
@@ -93,7 +99,7 @@ def compare(
 
     ran = run_analysis_on(num_processes, Compare, command="compare", runs_dir=runs_dir, names=runs, split=split,
                           data_file=data, limit=limit, bootstrap=bootstrap, permutations=permutations, seed=seed, progress=progress,
-                          precision=precision)
+                          precision=precision, foreign=options.foreign(base, pooling, max_len))
     if ran is None:  # launched processes ran it
         return
     result, path = ran
