@@ -34,8 +34,11 @@ time (eval sorts each side over the whole file: its last process gets the longes
     OMP_NUM_THREADS=1 python benchmarks/parallel_analyses.py --limit 1024 --processes 4 --repeats 3
     OMP_NUM_THREADS=1 python benchmarks/parallel_analyses.py --limit 128 --commands eval --out /tmp/parallel.md   # a quick look
 
-On a machine with at least N free cores (1 + N cores busy at once would measure the
-contention, not the sharing).
+The first line writes benchmarks/results/parallel.md: on a quiet machine with at least 2 free
+cores it takes 15 to 20 minutes (estimated from 128-pair runs: about 10 s a command to start
+Python, import torch and load the models, about 10 s more to launch 2 processes, then about
+0.07 s a pair for eval, 0.23 s for attn-diff and 0.2 s for cka on one core). On a machine whose cores are
+busy with other work the processes wait for each other and the figures measure that instead.
 """
 
 from __future__ import annotations
