@@ -14,8 +14,9 @@ What a directory is (`delta_kind`):
     config.json + *.safetensors        "full"   a fully fine-tuned encoder: transformers loads it,
                                                 and it is compared with its base (full fine-tuning)
 
-What such a delta lacks comes from options with these defaults, and is written into the run's
-manifest ("source", "train") and so into every result's inputs (`RunRef.fingerprint`):
+What such a delta lacks comes from options with these defaults (--base, --pooling, --max-len on eval,
+import and every analysis command: `ForeignOptions`), and is written into the run's manifest ("source",
+"train") and so into every result's inputs (`RunRef.fingerprint`):
 
     base      --base; else adapter_config.json's base_model_name_or_path (a directory, or a hub id
               that is cached or reachable); a model directory always needs --base
