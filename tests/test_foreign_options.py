@@ -46,18 +46,23 @@ FULL_CASES = [  # (command args before the common ones, result kind, --pooling, 
     (["cka", "base", "{full}"], "cka", "mean", 24),
     (["ablate", "{full}", "--layers", "1"], "ablate", None, 24),
     (["anatomy", "{full}"], "anatomy", "pooler", None),
+    (["attribute", "{full}", "--example", "{first}", "--steps", "4", "--others", "2"], "attribute", "mean", None),
+    (["compare", "{full}", "base", "--bootstrap", "1000", "--permutations", "100"], "compare", None, 24),
+    (["qualitative", "--runs", "{full},base"], "qualitative", "mean", 24),
 ]
 
 
 @pytest.mark.parametrize("args,kind,pooling,max_len", FULL_CASES, ids=[c[1] for c in FULL_CASES])
 def test_a_model_directory_by_path_with_base(foreign_deltas, tiny_roberta_dir, tmp_path, args, kind, pooling, max_len):
-    """Each result records the directory, its kind, the base given and where it came from (--base), and the pooling and
+    """Every analysis command takes a model directory with --base. Each result records the directory, its kind, the base given and where it came from (--base), and the pooling and
     max_len given, else the defaults: cls, and 128 (the tiny base's longest input, below the default 256)."""
     root, made = foreign_deltas
     runs = tmp_path / "runs"
     runs.mkdir()
-    line = [a.format(full=made["full"]) for a in args] + ["--base", tiny_roberta_dir, "--runs-dir", runs]
-    line += [] if kind == "anatomy" else ["--data", root / "data" / "test.jsonl", "--limit", LIMIT, "--no-progress"]
+    test = root / "data" / "test.jsonl"
+    first = json.loads(test.read_text().splitlines()[0])["idx"]
+    line = [a.format(full=made["full"], first=first) for a in args] + ["--base", tiny_roberta_dir, "--runs-dir", runs]
+    line += [] if kind == "anatomy" else ["--data", test] + ([] if kind == "attribute" else ["--limit", LIMIT, "--no-progress"])
     line += (["--pooling", pooling] if pooling else []) + (["--max-len", max_len] if max_len else [])
     result = invoke(line)
     assert result.exit_code == 0, f"{line}: {result.stderr}{result.exception!r}"
@@ -144,6 +149,7 @@ REFUSED = [  # (args after the command name; {base}, {lora}, {wider}, {full} fil
     (["attn-diff", "{full}", "base"], ["{full}", "--base"]),  # a model directory names no base
     (["ablate", "{lora}", "--layers", "1", "--base", "{wider}"], ["{lora}", "{wider}"]),  # the adapter does not fit that base
     (["attn-diff", "{full}", "base", "--base", "{wider}"], ["{full}", "{wider}", "hidden_size"]),
+    (["cka", "{elsewhere}", "base", "--max-len", "16"], ["{elsewhere}", "{base}"]),  # its target modules are not in the base
     (["attn-diff", "{lora}", "my-lora", "--base", "{wider}"], ["'my-lora'", "different base models"]),
 ]
 
@@ -155,9 +161,11 @@ def test_refusals(foreign_deltas, named, tiny_roberta_dir, tmp_path):
     wider = make_tiny_roberta(tmp_path / "wider", hidden=48)
     code = tmp_path / "f.py"
     code.write_text("def f():\n    return 1\n")
+    elsewhere = _with_config(made["lora"], tmp_path / "other-targets", target_modules=["query_proj"])
     fill = {"base": str(tiny_roberta_dir), "lora": str(made["lora"]), "full": str(made["full"]), "wider": str(wider),
-            "code": str(code)}
-    shown = {"lora": str(made["lora"].resolve()), "full": str(made["full"].resolve()), "wider": str(wider.resolve())}
+            "code": str(code), "elsewhere": str(elsewhere)}
+    shown = {"lora": str(made["lora"].resolve()), "full": str(made["full"].resolve()), "wider": str(wider.resolve()),
+             "elsewhere": str(elsewhere.resolve()), "base": str(tiny_roberta_dir)}
     for args, names in REFUSED:
         line = [a.format(**fill) for a in args] + ["--runs-dir", named]
         line += ["--data", root / "data" / "test.jsonl"] if args[0] not in ("anatomy", "qualitative", "compare") else []
