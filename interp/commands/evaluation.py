@@ -26,10 +26,9 @@ def eval_(
     precision: options.Precision = "fp32",
     runs_dir: options.RunsDir = Path("runs"),
     progress: options.Progress = True,
-    base: Annotated[str | None, typer.Option("--base", help="For a directory: its base encoder (default: the adapter's "
-                                             "base_model_name_or_path; a model directory needs it).")] = None,
-    pooling: Annotated[str | None, typer.Option("--pooling", callback=options.choice, help="For a directory: cls (default), pooler or mean.")] = None,
-    max_len: Annotated[int | None, typer.Option("--max-len", help="For a directory: tokens per query or code (default 256).")] = None,
+    base: options.ForeignBase = None,
+    pooling: options.ForeignPooling = None,
+    max_len: options.ForeignMaxLen = None,
     num_processes: options.NumProcesses = None,
 ) -> None:
     """Re-evaluate a run's best delta on any split or AdvTest-format file (MRR, MRR@10, NDCG@10, Recall@1/5/10, optional
