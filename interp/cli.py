@@ -2,7 +2,8 @@
 
 Each command parses and validates its arguments, calls one library function with keyword
 arguments, and prints a summary. Errors in the user's input (`InterpError`) print one line and
-exit with status 2; nothing else is caught.
+exit with status 2; nothing else is caught, except in a process that `--num-processes N`
+launched, where any failure goes to the launching process (`launching.end_if_launched`).
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ def _refuse(message: str) -> typer.Exit:
     """Print 'error: MESSAGE' as one line on stderr; the Exit (status 2) to raise.
 
     In a process that `interp ... --num-processes N` launched, the message goes to the launching
-    process instead (`launching.report_error`), which prints it once, and this one ends quietly.
+    process instead (`launching.end_if_launched`), which prints it once, and this one ends here,
+    quietly, with status 1 (torchrun then stops the other processes).
     """
-    from interp.commands.launching import report_error
+    from interp.commands.launching import end_if_launched
 
     line = " ".join(str(message).split())
-    if report_error(line):
-        return typer.Exit(0)
+    end_if_launched(line)
     typer.echo("error: " + line, err=True)
     return typer.Exit(2)
 
@@ -69,6 +70,13 @@ class _Group(TyperGroup):
             raise
         except TyperException as exc:
             raise _usage_error(exc) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:  # in a launched process: its traceback goes to the launching process, printed once
+            from interp.commands.launching import end_if_launched
+
+            end_if_launched(exc)  # ends a launched process; returns in any other
+            raise
 
 
 app = typer.Typer(

@@ -11,8 +11,13 @@ In a process that no launcher started, with N > 1: `check` runs here (the analys
 which loads nothing), so bad input gets one `error:` line and exit status 2 before anything
 starts; then `accelerate launch --multi_gpu` runs `python -m interp` with the same arguments
 less `--num-processes` on N processes (`trainers.training.distributed.run_launcher`; torchrun:
-NCCL between GPUs, one GPU each; gloo between CPU processes) and this process waits. An
-InterpError in them comes back through a file and is raised here: one `error:` line.
+NCCL between GPUs, one GPU each; gloo between CPU processes) and this process waits. The first
+of them to fail (an InterpError, or any exception: an out-of-memory, a bug hit by one share)
+reports it through a file and exits with status 1, printing nothing (`end_if_launched`); torchrun
+stops the others at once (they would otherwise wait in their next collective for its 30-minute
+timeout), and this process prints that failure once: the traceback of an unexpected exception,
+then one `error: process R of N: ...` line, exit status 2. Results are written only by process
+0 after the last collective, so a failure in the computation leaves no result behind.
 
 In a launched process: the process group is set up (accelerate's `PartialState`), every process
 computes its share (`trainers.parallel`, `trainers.training.evaluate.embed_all`) and gets the
@@ -31,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 NUM_PROCESSES_OPTION = "--num-processes"
+ERROR_FILE_ENV = "INTERP_ERROR_FILE"  # trainers.training.distributed.ERROR_FILE_ENV (that module imports torch)
 ARGV_KEY = "interp.argv"  # the command line the CLI parsed, kept in the click context's meta (interp.cli._Group)
 
 
@@ -117,12 +123,12 @@ def _command_line() -> list[str]:
     return list(argv)
 
 
-def report_error(message: str) -> bool:
-    """In a process launched by `on_processes`: write `message` where the launching process reads it; whether it was written."""
-    from trainers.training.distributed import error_file_of, process_rank
+def end_if_launched(failure: BaseException | str) -> None:
+    """In a process launched by `on_processes`: tell the launching process why this one fails (an InterpError or
+    message: one line; another exception: with its traceback), unless another failed first, and end this process
+    at once with status 1, printing nothing (`distributed.end_failed`). Elsewhere: nothing (it returns)."""
+    if not os.environ.get(ERROR_FILE_ENV):  # a usage error in one process is told without importing torch
+        return
+    from trainers.training.distributed import end_failed
 
-    path = error_file_of(process_rank())
-    if path is None:
-        return False
-    path.write_text(message)
-    return True
+    end_failed(failure)

@@ -13,8 +13,10 @@ number of micro-batches on every process (`batching.shard_groups`).
 `launch` starts N copies of `worker.py` through `accelerate launch --multi_gpu` (torchrun
 underneath: NCCL between GPUs, gloo between CPU processes) and waits for them. Only the main
 process writes; the others wait for it (see `train.RunCheckpoints`). `run_launcher` is that
-launch for any target (the analyses start `-m interp` itself, `interp.commands.launching`): an
-InterpError in a launched process comes back through a file as the launching process's one error.
+launch for any target (the analyses start `-m interp` itself, `interp.commands.launching`): the
+first launched process to fail reports why through a file (`end_failed`) and exits with
+status 1, torchrun stops the others at once (not at a collective's 30-minute timeout), and the
+launching process raises that failure as its one error.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import traceback
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -106,26 +109,94 @@ def check_processes(num_processes: int, device: str) -> bool:
     return use_cuda
 
 
-ERROR_FILE_ENV = "INTERP_ERROR_FILE"  # where a launched process puts its InterpError (process r > 0: this name + f".{r}")
+ERROR_FILE_ENV = "INTERP_ERROR_FILE"  # where the first of `run_launcher`'s processes to fail says why (JSON)
 
 
-def error_file_of(rank: int) -> Path | None:
-    """Where launched process `rank` writes its InterpError for the launching process; None when not launched by it."""
+def end_failed(failure: BaseException | str) -> None:
+    """In a process that `run_launcher` started: tell the launching process why this one fails, and end it at once.
+
+    `failure`: an InterpError or a message (told as one line), or an unexpected exception (told as
+    "TYPE: MESSAGE" with its traceback). Only the first process to fail is told of (an atomic link
+    claims the error file); the others fail because it did (a peer gone in a collective) and add
+    nothing. The process ends with status 1, printing nothing and skipping the interpreter's
+    teardown (`os._exit`: about 1.5 s with torch loaded, and it may wait on a collective), so that
+    torchrun's agent sees the exit within its poll (0.1 s) and stops the other processes (SIGTERM);
+    the launching process prints the failure once. Returns only in a process `run_launcher` did
+    not start (nothing is done).
+    """
     path = os.environ.get(ERROR_FILE_ENV)
-    return None if not path else Path(path) if rank == 0 else Path(f"{path}.{rank}")
+    if not path:
+        return
+    unexpected = isinstance(failure, BaseException) and not isinstance(failure, InterpError)
+    message = f"{type(failure).__name__}: {failure}" if unexpected else str(failure)
+    trace = "".join(traceback.format_exception(failure)) if unexpected else ""
+    rank = process_rank()
+    mine = Path(f"{path}.{rank}")
+    mine.write_text(json.dumps({"process": rank, "processes": launched_processes(), "message": " ".join(message.split()),
+                                "traceback": trace}))
+    try:
+        os.link(mine, path)
+    except FileExistsError:  # another process failed first
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(1)
+
+
+def launcher_main() -> None:
+    """`accelerate launch ARGS` (ARGS: sys.argv[1:]) as `run_launcher` starts it.
+
+    When a process reported its failure (`end_failed`), torchrun's own account of it (its
+    agent's log lines, the ChildFailedError block, accelerate's traceback) is left out: the
+    launching process prints the failure once. Any other failure (a process killed, a crash before
+    the CLI) keeps torchrun's account, shown when the launcher ends; exit status 1.
+    """
+    import logging
+
+    from accelerate.commands.launch import launch_command, launch_command_parser
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    held: list[logging.LogRecord] = []
+    elastic = logging.getLogger("torch.distributed.elastic")  # the agent: "Sending process N closing signal SIGTERM", ...
+    handler = logging.Handler()
+    handler.emit = held.append
+    elastic.addHandler(handler)
+    elastic.propagate = False
+    try:
+        launch_command(launch_command_parser().parse_args(sys.argv[1:]))
+    except ChildFailedError as exc:
+        if _failure_reported():
+            sys.stderr.flush()
+            os._exit(1)  # at once: the launching process is waiting to print the failure (a teardown costs about 1 s)
+        print(exc, file=sys.stderr)
+        sys.exit(1)
+    finally:  # what the agent logged, unless the failure it tells of was reported
+        elastic.removeHandler(handler)
+        elastic.propagate = True
+        if not _failure_reported():
+            for record in held:
+                elastic.handle(record)
+
+
+def _failure_reported() -> bool:
+    path = os.environ.get(ERROR_FILE_ENV)
+    return bool(path) and Path(path).is_file()
 
 
 def run_launcher(target: list[str], *, num_processes: int, what: str, error: Path) -> None:
     """`accelerate launch --multi_gpu` of `num_processes` copies of `python TARGET...` (torchrun underneath) and wait.
 
-    A process that fails with an InterpError writes its message to `error` (process 0; process r to
-    `error`.r, see `error_file_of`) and exits; that message is raised here as one InterpError, so the
-    user reads one `error:` line after anything the launcher printed. Another failure: an InterpError
-    naming `what` (e.g. "training processes") and the launcher's exit status.
+    A process that fails (an InterpError, or any exception the CLI or the training worker catches)
+    reports it through `error` and exits with status 1 (`end_failed`); torchrun then stops the
+    others within a second, and the first failure is raised here as one InterpError, "process R of
+    N: MESSAGE", after the traceback of that process for an unexpected exception (printed here,
+    once). Another failure (a process killed, say): an InterpError naming `what` (e.g. "training
+    processes") and the launcher's exit status, after torchrun's account of it.
     """
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
-        "--num_machines", "1", "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no", *target,
+        sys.executable, "-c", "from trainers.training.distributed import launcher_main; launcher_main()",
+        "--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1", "--main_process_port", "0",
+        "--mixed_precision", "no", "--dynamo_backend", "no", *target,
     ]
     launcher = subprocess.Popen(command, env={**os.environ, ERROR_FILE_ENV: str(error)})
     try:
@@ -133,9 +204,12 @@ def run_launcher(target: list[str], *, num_processes: int, what: str, error: Pat
     except KeyboardInterrupt:  # the launcher got it too: let it stop its processes (not kill it, orphaning them)
         launcher.wait()
         raise
-    written = [f for f in (error, *sorted(error.parent.glob(error.name + ".*"))) if f.is_file()]
-    if written:
-        raise InterpError(written[0].read_text().strip())
+    if error.is_file():
+        failure = json.loads(error.read_text())
+        if failure["traceback"]:
+            sys.stderr.write(failure["traceback"].rstrip("\n") + "\n")
+            sys.stderr.flush()
+        raise InterpError(f"process {failure['process']} of {failure['processes']}: {failure['message']}")
     if returncode != 0:
         raise InterpError(f"the {num_processes} {what} failed (exit status {returncode}); see their output above")
 
@@ -148,6 +222,6 @@ def launch(spec, cfg, *, runs_dir: Path, device: str, resume: bool, progress: bo
         job.write_text(json.dumps({
             "spec": {**asdict(spec), "method": spec.method.to_dict(), "data_dir": str(spec.data_dir)},
             "cfg": asdict(cfg), "runs_dir": str(runs_dir), "device": device, "resume": resume,
-            "progress": progress, "error_file": str(error),
+            "progress": progress,
         }))
         run_launcher(["-m", "trainers.training.worker", str(job)], num_processes=num_processes, what="training processes", error=error)

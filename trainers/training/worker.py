@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 from trainers import methods
-from records.errors import InterpError
-from trainers.training.distributed import process_rank
+from trainers.training.distributed import end_failed
 from trainers.training.loop import TrainConfig
 from trainers.training.train import RunSpec, train_run
 
@@ -26,12 +25,11 @@ def main(job_file: str) -> None:
     try:
         train_run(spec, TrainConfig(**job["cfg"]), runs_dir=Path(job["runs_dir"]), device=job["device"],
                   resume=job["resume"], progress=job["progress"])
-    except InterpError as exc:  # reported by `launch` through the error file (torchrun's traceback would bury it)
-        if process_rank() == 0:
-            Path(job["error_file"]).write_text(str(exc))
-    finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+    except Exception as exc:  # the first to fail is reported by `launch`; torchrun's traceback of every process would bury it
+        end_failed(exc)  # ends this process (status 1, quietly): torchrun stops the others
+        raise
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
