@@ -26,9 +26,9 @@ included) and predictions exactly; attn-diff's and cka's saved results (less tim
 rel 1e-9 (their float64 sums are added over the processes in another order). The table is also
 written to --out. The bound is 1 / the largest fraction of the padded tokens (rows x longest row
 of each batch) that one process runs, batches cut and shared as the command does it
-(`busiest_share`): no launch, no load, work in proportion to padded tokens. Processes share
-contiguous runs of length-sorted batches, so the process with the longest sequences bounds the
-time (eval sorts each side over the whole file: its last process gets the longest half).
+(`busiest_share`): no launch, no load, work in proportion to padded tokens. The length-sorted
+batches are dealt out in turn (`trainers.parallel.deal`), so each process gets short and long
+ones alike (contiguous runs gave eval's last process 3/4 of the tokens on 1,024 pairs).
 
     OMP_NUM_THREADS=1 python benchmarks/parallel_analyses.py --limit 1024           # runs/data, MiniLM, 1 vs 2 processes
     OMP_NUM_THREADS=1 python benchmarks/parallel_analyses.py --limit 1024 --processes 4 --repeats 3
@@ -165,22 +165,16 @@ def same_result(command: str, one: dict, other: dict) -> bool:
     return one == other if command == "eval" else close(one, other)
 
 
-def process_share(n: int, processes: int, rank: int) -> range:
-    """`trainers.parallel.share(n)` as process `rank` of `processes` gets it: contiguous, the first n % processes one longer."""
-    base, extra = divmod(n, processes)
-    start = rank * base + min(rank, extra)
-    return range(start, start + base + (rank < extra))
-
-
 def busiest_share(command: str, examples: list, tokenizer, *, processes: int, max_len: int) -> float:
     """The largest fraction of the padded tokens (a batch's rows x its longest row, both sides) that one of `processes`
     processes runs, batched and shared as the command shares them; 1 / it bounds the speed-up of the compute.
 
-    eval (`embed_all`): each side sorted by length over the whole file, cut into batches of 64, contiguous shares of
-    them. attn-diff: both sides' batches of 32 from length-sorted windows (`text_batches`), one list, contiguous
-    shares. cka: each side's such batches shared on their own; a process whose share does not start at the first
-    batch also runs the first (the shift)."""
+    eval (`embed_all`): each side sorted by length over the whole file, cut into batches of 64, dealt out in turn
+    (`trainers.parallel.deal`). attn-diff: both sides' batches of 32 from length-sorted windows (`text_batches`), one
+    list, dealt out. cka: each side's such batches dealt out on their own; a process not dealt the first batch also
+    runs it (the shift)."""
     from interp.analyses.attn_diff import SIDES, text_batches
+    from trainers.parallel import deal
     from trainers.training.batching import length_order
 
     def padded(texts: list[str]) -> int:
@@ -201,11 +195,11 @@ def busiest_share(command: str, examples: list, tokenizer, *, processes: int, ma
     per_rank = [0] * processes
     for costs in lists:
         for rank in range(processes):
-            part = process_share(len(costs), processes, rank)
+            part = deal(len(costs), processes, rank)
             if command == "eval" and len(costs) < processes:  # fewer batches than processes: each embeds everything
                 part = range(len(costs))
-            shift = costs[0] if command == "cka" and part.start > 0 else 0
-            per_rank[rank] += sum(costs[part.start : part.stop]) + shift
+            shift = costs[0] if command == "cka" and 0 not in part else 0
+            per_rank[rank] += sum(costs[b] for b in part) + shift
     total = sum(sum(costs) for costs in lists)
     return max(per_rank) / total
 

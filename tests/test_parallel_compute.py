@@ -1,7 +1,7 @@
 """attn-diff and CKA on 2 CPU processes (gloo, spawned) against 1 process: the same result.
 
-Each process takes its share of the batches one process would make (length-sorted windows,
-each side's batches, trainers.parallel.share) and the float64 sums are added over the
+Each process takes its batches of those one process would make (length-sorted windows, each
+side's batches), dealt out in turn (trainers.parallel.deal), and the float64 sums are added over the
 processes, so a 2-process result differs from the 1-process one only in the order of addition:
 RTOL 1e-10 relative (ATOL 1e-12 for values that are 0 up to rounding); timings are left out.
 Both ranks hold the same result, exactly. The runs: the tiny random RoBERTa with two LoRA
@@ -9,9 +9,9 @@ deltas (side A) and two prefix deltas (side B) moved off their start by seeded n
 sides are seed groups and the seed-noise null, pair tables and token tables are compared too.
 
 With batch size 2 the 37 test pairs make two windows (32 + 5 examples); attn-diff's 38 batches
-split 19 / 19, so rank 1 starts inside the code side of the first window; CKA's 19 batches a
-side split 10 / 9, so rank 1 starts at batch 11 and must shift by batch 1 as rank 0 does. One
-CKA case has a single batch: rank 1's share is empty and it still takes part in every sum.
+split 19 / 19 (even and odd), so each rank has query and code batches of both windows; CKA's 19
+batches a side split 10 / 9, and rank 1, never dealt batch 1, must shift by it as rank 0 does. One
+CKA case has a single batch: rank 1 is dealt none and it still takes part in every sum.
 One spawn of 2 processes (importing torch and transformers) runs every case: about 15 s here.
 """
 

@@ -71,7 +71,7 @@ from interp.analyses.running import Prepared
 from interp.analyses.seeds import null_note, resolve_sides, run_pairs
 from trainers.devices import DEFAULT_PRECISION, autocast, check_device, check_precision, torch_device
 from trainers.encoders import DEFAULT_POOLING, Encoder
-from trainers.parallel import is_main, reduce_max, reduce_sum, share
+from trainers.parallel import deal, is_main, reduce_max, reduce_sum
 from records.errors import InterpError
 
 SIDES = ("query", "code")
@@ -243,8 +243,8 @@ class AttnDiff:
         """The statistics over `examples` (see the module docstring), the forward passes at `precision` (fp32 or bf16;
         rows and sums are float32 / float64 either way).
 
-        On several processes (trainers.parallel) each takes its share of the batches, in the order one process
-        makes them (length-sorted windows, each side's batches), so every batch is cut as on one process; the
+        On several processes (trainers.parallel) the batches one process makes (length-sorted windows, each side's
+        batches) are dealt out in turn, so every batch is cut as on one process; the
         float64 sums are then summed (max |d| maxed) over the processes: one process's result up to the order of
         addition. The example is computed on every process (the same answer); `seconds` is this process's."""
         if not examples:
@@ -261,8 +261,7 @@ class AttnDiff:
         sums = {s: _SideSums(self.layers, self.heads, len(self.tokenizer), m, n, self.device) for s in sides}
         start = time.perf_counter()
         batches = text_batches(examples, sides, batch_size)
-        part = share(len(batches))
-        mine = batches[part.start : part.stop]  # this process's share, in order
+        mine = [batches[b] for b in deal(len(batches))]  # this process's batches, dealt in turn
         bar = tqdm(total=sum(len(texts) for _, texts in mine), desc="attn-diff", unit="seq", disable=not progress or not is_main(),
                    leave=False)
         for side, texts in mine:

@@ -21,9 +21,9 @@ floats for the matrix and layers x hidden^2 per run and per pair of runs of a cu
 (`accumulator_bytes`), whatever the size of the split. Each run's states are shifted by its first
 batch's mean before they are summed (CKA does not change under a shift; the sums then cancel less).
 
-On several processes (trainers.parallel) each side's batches, cut as on one process, are shared
-out in order, each process sums its share, and the sums are added. Every process shifts by the
-same vector, the mean of the first batch of the whole split (a process whose share starts later
+On several processes (trainers.parallel) each side's batches, cut as on one process, are dealt
+out in turn, each process sums its own, and the sums are added. Every process shifts by the
+same vector, the mean of the first batch of the whole split (a process that is not dealt it
 computes that batch once more): sums shifted by different vectors would not add up.
 
 What is compared. A forward pass with `output_hidden_states=True` (no hooks: it works for every
@@ -71,7 +71,7 @@ from interp.analyses.running import Prepared
 from interp.analyses.seeds import ALPHA, null_note, resolve_sides, run_pairs
 from trainers.devices import DEFAULT_PRECISION, autocast, check_device, check_precision, torch_device
 from trainers.encoders import DEFAULT_POOLING
-from trainers.parallel import is_main, reduce_sum, share
+from trainers.parallel import deal, is_main, reduce_sum
 from records.errors import InterpError
 
 TOKENS = ("cls", "all")
@@ -339,15 +339,15 @@ class CKA:
         pairs = run_pairs(m + n) if m > 1 and n > 1 else between  # every pair for the null, else the m x n across
         start, out, nbytes = time.perf_counter(), {}, 0
         plan = {side: [texts for _, texts in text_batches(examples, (side,), batch_size)] for side in sides}  # one process's order
-        parts = {side: share(len(batches)) for side, batches in plan.items()}  # this process's share of each side's
-        bar = tqdm(total=sum(len(t) for side, part in parts.items() for t in plan[side][part.start : part.stop]), desc="cka",
+        parts = {side: deal(len(batches)) for side, batches in plan.items()}  # this process's batches of each side
+        bar = tqdm(total=sum(len(plan[side][b]) for side, part in parts.items() for b in part), desc="cka",
                    unit="seq", disable=not progress or not is_main(), leave=False)
         for side in sides:
             sums = _SideSums(len(runs), self.depth + 1, self.hidden, pairs, (0, m), self.device)
             batches, part = plan[side], parts[side]
-            if part.start > 0:  # the same shift as every other process: the first batch of the whole split
+            if 0 not in part:  # the same shift as every other process: the first batch of the whole split
                 sums.shift_by(self._batch_states(runs, batches[0], tokens, precision))
-            for texts in batches[part.start : part.stop]:
+            for texts in (batches[b] for b in part):
                 sums.add(self._batch_states(runs, texts, tokens, precision), len(texts))
                 bar.update(len(texts))
             sums.reduce()

@@ -16,7 +16,7 @@ Embeddings and scores must be finite: a NaN scores neither higher nor lower than
 it would rank first under both rules. `NonFiniteError` is raised instead.
 
 On N processes (data-parallel training, or an analysis under `--num-processes` / `accelerate
-launch`) each embeds a contiguous share of the batches one process would make, and the embeddings
+launch`) each embeds the batches one process would make, dealt out in turn, and the embeddings
 are gathered once: every example is embedded exactly once, in the batch it has on one process, so
 every process gets the embeddings, ranks and MRR of one process, bit for bit.
 """
@@ -78,7 +78,7 @@ def embed_all(
 
     On several processes (a process group is running: training's accelerator, `accelerate launch`,
     `--num-processes`), the batches one process would make (length-sorted, `batch_size` each) are
-    shared out whole, a contiguous run of them per process (`parallel.share`), and every process
+    dealt out whole in turn (`parallel.deal`: batch r, r + P, ... to process r), and every process
     gets the whole matrix back (`parallel.gather_rows`). Each embedding is computed in the batch,
     with the padding, it has on one process, so the matrix is the one-process matrix, bit for bit
     (with as many batches as processes or more; fewer: every process embeds everything).
@@ -91,14 +91,16 @@ def embed_all(
     batches = -(-len(ids) // batch_size)
     if world == 1 or batches < world:
         return _embed_positions(embed, ids, pad_id, batch_size=batch_size, device=device, desc=desc, precision=precision)
-    mine = parallel.share(batches)  # this process's batches: positions order[start * batch_size : stop * batch_size]
-    positions = order[mine.start * batch_size : mine.stop * batch_size]
-    # A length-sorted run of whole batches, starting at a batch boundary: encode_side cuts it into the same batches.
-    rows = _embed_positions(embed, [ids[i] for i in positions], pad_id, batch_size=batch_size, device=device, desc=desc,
-                            precision=precision)  # (n_mine, hidden)
-    gathered = parallel.gather_rows(rows)  # (N, hidden): the rows of order[0:N], rank after rank
+    def positions(batch_numbers) -> list[int]:  # the split's positions in these batches, batch after batch
+        return [i for b in batch_numbers for i in order[b * batch_size : (b + 1) * batch_size]]
+
+    # This process's batches, dealt in turn (parallel.deal): a length-sorted list of whole batches (only the split's
+    # last batch can be short, and it comes last), which encode_side cuts into the same batches again.
+    rows = _embed_positions(embed, [ids[i] for i in positions(parallel.deal(batches))], pad_id, batch_size=batch_size,
+                            device=device, desc=desc, precision=precision)  # (n_mine, hidden)
+    gathered = parallel.gather_rows(rows)  # (N, hidden): every process's rows, rank after rank
     out = torch.empty_like(gathered)
-    out[torch.tensor(order, device=gathered.device)] = gathered
+    out[torch.tensor(positions(parallel.dealt_order(batches)), device=gathered.device)] = gathered
     return out
 
 
