@@ -17,6 +17,7 @@ calls the CLI's `main` in each.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -35,23 +36,29 @@ from trainers.training import distributed
 
 if distributed.launched_processes() > 1:  # one of the launched processes
     if distributed.process_rank() == 1:
-        from trainers.training import evaluate
+        from {module} import {function} as real
+        import {module} as patched
 
-        real, calls = evaluate._embed_positions, []
+        calls = []
 
-        def embed_positions(*args, **kwargs):
+        def failing(*args, **kwargs):
             calls.append(1)
-            if len(calls) == 2:  # the codes: the queries were embedded and gathered
+            if len(calls) == {call}:
                 raise {error}("{message}")
             return real(*args, **kwargs)
 
-        evaluate._embed_positions = embed_positions
-else:  # the launching process: start this script again, not `python -m interp`
+        patched.{function} = failing
+    if sys.argv[1] == "--worker":  # a training process
+        from trainers.training.worker import main
+
+        main(sys.argv[2])
+        sys.exit(0)
+else:  # the launching process: start this script again, not `python -m interp` or `-m trainers.training.worker`
     launch = distributed.run_launcher
 
     def run_launcher(target, **kwargs):
-        assert target[:2] == ["-m", "interp"], target
-        launch([__file__, *target[2:]], **kwargs)
+        module = {{"interp": [], "trainers.training.worker": ["--worker"]}}[target[1]]
+        launch([__file__, *module, *target[2:]], **kwargs)
 
     distributed.run_launcher = run_launcher
 
@@ -60,38 +67,51 @@ from interp.cli import main
 sys.argv[0] = "interp"
 main()
 '''
+EVAL = (["eval", "lora", "--data", "{data}/train.jsonl", "--device", "cpu", "--predictions", "{out}/predictions.jsonl"],
+        "trainers.training.evaluate", "_embed_positions", 2)  # the codes: the queries were embedded and gathered
+TRAIN = (["train", "--name", "dp", "--preset", "lora64", "--data", "{data}", "--base", "{base}", "--batch-size", "8",
+          "--max-steps", "20", "--max-len", "32", "--train-limit", "160", "--eval-limit", "21", "--device", "cpu"],
+         "trainers.training.loop", "contrastive_loss", 3)  # the loss of step 3: process 0 then waits in the gradients' all-reduce
 LIMIT_S = 60  # a launch costs about 10 s; a process left waiting in a collective would take gloo's 30 minutes
 
 
 @pytest.mark.parametrize(
-    "error, message, traceback",
+    "command, error, message",
     [
-        ("InterpError", "the codes of process 1 cannot be embedded", False),
-        ("RuntimeError", "CUDA out of memory on process 1 (simulated)", True),
+        (EVAL, "InterpError", "the codes of process 1 cannot be embedded"),
+        (EVAL, "RuntimeError", "CUDA out of memory on process 1 (simulated)"),
+        (TRAIN, "RuntimeError", "a bug hit by process 1 at step 3 (simulated)"),
     ],
+    ids=["eval-InterpError", "eval-RuntimeError", "train-RuntimeError"],
 )
-def test_a_failure_in_one_process_stops_all_with_one_error(cli_world, tmp_path, error, message, traceback):
-    runs, predictions = tmp_path / "runs", tmp_path / "predictions.jsonl"
+def test_a_failure_in_one_process_stops_all_with_one_error(cli_world, tmp_path, command, error, message):
+    args, module, function, call = command
+    runs = tmp_path / "runs"
     shutil.copytree(cli_world.runs, runs)
     script = tmp_path / "fail_on_process_1.py"
-    script.write_text(SCRIPT.format(error=error, message=message))
+    script.write_text(SCRIPT.format(module=module, function=function, call=call, error=error, message=message))
+    filled = [a.format(data=cli_world.data, base=cli_world.base, out=tmp_path) for a in args]
     before = snapshot(tmp_path)
     start = time.monotonic()
-    failed = subprocess.run(
-        [sys.executable, str(script), "eval", "lora", "--data", str(cli_world.data / "train.jsonl"), "--device", "cpu",
-         "--runs-dir", str(runs), "--no-progress", "--predictions", str(predictions), "--num-processes", "2"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    failed = subprocess.run([sys.executable, str(script), *filled, "--runs-dir", str(runs), "--no-progress", "--num-processes", "2"],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     seconds = time.monotonic() - start
     stderr = failed.stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert failed.returncode == 2 and errors == [f"error: process 1 of 2: {message if error == 'InterpError' else f'{error}: {message}'}"], stderr
+    told = message if error == "InterpError" else f"{error}: {message}"
+    assert failed.returncode == 2 and errors == [f"error: process 1 of 2: {told}"], stderr
     assert stderr.rstrip().splitlines()[-1] == errors[0]  # last: nothing the launcher printed buries it
     assert seconds < LIMIT_S, seconds
-    assert stderr.count("Traceback (most recent call last)") == (1 if traceback else 0), stderr
-    if traceback:
-        assert f"{error}: {message}\n" in stderr and "in embed_positions" in stderr  # the failing process's own
-    for torchrun in ("ChildFailedError", "SIGTERM", "Connection", "[rank0]"):
+    assert stderr.count("Traceback (most recent call last)") == (error != "InterpError"), stderr
+    if error != "InterpError":
+        assert f"{error}: {message}\n" in stderr and "in failing" in stderr  # the failing process's own traceback
+    for torchrun in ("ChildFailedError", "SIGTERM", "exitcode", "Connection", "gloo"):  # nothing of torchrun's, nor of a lost peer
         assert torchrun not in stderr, stderr
-    assert failed.stdout == ""
-    assert snapshot(tmp_path) == before  # no predictions, nothing in the runs
+    after = snapshot(tmp_path)
+    if args[0] == "train":  # a run stopped midway, as after a kill: resumable (--resume), no best delta yet
+        run = json.loads((runs / "dp" / "manifest.json").read_text())
+        assert run["status"] == "running" and not (runs / "dp" / "best").exists()
+        after = {path: v for path, v in after.items() if not path.startswith("runs/dp")}
+    else:
+        assert failed.stdout == ""
+    assert after == before  # no predictions, nothing else in the runs
