@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from interp.analyses.attn_diff import BoundRun
-from interp.analyses.base import resolve_runs
+from interp.analyses.base import BASE, resolve_runs
 from interp.analyses.ranks import load_model, max_len_of, pooling_of
 from records.errors import InterpError
 from trainers.data import Example, fingerprint, read_split
@@ -219,7 +219,23 @@ def bind_pair(model_a, model_b, *, labels: tuple[str, str] | None, defaults: tup
     names = [x.run.name for x in [*a, *b]]
     if len(set(names)) != len(names):
         raise InterpError(f"two models are named alike ({', '.join(names)}); give labels=")
+    if options.get("pooling") is None:  # 'base' is read with the pooling of what it is compared with, as the commands do
+        a, b = _base_pooled(a, [*a, *b]), _base_pooled(b, [*a, *b])
     return a, b, chosen
+
+
+def _base_pooled(side: list[Bound], everything: list[Bound]) -> list[Bound]:
+    """`side` with the run 'base' (if there) given the pooling of the other models; InterpError if theirs differ."""
+    if not any(x.run.name == BASE for x in side):
+        return side
+    used = {x.run.name: x.run.pooling for x in everything if x.run.name != BASE}
+    if len(set(used.values())) > 1:
+        listed = ", ".join(f"{name} ({pooling})" for name, pooling in used.items())
+        raise InterpError(f"'base' is read with the pooling of the models beside it, but they differ: {listed}; give pooling=")
+    if not used:
+        return side
+    pooling = next(iter(used.values()))
+    return [replace(x, run=replace(x.run, pooling=pooling)) if x.run.name == BASE else x for x in side]
 
 
 def max_len_for(bound: Sequence[Bound], max_len: int | None) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -337,3 +338,18 @@ def test_import_interp_stays_cheap():
     done = subprocess.run([sys.executable, "-c", "import sys, interp; print('torch' in sys.modules, callable(interp.cka))"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert done.stdout.split() == ["False", "True"], done.stderr
+
+
+def test_base_is_read_with_the_pooling_of_the_run_beside_it(world, tmp_path):
+    """As `interp attn-diff base RUN` does: 'base' takes the run's pooling (mean, rewritten into a copy's manifest)."""
+    runs = tmp_path / "runs"
+    shutil.copytree(world[0].runs / "lora", runs / "lora")
+    manifest = json.loads((runs / "lora/manifest.json").read_text())
+    manifest["train"]["pooling"] = "mean"
+    (runs / "lora/manifest.json").write_text(json.dumps(manifest))
+    done = invoke(["attn-diff", "base", "lora", "--runs-dir", runs, "--limit", str(EXAMPLES)])
+    assert done.exit_code == 0, done.stderr
+    (saved,) = [json.loads(p.read_text()) for p in (runs / "analyses/attn-diff").glob("*.json")]
+    got = interp.attn_diff("base", "lora", world[2], runs_dir=runs)
+    assert saved["inputs"]["pooling"] == got.inputs["pooling"] == {"base": "mean", "lora": "mean"}
+    assert json_close(without_timings(got.to_dict()["result"]), without_timings(saved["result"]), 1e-6, 1e-9)
