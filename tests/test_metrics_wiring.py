@@ -159,7 +159,7 @@ def test_eval_base_equals_plain_transformers_and_the_report_shows_it(world, tmp_
     report = build_report(runs_dir=runs, out=tmp_path / "site")
     html = report.index.read_text()
     zero = re.search(r'<tr class="zero-shot">(.*?)</tr>', html, re.S).group(1)
-    assert "base (zero-shot)" in zero
+    assert "base (zero-shot)" in zero and f'<td title="{saved["base"]["source"]}">untrained</td><td>zero-shot</td>' in zero
     assert [f"{100 * expected[k]:.2f}" for k in ("mrr", "mrr@10", "ndcg@10", "recall@1")] == re.findall(r"\d+\.\d\d(?!%)", zero)[-4:]
     lora = Manifest.read(runs / "lora").metrics["test"]
     row = re.search(r'<tr><td><a href="runs/lora.html">.*?</tr>', html, re.S).group(0)
