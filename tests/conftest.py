@@ -115,11 +115,11 @@ def cli_world(tmp_path_factory, mined_data, tiny_roberta_dir):
 
 @pytest.fixture(scope="session")
 def foreign_deltas(tmp_path_factory, mined_data, tiny_roberta_dir):
-    """Foreign deltas on the tiny RoBERTa (`helpers.make_foreign_deltas`: adapters/lora, adapters/ia3, adapters/full) beside
+    """Foreign deltas on the tiny RoBERTa (`foreign_deltas.make_foreign_deltas`: adapters/lora, adapters/ia3, adapters/full) beside
     a copy of the mined data: (root, {kind: directory}). Tests must leave them as they are (copy one to change it)."""
     import shutil
 
-    from helpers import make_foreign_deltas
+    from foreign_deltas import make_foreign_deltas
 
     root = tmp_path_factory.mktemp("foreign-deltas")
     shutil.copytree(mined_data, root / "data")

@@ -1,7 +1,7 @@
 """--base, --pooling and --max-len on every analysis command (a directory's missing choices, trainers/foreign.py), and the
 rows `interp runs` adds: the zero-shot base (`interp eval base`'s saved metrics) and imported deltas marked "imported".
 
-The deltas are `helpers.make_foreign_deltas`'s: a LoRA and an (IA)3 adapter made with plain peft and a fully fine-tuned
+The deltas are `foreign_deltas.make_foreign_deltas`'s: a LoRA and an (IA)3 adapter made with plain peft and a fully fine-tuned
 tiny RoBERTa saved with `save_pretrained`, none of them imported."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FOREIGN_MAX_LEN, check_refused, invoke, single_thread  # noqa: F401 - the fixture, one thread per module
+from foreign_deltas import FOREIGN_MAX_LEN
+from helpers import check_refused, invoke, single_thread  # noqa: F401 - the fixture, one thread per module
 
 LIMIT = 6  # examples an analysis reads
 
