@@ -38,14 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from interp.analyses.ablate import Ablation, _parse
+from interp.analyses.ablate import Ablation, _parse, settings_label
 from interp.analyses.attn_diff import AttnDiff, result_name, sides_of
 from interp.analyses.attribute import Attribution
 from interp.analyses.base import result_payload, save_result, write_result
 from interp.analyses.cka import CKA
 from interp.analyses.cka import result_name as cka_result_name
 from interp.analyses.qualitative import Qualitative
-from records.layers import indices_span
 from interp.memory import (
     Model,
     bind_pair,
@@ -195,10 +194,9 @@ def ablate(model: Model, data: Any, *, layers: str | Sequence[int] | None = None
                         batch_size=batch_size, device=device, progress=progress, precision=precision)
     with training_kept([bound]):
         result = analysis.compute(examples, layers=chosen, mode=mode, sweep=sweep)
-    what = ".".join(([f"{mode}{indices_span(chosen)}"] if chosen else []) + (["sweep"] if sweep else []))
     inputs = {"run": bound.record, "data": described, "layers": spec, "mode": mode, "sweep": sweep, "precision": precision,
               "max_len": analysis.max_len}
-    return Analysed("ablate", name or f"{bound.run.name}.{what}", result, inputs)
+    return Analysed("ablate", name or f"{bound.run.name}.{settings_label(chosen, mode, sweep)}", result, inputs)
 
 
 def attribute(model: Model, query: str, code: str, *, data: Any = None, baseline: Model | None = None, tokenizer=None,

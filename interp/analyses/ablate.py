@@ -208,15 +208,18 @@ class Ablation:
                        ties=trained.ties, device=device, progress=progress, precision=precision)
 
         def result_name(result: AblateResult | None = None) -> str:
-            chosen = options["layers"]
-            what = ".".join(([f"{mode}{indices_span(chosen)}"] if chosen else []) + (["sweep"] if sweep else []))
-            return f"{name}.{what}{data_label(split, data_file, limit)}"
+            return f"{name}.{settings_label(options['layers'], mode, sweep)}{data_label(split, data_file, limit)}"
 
         inputs = {"run": ref.fingerprint(), "data": data.describe(), "layers": layers, "mode": mode, "sweep": sweep,
                   "precision": precision}
         return Prepared(name=result_name() if chosen is not None else result_name, bind=bind, data=data.examples,
                         options=options, inputs=inputs)
 
+
+
+def settings_label(layers: tuple[int, ...], mode: str, sweep: bool) -> str:
+    """What a result's name says was ablated: 'drop9-12', 'keep3.sweep', 'sweep' (0-based `layers`, named 1-based)."""
+    return ".".join(([f"{mode}{indices_span(layers)}"] if layers else []) + (["sweep"] if sweep else []))
 
 
 def _parse(spec: str | None, depth: int) -> tuple[int, ...]:
